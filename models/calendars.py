@@ -1,0 +1,141 @@
+"""Working calendars per office: weekends and public holidays from the ``holidays`` package.
+
+Each member state's country office keeps its country's weekend and public holidays (Islamic
+holidays included: Eid al-Fitr, Eid al-Adha, Islamic New Year, the Prophet's Birthday, as the
+library lists them, some marked "(estimated)"). Permanent missions in Geneva keep Swiss working
+days with the canton of Geneva's holidays. The roadmap file may override a weekend, with a
+source note, where the library's value is doubtful.
+
+Dates here are *local calendar dates* (``datetime.date``) of the office concerned; turning an
+instant into such a date is the caller's job (``pendulum.instance(t).in_tz(zone).date()``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import holidays
+import pendulum
+
+#: Country and subdivision of the permanent missions' calendar (Geneva, Switzerland).
+GENEVA = ("CH", "GE")
+#: Longest run of non-working days searched before giving up (a misconfigured 7-day weekend).
+_MAX_SEARCH_DAYS = 60
+
+
+class CalendarError(ValueError):
+    """A calendar with no working day within reach (e.g. a weekend of all seven days)."""
+
+
+@dataclass(frozen=True)
+class WorkingCalendar:
+    """The working days of one office.
+
+    Attributes:
+        country: ISO 3166-1 alpha-2 code of the holidays that apply.
+        subdivision: ``holidays`` subdivision code ("GE" for the canton of Geneva), or None.
+        weekend: weekday numbers (Monday = 0) that are not worked.
+        weekend_source: "holidays library" or the roadmap file's note for an override.
+    """
+
+    country: str
+    subdivision: str | None = None
+    weekend: frozenset[int] = field(default_factory=frozenset)
+    weekend_source: str = "holidays library"
+
+    def holiday_name(self, day: dt.date) -> str | None:
+        """Return the public holiday's name on ``day`` (the library's text), or None."""
+        return _holidays(self.country, self.subdivision, day.year).get(day)
+
+    def is_working_day(self, day: dt.date) -> bool:
+        """True when ``day`` is neither a weekend day nor a public holiday."""
+        return day.weekday() not in self.weekend and self.holiday_name(day) is None
+
+    def _step(self, day: dt.date, days: int) -> dt.date:
+        for _ in range(_MAX_SEARCH_DAYS):
+            day = _plain(pendulum.date(day.year, day.month, day.day).add(days=days))
+            if self.is_working_day(day):
+                return day
+        raise CalendarError(f"no working day within {_MAX_SEARCH_DAYS} days of {day} for {self.country}")
+
+    def next_working_day(self, day: dt.date) -> dt.date:
+        """Return the first working day strictly after ``day``."""
+        return self._step(day, 1)
+
+    def previous_working_day(self, day: dt.date) -> dt.date:
+        """Return the last working day strictly before ``day``."""
+        return self._step(day, -1)
+
+    def on_or_before(self, day: dt.date) -> dt.date:
+        """Return ``day`` if it is a working day, else the previous working day."""
+        return day if self.is_working_day(day) else self.previous_working_day(day)
+
+    def on_or_after(self, day: dt.date) -> dt.date:
+        """Return ``day`` if it is a working day, else the next working day."""
+        return day if self.is_working_day(day) else self.next_working_day(day)
+
+    def working_days_between(self, start: dt.date, end: dt.date) -> int:
+        """Count working days in ``(start, end]``; negative (counting ``(end, start]``) when end < start.
+
+        "Working days left" from today to a deadline day: today itself is not counted, the
+        deadline day is (if it is a working day).
+        """
+        sign = 1
+        if end < start:
+            start, end, sign = end, start, -1
+        period = pendulum.interval(pendulum.date(start.year, start.month, start.day), pendulum.date(end.year, end.month, end.day))
+        count = sum(1 for day in period.range("days") if day != start and self.is_working_day(_plain(day)))
+        return sign * count
+
+    def holidays_between(self, start: dt.date, end: dt.date) -> list[tuple[dt.date, str]]:
+        """Public holidays in ``[start, end]`` as (date, name), in date order."""
+        found: list[tuple[dt.date, str]] = []
+        for year in range(start.year, end.year + 1):
+            for day, name in sorted(_holidays(self.country, self.subdivision, year).items()):
+                if start <= day <= end:
+                    found.append((day, name))
+        return found
+
+
+def _plain(day: dt.date) -> dt.date:
+    return dt.date(day.year, day.month, day.day)
+
+
+@lru_cache(maxsize=512)
+def _holidays(country: str, subdivision: str | None, year: int) -> holidays.HolidayBase:
+    return holidays.country_holidays(country, subdiv=subdivision, years=year)
+
+
+@lru_cache(maxsize=512)
+def library_weekend(country: str, subdivision: str | None = None) -> frozenset[int]:
+    """Return the ``holidays`` library's weekend for ``country`` (weekday numbers, Monday = 0)."""
+    return frozenset(holidays.country_holidays(country, subdiv=subdivision).weekend)
+
+
+def calendar_for(
+    country: str,
+    subdivision: str | None = None,
+    weekend_override: list[int] | None = None,
+    weekend_source: str = "",
+) -> WorkingCalendar:
+    """Return the working calendar of an office in ``country``.
+
+    Args:
+        country: ISO 3166-1 alpha-2 code; the ``holidays`` package must support it.
+        subdivision: a ``holidays`` subdivision code, or None.
+        weekend_override: weekday numbers (Mon = 0) from the roadmap file, or None for the library's.
+        weekend_source: where the override comes from.
+
+    Raises:
+        NotImplementedError: the ``holidays`` package has no calendar for ``country``.
+    """
+    if weekend_override is not None:
+        return WorkingCalendar(country, subdivision, frozenset(weekend_override), weekend_source or "roadmap file")
+    return WorkingCalendar(country, subdivision, library_weekend(country, subdivision))
+
+
+def mission_calendar() -> WorkingCalendar:
+    """Return the calendar of the permanent missions in Geneva (Swiss weekend, Geneva holidays)."""
+    return calendar_for(*GENEVA)

@@ -1,0 +1,101 @@
+"""Database engine, session and the UTC datetime column type.
+
+One settings source: ``ROADMAP_DATABASE_URL`` (a SQLAlchemy URL). The default is a SQLite
+file ``roadmap.db`` in the current directory, so the tool runs with no server to install.
+PostgreSQL (``postgresql+psycopg://...``) is the choice for scale.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Iterator
+
+from sqlalchemy import DateTime, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Session, SQLModel, create_engine
+
+DEFAULT_DATABASE_URL = "sqlite:///roadmap.db"
+
+#: Seconds a SQLite connection waits for a lock held by another process before it fails.
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def database_url() -> str:
+    """Return the configured database URL (``ROADMAP_DATABASE_URL``, default ``sqlite:///roadmap.db``)."""
+    return os.environ.get("ROADMAP_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+class UTCDateTime(TypeDecorator):
+    """A datetime column that stores a UTC instant and always returns an aware UTC datetime.
+
+    Bind: takes an aware ``datetime.datetime`` (any zone, pendulum included) and stores it as
+    UTC; a naive datetime raises ``ValueError`` because its instant is unknown.
+    Result: a ``datetime.datetime`` with ``tzinfo=datetime.timezone.utc`` on SQLite (which
+    keeps no offset) and PostgreSQL (``timestamptz``) alike. Pattern from Indico's ``UTCDateTime``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: store aware datetimes only")
+        utc = dt.datetime.fromtimestamp(value.timestamp(), tz=dt.timezone.utc)
+        if dialect.name == "sqlite":
+            return utc.replace(tzinfo=None)
+        return utc
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the dashboard read while the nightly check writes; the busy timeout makes
+    # concurrent checks wait for each other instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str | None = None) -> Engine:
+    """Return the (cached) engine for ``url`` or the configured database, creating tables.
+
+    Tables are created when missing; schema upgrades of existing databases go through Alembic
+    (``roadmap db upgrade``).
+    """
+    url = url or database_url()
+    kwargs: dict = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    from models import tables  # noqa: F401  (registers the tables on the metadata)
+
+    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """Yield a session that commits on success and rolls back on any exception."""
+    with Session(get_engine(url), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,66 @@
+"""Who acts on a milestone for a member state: recipient tag, clock and calendar.
+
+The rule (from the seed's logistics timeline): the coordinators act for coordinator-owned
+milestones, the permanent mission in Geneva for mission-owned ones, the IOM country office for
+office-owned ones. Recipients are Apprise tags: ``coordinators``, ``mission-<cc>``,
+``office-<cc>`` (lower-case alpha-2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.calendars import WorkingCalendar, calendar_for, mission_calendar
+from models.tables import Owner
+
+COORDINATORS_TAG = "coordinators"
+
+
+@dataclass(frozen=True)
+class Party:
+    """The acting party for one (milestone, member state).
+
+    Attributes:
+        recipient: Apprise tag of the party.
+        timezone: IANA zone whose local day the deadline ends in.
+        calendar: working days of the party.
+    """
+
+    recipient: str
+    timezone: str
+    calendar: WorkingCalendar
+
+
+def recipient_tag(owner: Owner | str, member_state_code: str) -> str:
+    """Return the Apprise tag of ``owner`` for a member state ("mission-jo", "office-jo", "coordinators")."""
+    owner = Owner(owner)
+    if owner is Owner.coordinator:
+        return COORDINATORS_TAG
+    return f"{owner.value}-{member_state_code.lower()}"
+
+
+def party_for(
+    owner: Owner | str,
+    *,
+    member_state_code: str,
+    mission_timezone: str,
+    office_timezone: str,
+    weekend_override: list[int] | None,
+    weekend_source: str,
+    coordinator_timezone: str,
+    coordinator_country: str,
+) -> Party:
+    """Return the acting :class:`Party` for ``owner`` and one member state.
+
+    All arguments are plain values (table columns), so callers need no ORM session.
+    The weekend override applies to the country office only: missions keep Geneva's calendar.
+    """
+    owner = Owner(owner)
+    tag = recipient_tag(owner, member_state_code)
+    if owner is Owner.coordinator:
+        return Party(tag, coordinator_timezone, calendar_for(coordinator_country))
+    if owner is Owner.mission:
+        return Party(tag, mission_timezone, mission_calendar())
+    return Party(
+        tag, office_timezone, calendar_for(member_state_code, None, weekend_override, weekend_source)
+    )

@@ -1,0 +1,187 @@
+"""Reminder windows and the reminder log: which reminder is due, and claiming it exactly once.
+
+Windows (the default policy, from the issue: 14, 7, 3, 1 and 0 days before the deadline, then
+every 3 days while overdue) are named ``before-14`` ... ``before-1``, ``due`` (0 days) and
+``overdue-3``, ``overdue-6``, ... A window's day is the owner's local due day minus its offset
+(plus, when overdue); a day that is not a working day for the recipient moves to the previous
+working day, so no warning is late.
+
+Each night only the *latest* window that has started is considered: a missed night is caught
+up once, never replayed window by window.
+
+Exactly once: a run first *claims* (status, recipient, window) in ``reminder_log`` with
+INSERT ... ON CONFLICT DO NOTHING, commits, and only then sends. A failed row, or a claim older
+than the lease (its run died mid-send), may be taken over by a conditional UPDATE, which only one
+run can win. The window of doubt: a run killed after the network call and before it marked the
+row sent leaves a claim that a later run, after the lease, sends again: at most that one digest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pendulum
+from sqlalchemy import and_, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, select
+
+from models.calendars import WorkingCalendar
+from models.tables import ReminderLog, ReminderState
+
+#: A claim older than this is considered abandoned (its run crashed) and may be taken over.
+CLAIM_LEASE = dt.timedelta(minutes=10)
+
+DUE_WINDOW = "due"
+
+
+def window_name(offset_days: int) -> str:
+    """Name the window ``offset_days`` before the deadline (0 is ``due``; negative is overdue)."""
+    if offset_days == 0:
+        return DUE_WINDOW
+    if offset_days > 0:
+        return f"before-{offset_days}"
+    return f"overdue-{-offset_days}"
+
+
+def _day(anchor: dt.date, days: int) -> dt.date:
+    moved = pendulum.date(anchor.year, anchor.month, anchor.day).add(days=days)
+    return dt.date(moved.year, moved.month, moved.day)
+
+
+def delivery_day(calendar: WorkingCalendar, nominal: dt.date) -> dt.date:
+    """Return the day a reminder nominally due on ``nominal`` goes out for ``calendar``'s owner:
+    the same day if it is a working day, else the previous working day."""
+    return calendar.on_or_before(nominal)
+
+
+def current_window(
+    *,
+    due_day: dt.date,
+    today: dt.date,
+    reminder_days: tuple[int, ...] | list[int],
+    overdue_every_days: int,
+    calendar: WorkingCalendar,
+) -> str | None:
+    """Return the latest reminder window whose delivery day is on or before ``today``, or None.
+
+    Args:
+        due_day: local due day of the owner.
+        today: the recipient's local date now.
+        reminder_days: offsets in days before the deadline (0 = the day itself).
+        overdue_every_days: period of overdue reminders (0 = none).
+        calendar: the recipient's working calendar (non-working days move earlier).
+
+    Returns None on a non-working day of the recipient: nothing is delivered then.
+    """
+    if not calendar.is_working_day(today):
+        return None
+    offsets = sorted(set(reminder_days), reverse=True)  # earliest first
+    started: list[tuple[dt.date, int]] = []
+    for offset in offsets:
+        day = delivery_day(calendar, _day(due_day, -offset))
+        if day <= today:
+            started.append((day, offset))
+    if overdue_every_days > 0 and today > due_day:
+        late = (today - due_day).days
+        periods = late // overdue_every_days
+        for k in (periods, periods + 1):
+            if k <= 0:
+                continue
+            offset = -k * overdue_every_days
+            day = delivery_day(calendar, _day(due_day, -offset))
+            if day <= today:
+                started.append((day, offset))
+    if not started:
+        return None
+    _, offset = max(started, key=lambda item: (item[0], -item[1]))
+    return window_name(offset)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to claim one reminder: ``log_id`` is set when this run holds it."""
+
+    outcome: str  # "claimed", "already_sent", "in_flight"
+    log_id: int | None = None
+    attempts: int = 0
+
+
+def _insert(session: Session):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(ReminderLog)
+    if dialect == "sqlite":
+        return sqlite.insert(ReminderLog)
+    raise NotImplementedError(f"reminder claims need INSERT ... ON CONFLICT; dialect {dialect!r} has none here")
+
+
+def claim(
+    session: Session,
+    *,
+    status_id: int,
+    recipient: str,
+    window: str,
+    run_id: str,
+    now: dt.datetime,
+    lease: dt.timedelta = CLAIM_LEASE,
+) -> Claim:
+    """Claim one reminder for this run (no commit: the caller commits before sending).
+
+    Args:
+        now: aware wall-clock instant (not the check's as-of): leases are about real time.
+
+    Returns:
+        ``Claim("claimed", id)`` when this run must send it (new, failed before, or abandoned);
+        ``Claim("already_sent")`` or ``Claim("in_flight")`` otherwise.
+    """
+    key = and_(
+        ReminderLog.status_id == status_id, ReminderLog.recipient == recipient, ReminderLog.window == window
+    )
+    inserted = session.execute(
+        _insert(session)
+        .values(status_id=status_id, recipient=recipient, window=window, state=ReminderState.claimed.value,
+                attempts=0, claimed_at=now, claimed_by=run_id, error="")
+        .on_conflict_do_nothing(index_elements=["status_id", "recipient", "window"])
+    )
+    if inserted.rowcount != 1:
+        taken = session.execute(
+            update(ReminderLog)
+            .where(
+                key,
+                or_(
+                    ReminderLog.state == ReminderState.failed.value,
+                    and_(ReminderLog.state == ReminderState.claimed.value, ReminderLog.claimed_at < now - lease),
+                ),
+            )
+            .values(state=ReminderState.claimed.value, claimed_at=now, claimed_by=run_id)
+        )
+        if taken.rowcount != 1:
+            state = session.exec(select(ReminderLog.state).where(key)).one()
+            return Claim("already_sent" if state == ReminderState.sent.value else "in_flight")
+    row = session.exec(select(ReminderLog.id, ReminderLog.attempts).where(key)).one()
+    return Claim("claimed", row.id, row.attempts)
+
+
+def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt.datetime) -> int:
+    """Mark this run's claims as sent; return how many rows changed (no commit)."""
+    if not log_ids:
+        return 0
+    result = session.execute(
+        update(ReminderLog)
+        .where(ReminderLog.id.in_(log_ids), ReminderLog.claimed_by == run_id)
+        .values(state=ReminderState.sent.value, sent_at=now, attempts=ReminderLog.attempts + 1, error="")
+    )
+    return result.rowcount
+
+
+def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: str) -> int:
+    """Mark this run's claims as failed with ``reason`` (must hold no secret); no commit."""
+    if not log_ids:
+        return 0
+    result = session.execute(
+        update(ReminderLog)
+        .where(ReminderLog.id.in_(log_ids), ReminderLog.claimed_by == run_id)
+        .values(state=ReminderState.failed.value, attempts=ReminderLog.attempts + 1, error=reason[:500])
+    )
+    return result.rowcount

@@ -1,0 +1,395 @@
+"""Reading and validating a roadmap file (YAML) before anything touches the database.
+
+The file format is documented in ``roadmaps/README.md``; ``roadmaps/gcm-arab-2024.yaml`` is the
+real example. Validation happens here, on non-table pydantic models (the SQLModel table
+classes do not validate on construction); :mod:`models.sync` only writes what passed.
+
+Every problem raises :class:`RoadmapFileError` naming the file, the field path
+(``milestones[3].deadline``) and the offending value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pycountry
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from models.deadlines import DeadlineRuleError, LocalDates, RelativeRule, parse_rule, shift
+from models.tables import NonWorkingDay, Owner, State
+
+#: Largest roadmap file accepted. A real roadmap is a few kB; this bounds memory on bad input.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+_SLUG_CLEAN = re.compile(r"[^a-z0-9]+")
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+
+
+class RoadmapFileError(ValueError):
+    """A roadmap file that cannot be loaded.
+
+    Attributes:
+        file: the path as given.
+        field: the field path inside the file (``milestones[2].depends_on[0]``), or "" for the whole file.
+        value: the offending value (``repr``-able), or None.
+    """
+
+    def __init__(self, file: str | Path, field: str, value: Any, reason: str):
+        self.file, self.field, self.value, self.reason = str(file), field, value, reason
+        where = f"{self.file}: {field}" if field else self.file
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"{where}: {reason} (value: {shown})")
+
+
+@lru_cache(maxsize=1)
+def _iana_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_timezone(name: str) -> str:
+    """Return ``name`` if it is an IANA time zone, else raise ``ValueError`` with a hint."""
+    if name not in _iana_zones():
+        hint = " (Geneva is in 'Europe/Zurich')" if name == "Europe/Geneva" else ""
+        raise ValueError(f"unknown IANA time zone {name!r}{hint}")
+    return name
+
+
+def check_country(code: str) -> str:
+    """Return ``code`` upper-cased if it is an ISO 3166-1 alpha-2 code (pycountry), else raise ``ValueError``."""
+    if not code.isascii() or pycountry.countries.get(alpha_2=code.upper()) is None:
+        raise ValueError(f"unknown ISO 3166-1 alpha-2 country code {code!r}")
+    return code.upper()
+
+
+def normalise_slug(text: str) -> str:
+    """Return ``text`` as an artifact-safe slug: lower case, ``[a-z0-9-]`` only (Prefect's key rule)."""
+    return _SLUG_CLEAN.sub("-", text.lower()).strip("-")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PlaceSpec(_Strict):
+    """A mission, office or coordinator: a name and the IANA zone it keeps time in."""
+
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str
+
+    _tz = field_validator("timezone")(check_timezone)
+
+
+class CoordinatorSpec(PlaceSpec):
+    """The secretariat: a place whose country's public holidays apply to coordinator-owned milestones."""
+
+    country: str = Field(min_length=2, max_length=2)
+
+    @field_validator("country")
+    @classmethod
+    def _iso_code(cls, code: str) -> str:
+        return check_country(code)
+
+
+class WeekendSpec(_Strict):
+    """A weekend override for one member state, with where it comes from."""
+
+    days: list[str] = Field(min_length=0, max_length=6)
+    source: str = Field(min_length=1, max_length=500)
+
+    @field_validator("days")
+    @classmethod
+    def _weekday_names(cls, days: list[str]) -> list[str]:
+        for day in days:
+            if day[:3].lower() not in _WEEKDAYS:
+                raise ValueError(f"unknown weekday {day!r} (use Mon, Tue, ... Sun)")
+        return days
+
+    def numbers(self) -> list[int]:
+        """Weekday numbers, Monday = 0 (the ``holidays`` package's convention), sorted."""
+        return sorted({_WEEKDAYS[day[:3].lower()] for day in self.days})
+
+
+class MemberStateSpec(_Strict):
+    """A member state as the roadmap file describes it."""
+
+    code: str = Field(min_length=2, max_length=2)
+    name: str = Field(min_length=1, max_length=200)
+    name_ar: str = Field(default="", max_length=200)
+    timezone: str
+    mission: PlaceSpec
+    office: PlaceSpec
+    weekend: WeekendSpec | None = None
+
+    _tz = field_validator("timezone")(check_timezone)
+
+    @field_validator("code")
+    @classmethod
+    def _iso_code(cls, code: str) -> str:
+        return check_country(code)
+
+
+class ReminderPolicySpec(_Strict):
+    """When reminders are due: days before the deadline, then every N days while overdue."""
+
+    before_days: list[int] = Field(default=[14, 7, 3, 1, 0], max_length=30)
+    overdue_every_days: int = Field(default=3, ge=0, le=365)
+
+    @field_validator("before_days")
+    @classmethod
+    def _sorted_days(cls, days: list[int]) -> list[int]:
+        if any(day < 0 or day > 365 for day in days):
+            raise ValueError("reminder days must be between 0 and 365")
+        return sorted(set(days), reverse=True)
+
+
+class MilestoneSpec(_Strict):
+    """A milestone as the roadmap file describes it."""
+
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    title: str = Field(min_length=1, max_length=300)
+    title_ar: str = Field(default="", max_length=300)
+    owner: Owner
+    deadline: str
+    opens: str | None = None
+    depends_on: list[str] = Field(default_factory=list, max_length=50)
+    reminders: ReminderPolicySpec | None = None
+    non_working_day: NonWorkingDay = NonWorkingDay.none
+    #: Initial state for every member state, when the source says it already happened.
+    status: State = State.pending
+    #: Note recorded with that initial state.
+    note: str = Field(default="", max_length=2000)
+
+    @field_validator("deadline", "opens", mode="before")
+    @classmethod
+    def _date_to_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2024-03-17 as a date; the rule grammar wants text.
+        return value.isoformat() if isinstance(value, dt.date) else value
+
+
+class AgendaItemSpec(_Strict):
+    """A timed agenda session, local to the venue."""
+
+    date: dt.date
+    start: dt.time
+    end: dt.time
+    title: str = Field(min_length=1, max_length=300)
+    title_ar: str = Field(default="", max_length=300)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted 09:00 as a sexagesimal integer (540).
+        if isinstance(value, int):
+            raise ValueError("write times in quotes, e.g. '09:00'")
+        return value
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> "AgendaItemSpec":
+        if self.end <= self.start:
+            raise ValueError(f"session ends at {self.end} before it starts at {self.start}")
+        return self
+
+
+class RoadmapSpec(_Strict):
+    """A whole roadmap file, validated. ``due`` holds each milestone's resolved local dates."""
+
+    slug: str = Field(min_length=1, max_length=64)
+    title: str = Field(min_length=1, max_length=300)
+    title_ar: str = Field(default="", max_length=300)
+    source: str = ""
+    coordinator: CoordinatorSpec
+    venue: PlaceSpec
+    reminders: ReminderPolicySpec = ReminderPolicySpec()
+    member_states: list[MemberStateSpec] = Field(min_length=1, max_length=300)
+    milestones: list[MilestoneSpec] = Field(min_length=1, max_length=500)
+    agenda: list[AgendaItemSpec] = Field(default_factory=list, max_length=500)
+    due: dict[str, LocalDates] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, slug: str) -> str:
+        clean = normalise_slug(slug)
+        if not clean:
+            raise ValueError(f"slug {slug!r} has no letters or digits")
+        return clean
+
+    def policy(self, milestone: MilestoneSpec) -> ReminderPolicySpec:
+        """Return the milestone's reminder policy, or the roadmap default."""
+        return milestone.reminders or self.reminders
+
+
+def _loc(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _value_at(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses YAML aliases: a roadmap needs none, and they enable YAML bombs."""
+
+    def compose_node(self, parent, index):  # noqa: D401 - PyYAML hook
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                None, None, "YAML aliases (*name) are not allowed in a roadmap file", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> Any:
+    """Read a YAML file safely: size-bounded, no aliases, no Python tags.
+
+    Raises:
+        RoadmapFileError: missing, too large, not UTF-8, or not valid YAML.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise RoadmapFileError(path, "", None, f"cannot read file: {exc.strerror}") from None
+    if size > max_bytes:
+        raise RoadmapFileError(path, "", size, f"file is larger than {max_bytes} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RoadmapFileError(path, "", exc.object[exc.start : exc.start + 8], "file is not UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RoadmapFileError(path, where, None, f"invalid YAML: {problem}") from None
+
+
+def load_roadmap_file(path: str | Path) -> RoadmapSpec:
+    """Read, validate and resolve a roadmap file.
+
+    Args:
+        path: a YAML roadmap file.
+
+    Returns:
+        A ``RoadmapSpec`` whose ``due`` maps each milestone key to its resolved ``LocalDates``.
+
+    Raises:
+        RoadmapFileError: the first problem found, with file, field path and value: unreadable
+            or invalid YAML, unknown field, unknown time zone or country code, duplicate
+            milestone key or member state, unknown dependency or reference, dependency cycle,
+            unreadable or impossible deadline.
+    """
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise RoadmapFileError(path, "", type(data).__name__, "a roadmap file is a mapping of fields")
+    try:
+        spec = RoadmapSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        raise RoadmapFileError(path, _loc(loc), _value_at(data, loc), first["msg"]) from None
+    _check_unique(path, spec)
+    spec.due = _resolve(path, spec)
+    return spec
+
+
+def _check_unique(path: str | Path, spec: RoadmapSpec) -> None:
+    seen: set[str] = set()
+    for index, state in enumerate(spec.member_states):
+        if state.code in seen:
+            raise RoadmapFileError(path, f"member_states[{index}].code", state.code, "duplicate member state")
+        seen.add(state.code)
+    keys: set[str] = set()
+    for index, milestone in enumerate(spec.milestones):
+        if milestone.key in keys:
+            raise RoadmapFileError(path, f"milestones[{index}].key", milestone.key, "duplicate milestone key")
+        keys.add(milestone.key)
+    for index, milestone in enumerate(spec.milestones):
+        for dep_index, dep in enumerate(milestone.depends_on):
+            if dep not in keys:
+                raise RoadmapFileError(
+                    path, f"milestones[{index}].depends_on[{dep_index}]", dep, "unknown milestone"
+                )
+
+
+def _resolve(path: str | Path, spec: RoadmapSpec) -> dict[str, LocalDates]:
+    """Resolve every rule in dependency order; detect cycles through depends_on and references."""
+    index_of = {m.key: i for i, m in enumerate(spec.milestones)}
+    parsed: dict[str, tuple[LocalDates | RelativeRule, LocalDates | RelativeRule | None]] = {}
+    for i, milestone in enumerate(spec.milestones):
+        rules = []
+        for field in ("deadline", "opens"):
+            text = getattr(milestone, field)
+            if text is None:
+                rules.append(None)
+                continue
+            try:
+                rule = parse_rule(text)
+            except DeadlineRuleError as exc:
+                raise RoadmapFileError(path, f"milestones[{i}].{field}", text, str(exc)) from None
+            if isinstance(rule, RelativeRule) and rule.ref not in index_of:
+                raise RoadmapFileError(
+                    path, f"milestones[{i}].{field}", text, f"refers to unknown milestone {rule.ref!r}"
+                )
+            rules.append(rule)
+        parsed[milestone.key] = (rules[0], rules[1])
+
+    def edges(key: str) -> list[tuple[str, str]]:
+        milestone = spec.milestones[index_of[key]]
+        out = [(dep, f"milestones[{index_of[key]}].depends_on") for dep in milestone.depends_on]
+        for field, rule in zip(("deadline", "opens"), parsed[key]):
+            if isinstance(rule, RelativeRule):
+                out.append((rule.ref, f"milestones[{index_of[key]}].{field}"))
+        return out
+
+    resolved: dict[str, LocalDates] = {}
+    visiting: list[str] = []
+
+    def visit(key: str) -> LocalDates:
+        if key in resolved:
+            return resolved[key]
+        visiting.append(key)
+        for ref, field in edges(key):
+            if ref in visiting:
+                cycle = visiting[visiting.index(ref) :] + [ref]
+                raise RoadmapFileError(path, field, ref, "dependency cycle: " + " -> ".join(cycle))
+            visit(ref)
+        visiting.pop()
+        due_rule, opens_rule = parsed[key]
+        due = _apply(due_rule, resolved)
+        opens = _apply(opens_rule, resolved) if opens_rule is not None else None
+        result = LocalDates(due=due.due, opens=opens.due if opens else due.opens)
+        if result.opens and result.opens > result.due:
+            i = index_of[key]
+            raise RoadmapFileError(
+                path, f"milestones[{i}].opens", str(result.opens), f"opens after its deadline {result.due}"
+            )
+        resolved[key] = result
+        return result
+
+    for milestone in spec.milestones:
+        visit(milestone.key)
+    return resolved
+
+
+def _apply(rule: LocalDates | RelativeRule, resolved: dict[str, LocalDates]) -> LocalDates:
+    if isinstance(rule, LocalDates):
+        return rule
+    ref = resolved[rule.ref]
+    anchor = (ref.opens or ref.due) if rule.anchor == "start" else ref.due
+    return LocalDates(due=shift(anchor, rule))

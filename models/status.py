@@ -1,0 +1,310 @@
+"""Classifying every (milestone, member state) of a roadmap at an instant, and recording states.
+
+Classification rules (issue "nightly status check"; times in the owner's IANA zone):
+
+- ``done`` / ``waived``: as recorded.
+- ``blocked``: a milestone it depends on is neither done nor waived for the same member state.
+- ``overdue``: the deadline instant has passed (the owner's local due day has ended).
+- ``due_today``: the owner's local date is the due day.
+- ``due_soon``: no more days left than the first (largest) reminder offset.
+- ``upcoming``: otherwise.
+
+The read is set-based: one query per roadmap, streamed in member-state order so memory stays
+bounded whatever the size of the roadmap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Iterator
+
+import pendulum
+from sqlmodel import Session, select
+
+from models.calendars import WorkingCalendar
+from models.parties import party_for
+from models.tables import MemberState, Milestone, Roadmap, State, Status, StatusChange, utc_now
+
+
+class Classification(str, enum.Enum):
+    """Where a status row stands at the check's instant."""
+
+    done = "done"
+    waived = "waived"
+    blocked = "blocked"
+    overdue = "overdue"
+    due_today = "due_today"
+    due_soon = "due_soon"
+    upcoming = "upcoming"
+
+
+#: Display order: what needs attention first.
+ATTENTION_ORDER = [
+    Classification.overdue,
+    Classification.due_today,
+    Classification.due_soon,
+    Classification.blocked,
+    Classification.upcoming,
+    Classification.waived,
+    Classification.done,
+]
+
+_SATISFIED = {State.done.value, State.waived.value}
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """One classified status row; plain values only, safe to pass between tasks.
+
+    ``deadline`` is an aware UTC datetime; ``due_day`` and ``today`` are local calendar dates in
+    ``owner_timezone``; ``days_left`` counts calendar days (negative when overdue),
+    ``working_days_left`` working days of the owner's ``calendar``.
+    """
+
+    status_id: int
+    roadmap: str
+    roadmap_title: str
+    milestone: str
+    milestone_title: str
+    milestone_title_ar: str
+    member_state: str
+    member_state_name: str
+    member_state_name_ar: str
+    owner: str
+    recipient: str
+    recorded_state: str
+    classification: Classification
+    deadline: dt.datetime
+    owner_timezone: str
+    due_day: dt.date
+    today: dt.date
+    days_left: int
+    working_days_left: int
+    blocked_by: tuple[str, ...]
+    note: str
+    reminder_days: tuple[int, ...]
+    overdue_every_days: int
+    calendar: WorkingCalendar
+
+    @property
+    def deadline_local(self) -> pendulum.DateTime:
+        """The deadline in the owner's zone (aware)."""
+        return pendulum.instance(self.deadline).in_tz(self.owner_timezone)
+
+
+def classify(
+    *,
+    recorded_state: str,
+    deadline: dt.datetime,
+    owner_timezone: str,
+    as_of: dt.datetime,
+    blocked_by: tuple[str, ...],
+    first_reminder_days: int,
+) -> Classification:
+    """Classify one status row (pure function; see the module docstring for the rules).
+
+    Args:
+        recorded_state: a :class:`models.tables.State` value.
+        deadline: aware deadline instant.
+        owner_timezone: IANA zone of the owner.
+        as_of: aware instant of the check.
+        blocked_by: keys of unmet dependencies (empty when none).
+        first_reminder_days: the largest reminder offset in days ("due soon" threshold).
+    """
+    if recorded_state == State.done.value:
+        return Classification.done
+    if recorded_state == State.waived.value:
+        return Classification.waived
+    if blocked_by:
+        return Classification.blocked
+    if as_of > deadline:
+        return Classification.overdue
+    today = pendulum.instance(as_of).in_tz(owner_timezone).date()
+    due_day = pendulum.instance(deadline).in_tz(owner_timezone).date()
+    if today == due_day:
+        return Classification.due_today
+    if (due_day - today).days <= first_reminder_days:
+        return Classification.due_soon
+    return Classification.upcoming
+
+
+def _status_query(roadmap_id: int):
+    return (
+        select(
+            Status.id,
+            Status.state,
+            Status.deadline,
+            Status.owner_timezone,
+            Status.note,
+            Milestone.key,
+            Milestone.title,
+            Milestone.title_ar,
+            Milestone.owner,
+            Milestone.depends_on,
+            Milestone.reminder_days,
+            Milestone.overdue_every_days,
+            MemberState.code,
+            MemberState.name,
+            MemberState.name_ar,
+            MemberState.mission_timezone,
+            MemberState.office_timezone,
+            MemberState.weekend_override,
+            MemberState.weekend_source,
+        )
+        .join(Milestone, Status.milestone_id == Milestone.id)
+        .join(MemberState, Status.member_state_code == MemberState.code)
+        .where(Milestone.roadmap_id == roadmap_id, Milestone.active)
+        .order_by(MemberState.code, Milestone.position)
+    )
+
+
+def iter_status_views(session: Session, roadmap: Roadmap, as_of: dt.datetime) -> Iterator[StatusView]:
+    """Yield every active status row of ``roadmap`` classified at ``as_of`` (aware), in
+    (member state, milestone position) order. One streamed query.
+
+    Raises:
+        ValueError: ``as_of`` is naive.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be time-zone aware")
+    rows = session.exec(_status_query(roadmap.id).execution_options(yield_per=5000))
+    group: list = []
+    for row in rows:
+        if group and group[0].code != row.code:
+            yield from _classify_group(group, roadmap, as_of)
+            group = []
+        group.append(row)
+    if group:
+        yield from _classify_group(group, roadmap, as_of)
+
+
+def _classify_group(group: list, roadmap: Roadmap, as_of: dt.datetime) -> Iterator[StatusView]:
+    recorded = {row.key: row.state for row in group}
+    for row in group:
+        blocked_by = tuple(dep for dep in row.depends_on if recorded.get(dep) not in _SATISFIED)
+        party = party_for(
+            row.owner,
+            member_state_code=row.code,
+            mission_timezone=row.mission_timezone,
+            office_timezone=row.office_timezone,
+            weekend_override=row.weekend_override,
+            weekend_source=row.weekend_source,
+            coordinator_timezone=roadmap.coordinator_timezone,
+            coordinator_country=roadmap.coordinator_country,
+        )
+        reminder_days = tuple(row.reminder_days)
+        local_now = pendulum.instance(as_of).in_tz(row.owner_timezone)
+        due_day = pendulum.instance(row.deadline).in_tz(row.owner_timezone).date()
+        today = local_now.date()
+        yield StatusView(
+            status_id=row.id,
+            roadmap=roadmap.slug,
+            roadmap_title=roadmap.title,
+            milestone=row.key,
+            milestone_title=row.title,
+            milestone_title_ar=row.title_ar,
+            member_state=row.code,
+            member_state_name=row.name,
+            member_state_name_ar=row.name_ar,
+            owner=row.owner,
+            recipient=party.recipient,
+            recorded_state=row.state,
+            classification=classify(
+                recorded_state=row.state,
+                deadline=row.deadline,
+                owner_timezone=row.owner_timezone,
+                as_of=as_of,
+                blocked_by=blocked_by,
+                first_reminder_days=max(reminder_days, default=0),
+            ),
+            deadline=row.deadline,
+            owner_timezone=row.owner_timezone,
+            due_day=dt.date(due_day.year, due_day.month, due_day.day),
+            today=dt.date(today.year, today.month, today.day),
+            days_left=(due_day - today).days,
+            working_days_left=party.calendar.working_days_between(today, due_day),
+            blocked_by=blocked_by,
+            note=row.note,
+            reminder_days=reminder_days,
+            overdue_every_days=row.overdue_every_days,
+            calendar=party.calendar,
+        )
+
+
+class StatusError(LookupError):
+    """``record_status`` got an unknown roadmap, milestone, member state or state; the message names it."""
+
+
+def record_status(
+    session: Session,
+    *,
+    milestone: str,
+    member_state: str,
+    state: str,
+    note: str | None = None,
+    changed_by: str = "",
+    roadmap: str | None = None,
+    at: dt.datetime | None = None,
+) -> Status:
+    """Record a new state for one (milestone, member state) and keep the change in history.
+
+    Args:
+        milestone: milestone key ("invitations").
+        member_state: ISO alpha-2 code, any case ("jo").
+        state: a :class:`models.tables.State` value.
+        note: replaces the note when given (e.g. the note verbale number); None keeps it.
+        changed_by: who records it.
+        roadmap: roadmap slug; optional when only one roadmap has that milestone key.
+        at: aware instant of the change (default: now).
+
+    Raises:
+        StatusError: unknown state, roadmap, milestone or member state, or an ambiguous milestone.
+    """
+    try:
+        new_state = State(state)
+    except ValueError:
+        allowed = ", ".join(s.value for s in State)
+        raise StatusError(f"unknown state {state!r}: expected one of {allowed}") from None
+    if note is not None and len(note) > 2000:
+        raise StatusError(f"note is {len(note)} characters long: at most 2000")
+    query = select(Status, Milestone, Roadmap).join(Milestone, Status.milestone_id == Milestone.id).join(
+        Roadmap, Milestone.roadmap_id == Roadmap.id
+    ).where(Milestone.key == milestone, Status.member_state_code == member_state.upper(), Milestone.active)
+    if roadmap is not None:
+        query = query.where(Roadmap.slug == roadmap)
+    found = session.exec(query).all()
+    if not found:
+        _explain_missing(session, milestone=milestone, member_state=member_state, roadmap=roadmap)
+    if len(found) > 1:
+        slugs = ", ".join(sorted(r.slug for _, _, r in found))
+        raise StatusError(f"milestone {milestone!r} exists in several roadmaps ({slugs}): name one with --roadmap")
+    status, _, _ = found[0]
+    old_state = status.state
+    status.state = new_state.value
+    status.changed_at = at or utc_now()
+    status.changed_by = changed_by
+    if note is not None:
+        status.note = note
+    session.add(
+        StatusChange(
+            status_id=status.id,
+            old_state=old_state,
+            new_state=new_state.value,
+            changed_at=status.changed_at,
+            changed_by=changed_by,
+            note=note or "",
+        )
+    )
+    session.flush()
+    return status
+
+
+def _explain_missing(session: Session, *, milestone: str, member_state: str, roadmap: str | None) -> None:
+    if roadmap is not None and session.exec(select(Roadmap.id).where(Roadmap.slug == roadmap)).first() is None:
+        raise StatusError(f"unknown roadmap {roadmap!r}")
+    if session.exec(select(Milestone.id).where(Milestone.key == milestone, Milestone.active)).first() is None:
+        keys = sorted(set(session.exec(select(Milestone.key).where(Milestone.active)).all()))
+        raise StatusError(f"unknown milestone {milestone!r}: expected one of {', '.join(keys)}")
+    raise StatusError(f"unknown member state {member_state!r} for milestone {milestone!r}")

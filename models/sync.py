@@ -1,0 +1,236 @@
+"""Loading a validated roadmap into the database: an idempotent upsert in one transaction.
+
+Loading the same file twice changes nothing. Moving a date updates the milestone and every
+status row's deadline and keeps every recorded state, note and reminder log. A milestone
+removed from the file is marked inactive, never deleted, so no recorded status is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pendulum
+from sqlmodel import Session, select
+
+from models.db import session_scope
+from models.deadlines import end_of_local_day, start_of_local_day
+from models.parties import party_for
+from models.roadmap_file import RoadmapSpec, load_roadmap_file
+from models.tables import (
+    AgendaSession,
+    MemberState,
+    Milestone,
+    NonWorkingDay,
+    Roadmap,
+    State,
+    Status,
+    StatusChange,
+    utc_now,
+)
+
+
+@dataclass
+class SyncReport:
+    """What a load did: counts of rows created and updated, per table name."""
+
+    roadmap: str
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str, table: str) -> None:
+        bucket = self.created if kind == "created" else self.updated
+        bucket[table] = bucket.get(table, 0) + 1
+
+    @property
+    def changed(self) -> bool:
+        """True when anything was written."""
+        return bool(self.created or self.updated)
+
+
+def _assign(row, values: dict) -> bool:
+    """Set attributes that differ; return True when any did."""
+    changed = False
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed = True
+    return changed
+
+
+def sync_roadmap_file(path: str | Path, database_url: str | None = None) -> SyncReport:
+    """Validate ``path`` and upsert it into the database in one transaction.
+
+    Raises:
+        RoadmapFileError: the file is invalid; the database is not touched.
+    """
+    spec = load_roadmap_file(path)
+    with session_scope(database_url) as session:
+        return upsert_roadmap(session, spec, source_file=str(path))
+
+
+def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -> SyncReport:
+    """Write ``spec`` into ``session`` (no commit). See the module docstring for the rules."""
+    report = SyncReport(spec.slug)
+    roadmap = session.exec(select(Roadmap).where(Roadmap.slug == spec.slug)).first()
+    roadmap_values = dict(
+        title=spec.title,
+        title_ar=spec.title_ar,
+        coordinator_timezone=spec.coordinator.timezone,
+        coordinator_country=spec.coordinator.country,
+        event_timezone=spec.venue.timezone,
+        source_file=source_file,
+    )
+    if roadmap is None:
+        roadmap = Roadmap(slug=spec.slug, **roadmap_values)
+        session.add(roadmap)
+        session.flush()
+        report.count("created", "roadmap")
+    elif _assign(roadmap, roadmap_values):
+        report.count("updated", "roadmap")
+
+    states = {row.code: row for row in session.exec(select(MemberState)).all()}
+    for ms in spec.member_states:
+        values = dict(
+            name=ms.name,
+            name_ar=ms.name_ar,
+            timezone=ms.timezone,
+            mission_name=ms.mission.name,
+            mission_timezone=ms.mission.timezone,
+            office_name=ms.office.name,
+            office_timezone=ms.office.timezone,
+            weekend_override=ms.weekend.numbers() if ms.weekend else None,
+            weekend_source=ms.weekend.source if ms.weekend else "",
+        )
+        row = states.get(ms.code)
+        if row is None:
+            states[ms.code] = MemberState(code=ms.code, **values)
+            session.add(states[ms.code])
+            report.count("created", "member_state")
+        elif _assign(row, values):
+            report.count("updated", "member_state")
+    session.flush()
+
+    milestones = {m.key: m for m in session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id))}
+    for position, ms_spec in enumerate(spec.milestones):
+        dates = spec.due[ms_spec.key]
+        policy = spec.policy(ms_spec)
+        values = dict(
+            title=ms_spec.title,
+            title_ar=ms_spec.title_ar,
+            owner=ms_spec.owner.value,
+            deadline_rule=ms_spec.deadline,
+            opens_rule=ms_spec.opens,
+            due_date=dates.due,
+            opens_date=dates.opens,
+            depends_on=list(ms_spec.depends_on),
+            reminder_days=list(policy.before_days),
+            overdue_every_days=policy.overdue_every_days,
+            non_working_day=ms_spec.non_working_day.value,
+            position=position,
+            active=True,
+        )
+        row = milestones.get(ms_spec.key)
+        if row is None:
+            milestones[ms_spec.key] = Milestone(roadmap_id=roadmap.id, key=ms_spec.key, **values)
+            session.add(milestones[ms_spec.key])
+            report.count("created", "milestone")
+        elif _assign(row, values):
+            report.count("updated", "milestone")
+    for key, row in milestones.items():
+        if key not in spec.due and row.active:
+            row.active = False
+            report.count("updated", "milestone")
+    session.flush()
+
+    _upsert_statuses(session, spec, roadmap, milestones, states, report)
+    _upsert_agenda(session, spec, roadmap, report)
+    if report.changed:
+        roadmap.loaded_at = utc_now()
+    session.flush()
+    return report
+
+
+def _upsert_statuses(session, spec, roadmap, milestones, states, report) -> None:
+    existing = {
+        (row.milestone_id, row.member_state_code): row
+        for row in session.exec(
+            select(Status).join(Milestone).where(Milestone.roadmap_id == roadmap.id)
+        )
+    }
+    for ms_spec in spec.milestones:
+        milestone = milestones[ms_spec.key]
+        dates = spec.due[ms_spec.key]
+        for member in spec.member_states:
+            state_row = states[member.code]
+            party = party_for(
+                ms_spec.owner,
+                member_state_code=member.code,
+                mission_timezone=state_row.mission_timezone,
+                office_timezone=state_row.office_timezone,
+                weekend_override=state_row.weekend_override,
+                weekend_source=state_row.weekend_source,
+                coordinator_timezone=roadmap.coordinator_timezone,
+                coordinator_country=roadmap.coordinator_country,
+            )
+            due = dates.due
+            if ms_spec.non_working_day is NonWorkingDay.previous_working_day:
+                due = party.calendar.on_or_before(due)
+            elif ms_spec.non_working_day is NonWorkingDay.next_working_day:
+                due = party.calendar.on_or_after(due)
+            values = dict(
+                deadline=_utc(end_of_local_day(due, party.timezone)),
+                opens_at=_utc(start_of_local_day(dates.opens, party.timezone)) if dates.opens else None,
+                owner_timezone=party.timezone,
+            )
+            row = existing.get((milestone.id, member.code))
+            if row is None:
+                row = Status(
+                    milestone_id=milestone.id,
+                    member_state_code=member.code,
+                    state=ms_spec.status.value,
+                    changed_by="roadmap file",
+                    note=ms_spec.note,
+                    **values,
+                )
+                session.add(row)
+                report.count("created", "status")
+                if ms_spec.status is not State.pending:
+                    session.flush()
+                    session.add(
+                        StatusChange(
+                            status_id=row.id,
+                            old_state=State.pending.value,
+                            new_state=row.state,
+                            changed_by="roadmap file",
+                            note=ms_spec.note,
+                        )
+                    )
+            elif _assign(row, values):
+                report.count("updated", "status")
+
+
+def _upsert_agenda(session, spec, roadmap, report) -> None:
+    wanted = []
+    for item in spec.agenda:
+        start = pendulum.datetime(item.date.year, item.date.month, item.date.day, item.start.hour, item.start.minute, tz=spec.venue.timezone)
+        end = pendulum.datetime(item.date.year, item.date.month, item.date.day, item.end.hour, item.end.minute, tz=spec.venue.timezone)
+        wanted.append((_utc(start), _utc(end), item.title, item.title_ar))
+    rows = session.exec(
+        select(AgendaSession).where(AgendaSession.roadmap_id == roadmap.id).order_by(AgendaSession.starts_at, AgendaSession.id)
+    ).all()
+    have = [(r.starts_at, r.ends_at, r.title, r.title_ar) for r in rows]
+    wanted.sort(key=lambda item: item[0])
+    if have == wanted:
+        return
+    for row in rows:
+        session.delete(row)
+    for starts_at, ends_at, title, title_ar in wanted:
+        session.add(AgendaSession(roadmap_id=roadmap.id, starts_at=starts_at, ends_at=ends_at, title=title, title_ar=title_ar))
+    report.count("updated", "agenda_session")
+
+
+def _utc(moment) -> dt.datetime:
+    """Return an aware instant as a stdlib UTC datetime (the form the database returns)."""
+    return dt.datetime.fromtimestamp(moment.timestamp(), tz=dt.timezone.utc)

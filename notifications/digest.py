@@ -1,0 +1,112 @@
+"""The nightly digest: one message per recipient covering all its due items, English and Arabic.
+
+Templates live in ``notifications/templates/`` (Jinja2) and render in Jinja2's sandboxed
+environment, so text from a roadmap file (titles, notes) cannot run template code. The HTML
+variant autoescapes. Hijri dates use the Umm al-Qura calendar (``hijridate``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from hijridate import Gregorian
+from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+_STATE_EN = {
+    "overdue": "OVERDUE",
+    "due_today": "due today",
+    "due_soon": "due soon",
+    "upcoming": "upcoming",
+}
+_STATE_AR = {
+    "overdue": "متأخر",
+    "due_today": "مستحق اليوم",
+    "due_soon": "مستحق قريبًا",
+    "upcoming": "قادم",
+}
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    """One due item of a digest; plain values.
+
+    ``deadline`` is aware (any zone); it is shown in ``timezone`` (IANA), the owner's zone.
+    ``days_left`` is negative when overdue.
+    """
+
+    roadmap_title: str
+    milestone_title: str
+    milestone_title_ar: str
+    member_state: str
+    member_state_name: str
+    member_state_name_ar: str
+    classification: str
+    deadline: dt.datetime
+    timezone: str
+    days_left: int
+    working_days_left: int
+    window: str
+
+
+def hijri_date(day: dt.date, language: str = "ar") -> str:
+    """Return ``day`` in the Umm al-Qura Hijri calendar, e.g. 2024-05-31 -> "23 ذو القعدة 1445".
+
+    Raises:
+        OverflowError: ``day`` is outside the range ``hijridate`` supports (1343-1500 AH).
+    """
+    hijri = Gregorian(day.year, day.month, day.day).to_hijri()
+    return f"{hijri.day} {hijri.month_name(language)} {hijri.year}"
+
+
+def _env(autoescape: bool) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]) if autoescape else False,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["hijri"] = hijri_date
+    env.globals.update(state_en=_STATE_EN, state_ar=_STATE_AR)
+    return env
+
+
+_TEXT_ENV = _env(autoescape=False)
+_HTML_ENV = _env(autoescape=True)
+
+
+def _context(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> dict:
+    import pendulum
+
+    rows = []
+    for item in sorted(items, key=lambda i: (i.days_left, i.member_state, i.milestone_title)):
+        local = pendulum.instance(item.deadline).in_tz(item.timezone)
+        rows.append({"item": item, "deadline_local": local.format("YYYY-MM-DD HH:mm"), "due_day": local.date()})
+    return {"recipient": recipient, "rows": rows, "count": len(items), "as_of": as_of.isoformat()}
+
+
+def render_subject(items: list[DigestItem]) -> str:
+    """Return the bilingual subject line, e.g. "Roadmap reminders: 3 items | تذكيرات خريطة الطريق: 3 بنود"."""
+    overdue = sum(1 for i in items if i.classification == "overdue")
+    flag = f" ({overdue} overdue / {overdue} متأخر)" if overdue else ""
+    return f"Roadmap reminders: {len(items)} items{flag} | تذكيرات خريطة الطريق: {len(items)} بنود"
+
+
+def render_digest(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> tuple[str, str]:
+    """Render the plain-text digest for ``recipient`` (an Apprise tag).
+
+    Returns:
+        ``(subject, body)``: both bilingual (English, then Arabic).
+    """
+    body = _TEXT_ENV.get_template("digest.txt.j2").render(**_context(recipient, items, as_of))
+    return render_subject(items), body
+
+
+def render_digest_html(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> str:
+    """Render the HTML digest (autoescaped; Arabic part right-to-left)."""
+    return _HTML_ENV.get_template("digest.html.j2").render(**_context(recipient, items, as_of))
