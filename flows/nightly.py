@@ -15,7 +15,7 @@ from flows.dashboard import artifact_key, matrix_rows, progress_percent, summary
 from flows.reminders import ReminderReport, plan_reminders, send_planned
 from models.db import session_scope
 from models.deadlines import parse_instant
-from models.status import ATTENTION_ORDER, StatusView, iter_status_views
+from models.status import StatusView, iter_status_views
 from models.status import record_status as record_status_row
 from models.tables import Roadmap
 from notifications.channels import ChannelConfigError, load_channels
@@ -119,7 +119,6 @@ def nightly_status_check(as_of: str | None = None) -> dict:
     report = send_reminders(every_view, moment, run_id)
     for slug, title in roadmaps:
         publish_artifacts(slug, title, checked[slug], moment, report.failures)
-    order = {c: i for i, c in enumerate(ATTENTION_ORDER)}
     logger.info(
         "checked %d status rows in %d roadmaps as of %s", len(every_view), len(roadmaps), moment.isoformat()
     )
@@ -127,7 +126,8 @@ def nightly_status_check(as_of: str | None = None) -> dict:
         "as_of": pendulum.instance(moment).isoformat(),
         "statuses": [
             _status_json(v)
-            for v in sorted(every_view, key=lambda v: (v.roadmap, order[v.classification], v.milestone, v.member_state))
+            # views come in (member state, milestone position) order; keep milestones in roadmap order
+            for v in sorted(every_view, key=lambda v: (v.roadmap, v.member_state))
         ],
         "reminders": report.as_dict(),
     }

@@ -69,14 +69,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    """Return the (cached) engine for ``url`` or the configured database, creating tables.
+    """Return the (cached) engine for ``url``, or for the configured database when None.
 
     Tables are created when missing; schema upgrades of existing databases go through Alembic
     (``roadmap db upgrade``).
     """
-    url = url or database_url()
+    return _engine(url or database_url())
+
+
+@lru_cache(maxsize=16)
+def _engine(url: str) -> Engine:
     kwargs: dict = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
@@ -86,7 +89,19 @@ def get_engine(url: str | None = None) -> Engine:
     from models import tables  # noqa: F401  (registers the tables on the metadata)
 
     SQLModel.metadata.create_all(engine)
+    _engines_made.append(engine)
     return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine's connections and forget them (before dropping a database)."""
+    for engine in list(_engines_made):
+        engine.dispose()
+    _engines_made.clear()
+    _engine.cache_clear()
+
+
+_engines_made: list[Engine] = []
 
 
 @contextmanager

@@ -100,6 +100,8 @@ def parse_rule(rule: str) -> LocalDates | RelativeRule:
         year, month = _month(match["month"], match["year"], text)
         first = pendulum.date(year, month, 1)
         return LocalDates(due=plain_date(first.end_of("month")), opens=plain_date(first))
+    if re.match(r"^(mid\b|end\s+of\b)", text, re.IGNORECASE):
+        raise DeadlineRuleError(f"cannot read deadline rule {text!r}: expected 'mid-Month YYYY' or 'end of Month YYYY'")
     if match := _RELATIVE.match(text):
         amount = int(match["amount"] or 0)
         if (match["unit"] or "").lower().startswith("week"):

@@ -300,7 +300,8 @@ def load_roadmap_file(path: str | Path) -> RoadmapSpec:
     try:
         spec = RoadmapSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # An unknown field is usually a typo that also causes "field required": name it first.
+        first = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         loc = tuple(first["loc"])
         raise RoadmapFileError(path, _loc(loc), _value_at(data, loc), first["msg"]) from None
     _check_unique(path, spec)

@@ -1,0 +1,191 @@
+"""The ``roadmap`` command line (Typer).
+
+Every command reads ``ROADMAP_DATABASE_URL`` (default ``sqlite:///roadmap.db``); reminders go
+through the Apprise config in ``ROADMAP_APPRISE_CONFIG`` or, by default, the local outbox
+(``ROADMAP_OUTBOX_DIR``, default ``./outbox``). Errors print one line naming what is wrong and
+exit with status 2; nothing is half written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from models.roadmap_file import RoadmapFileError
+from models.status import StatusError
+
+DEFAULT_ROADMAP = Path("roadmaps/gcm-arab-2024.yaml")
+#: The seed document's date (27 May 2024), 09:00 in Cairo, where the coordinators sit.
+DEMO_AS_OF = "2024-05-27T09:00:00+03:00"
+DEMO_DATABASE = "roadmap-demo.db"
+
+app = typer.Typer(help="roadmap-tracker: the preparation roadmap of an intergovernmental conference.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def sync(file: Path = typer.Argument(DEFAULT_ROADMAP, help="Roadmap YAML file.")) -> None:
+    """Load a roadmap file into the database (idempotent; keeps every recorded status)."""
+    from models.sync import sync_roadmap_file
+
+    try:
+        report = sync_roadmap_file(file)
+    except RoadmapFileError as exc:
+        _fail(str(exc))
+    created = ", ".join(f"{n} {t}" for t, n in report.created.items()) or "nothing"
+    updated = ", ".join(f"{n} {t}" for t, n in report.updated.items()) or "nothing"
+    typer.echo(f"{report.roadmap}: created {created}; updated {updated}")
+
+
+@app.command()
+def check(
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 instant with offset; default now."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    color: bool = typer.Option(True, "--color/--no-color", help="Colour in the table."),
+) -> None:
+    """Run the nightly status check now (classify, publish artifacts, send reminders)."""
+    from flows.nightly import nightly_status_check, resolve_as_of
+
+    try:
+        resolve_as_of(as_of)
+    except ValueError as exc:
+        _fail(f"--as-of: {exc}")
+    result = nightly_status_check(as_of=as_of)
+    if as_json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        return
+    from flows.terminal import print_check
+
+    print_check(result, Console(no_color=not color, highlight=False))
+
+
+@app.command()
+def mark(
+    milestone: str = typer.Argument(..., help="Milestone key, e.g. invitations."),
+    member_state: str = typer.Argument(..., help="ISO alpha-2 code, e.g. JO."),
+    state: str = typer.Argument(..., help="pending, in_progress, done or waived."),
+    note: Optional[str] = typer.Option(None, "--note", help="e.g. the note verbale number."),
+    roadmap: Optional[str] = typer.Option(None, "--roadmap", help="Roadmap slug, when several have the milestone."),
+    by: str = typer.Option(os.environ.get("USER", "cli"), "--by", help="Who records the change."),
+) -> None:
+    """Record where a member state stands on a milestone."""
+    from models.db import session_scope
+    from models.status import record_status
+
+    try:
+        with session_scope() as session:
+            row = record_status(
+                session, milestone=milestone, member_state=member_state, state=state, note=note,
+                changed_by=f"cli:{by}", roadmap=roadmap,
+            )
+            typer.echo(f"{milestone} {row.member_state_code}: {row.state}" + (f" ({row.note})" if row.note else ""))
+    except StatusError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def status(
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 instant with offset; default now."),
+    color: bool = typer.Option(True, "--color/--no-color"),
+) -> None:
+    """Print the matrix (member state x milestone) without sending anything."""
+    from flows.nightly import resolve_as_of
+    from flows.terminal import print_matrix
+    from models.db import session_scope
+    from models.status import iter_status_views
+    from models.tables import Roadmap
+    from sqlmodel import select
+
+    try:
+        moment = resolve_as_of(as_of)
+    except ValueError as exc:
+        _fail(f"--as-of: {exc}")
+    console = Console(no_color=not color, highlight=False)
+    with session_scope() as session:
+        for roadmap in session.exec(select(Roadmap).order_by(Roadmap.slug)).all():
+            print_matrix(roadmap.title, list(iter_status_views(session, roadmap, moment)), moment, console)
+
+
+@app.command()
+def serve() -> None:
+    """Serve the deployments (nightly check on its schedule, record-status) to a Prefect server.
+
+    Start ``prefect server start`` first and set ``PREFECT_API_URL``; see the README.
+    """
+    from flows.deployments import serve_all
+
+    serve_all()
+
+
+@app.command()
+def demo(
+    database: Path = typer.Option(Path(DEMO_DATABASE), "--database", help="SQLite file made afresh for the demo."),
+    color: bool = typer.Option(True, "--color/--no-color"),
+) -> None:
+    """A fresh database, the seed roadmap, a few statuses, the check as of 27 May 2024, a table."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    os.environ["ROADMAP_DATABASE_URL"] = f"sqlite:///{database}"
+    console = Console(no_color=not color, highlight=False)
+    from models.db import session_scope
+    from models.status import record_status
+    from models.sync import sync_roadmap_file
+
+    report = sync_roadmap_file(DEFAULT_ROADMAP)
+    console.print(f"Loaded {DEFAULT_ROADMAP}: {report.created.get('status', 0)} status rows into {database}")
+    demo_statuses = [
+        ("invitations", "JO", "done", "Note verbale 2024/051 received by the mission"),
+        ("invitations", "TN", "done", "Note verbale 2024/047"),
+        ("invitations", "MR", "in_progress", "Signed copy awaited from the League of Arab States"),
+        ("nominations", "JO", "in_progress", "Two delegates proposed"),
+    ]
+    with session_scope() as session:
+        for milestone, code, state, note in demo_statuses:
+            record_status(session, milestone=milestone, member_state=code, state=state, note=note, changed_by="demo")
+            console.print(f"Recorded {milestone} {code}: {state} ({note})")
+    from flows.nightly import nightly_status_check
+    from flows.terminal import print_check
+
+    result = nightly_status_check(as_of=DEMO_AS_OF)
+    print_check(result, console)
+    from notifications.outbox import outbox_dir
+
+    console.print(f"Reminders were written to {outbox_dir()}/ (one folder per recipient tag).")
+
+
+@app.command()
+def calendar(
+    member_state: Optional[str] = typer.Option(None, "--member-state", help="ISO alpha-2 code; default all."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output .ics file; default stdout."),
+    roadmap: Optional[str] = typer.Option(None, "--roadmap", help="Roadmap slug; default all."),
+) -> None:
+    """Write an RFC 5545 calendar of deadlines (with alarms) and the conference agenda."""
+    from models.db import session_scope
+    from models.ics import IcsError, build_calendar
+
+    try:
+        with session_scope() as session:
+            data = build_calendar(session, member_state=member_state, roadmap=roadmap)
+    except IcsError as exc:
+        _fail(str(exc))
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        typer.echo(f"wrote {out}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()

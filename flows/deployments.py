@@ -1,0 +1,42 @@
+"""Deployments of roadmap-tracker: one definition used by ``roadmap serve`` and checked against prefect.yaml.
+
+The nightly check runs at 05:00 in Cairo (the coordinators' zone): before the working day in
+every member state, and outside 01:00-03:00 local, where DST transitions fall. A deployment
+concurrency limit of 1 keeps two nightly runs from overlapping.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.schedules import Cron
+
+NIGHTLY_DEPLOYMENT = "nightly-status-check"
+NIGHTLY_CRON = "0 5 * * *"
+NIGHTLY_TIMEZONE = "Africa/Cairo"
+NIGHTLY_SCHEDULE_SLUG = "nightly-0500-cairo"
+RECORD_DEPLOYMENT = "record-status"
+
+
+def nightly_schedule() -> Cron:
+    """The nightly schedule: cron ``0 5 * * *`` in Africa/Cairo, with a stable slug."""
+    return Cron(NIGHTLY_CRON, timezone=NIGHTLY_TIMEZONE, slug=NIGHTLY_SCHEDULE_SLUG)
+
+
+def deployments() -> list:
+    """Return the runner deployments (nightly check, record status) for ``prefect.serve``."""
+    from flows.nightly import nightly_status_check, record_status
+
+    return [
+        nightly_status_check.to_deployment(
+            name=NIGHTLY_DEPLOYMENT, schedules=[nightly_schedule()], concurrency_limit=1,
+            description="Checks every milestone for every member state; artifacts; reminders.",
+        ),
+        record_status.to_deployment(
+            name=RECORD_DEPLOYMENT, description="Record a status from the Prefect UI.",
+        ),
+    ]
+
+
+def serve_all() -> None:  # pragma: no cover - blocks until interrupted
+    """Serve both deployments until interrupted (needs PREFECT_API_URL of a running server)."""
+    serve(*deployments())

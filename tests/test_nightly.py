@@ -1,0 +1,128 @@
+"""The nightly check end to end, under a real Prefect test server, through the `roadmap` CLI."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import SEED_ROADMAP
+
+AS_OF = "2024-06-05T09:00:00+02:00"
+runner = CliRunner()
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _check(as_of: str = AS_OF) -> dict:
+    result = runner.invoke(app, ["check", "--as-of", as_of, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _states(result: dict, milestone: str) -> Counter:
+    return Counter(s["state"] for s in result["statuses"] if s["milestone"] == milestone)
+
+
+def test_seed_roadmap_on_5_june(database_url, outbox):
+    assert runner.invoke(app, ["sync", str(SEED_ROADMAP)]).exit_code == 0
+
+    first = _check()
+
+    assert first["as_of"] == "2024-06-05T07:00:00+00:00"
+    assert len(first["statuses"]) == 96
+    assert _states(first, "invitations") == Counter(overdue=16)
+    assert _states(first, "nominations") == Counter(blocked=16)
+    assert _states(first, "travel") == Counter(blocked=16)
+    jo_invitation = next(s for s in first["statuses"] if s["milestone"] == "invitations" and s["member_state"] == "JO")
+    assert jo_invitation == {
+        "roadmap": "gcm-arab-2024", "milestone": "invitations", "member_state": "JO", "state": "overdue",
+        "deadline": "2024-05-31T23:59:59+02:00", "days_left": -5,
+    }
+    # One overdue item per mission: 16 digests, one file each.
+    assert first["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(
+        f"mission-{c}" for c in "ae bh dj dz iq jo kw lb ly mr qa sa sd so tn ye".split()
+    )
+    assert all(len(list(p.glob("*.txt"))) == 1 for p in outbox.iterdir())
+
+    second = _check()
+    assert second["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert sum(len(list(p.glob("*.txt"))) for p in outbox.iterdir()) == 16
+
+    marked = runner.invoke(app, ["mark", "invitations", "JO", "done", "--note", "NV 2024/051"])
+    assert marked.exit_code == 0, marked.output
+    assert marked.stdout.strip() == "invitations JO: done (NV 2024/051)"
+
+    third = _check()
+    assert _states(third, "invitations") == Counter(overdue=15, done=1)
+    jo = {s["milestone"]: s for s in third["statuses"] if s["member_state"] == "JO"}
+    assert jo["nominations"]["state"] == "upcoming"  # no longer blocked; due 30 June, 25 days left
+    assert jo["nominations"]["days_left"] == 25
+    assert jo["travel"]["state"] == "blocked"
+    assert _states(third, "nominations") == Counter(blocked=15, upcoming=1)
+
+
+def test_a_missed_night_is_caught_up_once(seeded, outbox):
+    # Nobody ran the check between 20 May and 5 June: one reminder per item, not one per window.
+    result = _check("2024-06-05T09:00:00+02:00")
+    assert result["reminders"]["sent"] == 16
+    files = list((outbox / "mission-jo").glob("*.txt"))
+    assert len(files) == 1
+    assert "OVERDUE by 5 days" in files[0].read_text(encoding="utf-8")
+    # Next window, overdue-6, on Thursday 6 June: one more each, once.
+    assert _check("2024-06-06T09:00:00+02:00")["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert _check("2024-06-06T18:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    # overdue-9 falls on Sunday 9 June, not a working day in Geneva: it goes out on Friday 7 June.
+    assert _check("2024-06-07T09:00:00+02:00")["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert _check("2024-06-08T09:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 0, "failed": 0}
+    assert _check("2024-06-10T09:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert len(list((outbox / "mission-jo").glob("*.txt"))) == 3
+
+
+def test_failing_channel_is_logged_and_retried_next_run(seeded, outbox, tmp_path, monkeypatch):
+    from tests.sinks import HttpSink
+
+    sink = HttpSink(status=500).start()
+    try:
+        config = tmp_path / "apprise.yaml"
+        config.write_text(f'urls:\n  - "json://127.0.0.1:{sink.port}/":\n      tag: mission-jo\n', encoding="utf-8")
+        monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(config))
+        monkeypatch.setattr("notifications.delivery.BACKOFF_S", 0.0)
+        failed = _check()
+        assert failed["reminders"] == {"sent": 0, "already_sent": 0, "failed": 16}
+        assert len(sink.requests) == 3  # mission-jo tried 3 times; the other 15 tags have no channel
+        sink.status = 200
+        retried = _check()
+        assert retried["reminders"] == {"sent": 1, "already_sent": 0, "failed": 15}
+        assert len(sink.requests) == 4
+        assert "Jordan" in sink.requests[-1]["message"]
+    finally:
+        sink.stop()
+
+
+def test_bad_input_on_the_command_line_is_one_clear_error(seeded):
+    cases = {
+        ("mark", "visas", "JO", "done"): "unknown milestone 'visas'",
+        ("mark", "invitations", "XX", "done"): "unknown member state 'XX'",
+        ("mark", "invitations", "JO", "finished"): "unknown state 'finished'",
+        ("check", "--as-of", "5 June 2024"): "not an ISO-8601 timestamp",
+        ("check", "--as-of", "2024-06-05T09:00"): "has no UTC offset",
+    }
+    for args, message in cases.items():
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr, (args, result.stderr)
+
+
+def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
+    monkeypatch.chdir(SEED_ROADMAP.parent.parent)
+    db = tmp_path / "demo.db"
+    result = runner.invoke(app, ["demo", "--database", str(db), "--no-color"])
+    assert result.exit_code == 0, result.output
+    assert "Loaded roadmaps/gcm-arab-2024.yaml: 96 status rows" in result.stdout
+    assert "Reminders: 14 sent, 0 already sent, 0 failed." in result.stdout
+    assert db.exists()

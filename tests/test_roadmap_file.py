@@ -1,0 +1,130 @@
+"""The seed roadmap loads with the seed's facts; bad files fail with file, field path and value, changing nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlmodel import Session, select
+
+from models.roadmap_file import RoadmapFileError, load_roadmap_file
+from models.sync import sync_roadmap_file
+from models.tables import AgendaSession, MemberState, Milestone, Status
+from tests.conftest import SEED_ROADMAP
+
+SEED_CODES = ["AE", "BH", "DJ", "DZ", "IQ", "JO", "KW", "LB", "LY", "MR", "QA", "SA", "SD", "SO", "TN", "YE"]
+
+
+def test_seed_roadmap_holds_the_seed_facts():
+    spec = load_roadmap_file(SEED_ROADMAP)
+    assert spec.slug == "gcm-arab-2024"
+    assert sorted(m.code for m in spec.member_states) == SEED_CODES
+    assert all(m.mission.timezone == "Europe/Zurich" for m in spec.member_states)
+    assert [m.key for m in spec.milestones] == [
+        "orientation-briefing", "save-the-date", "invitations", "nominations", "travel", "conference",
+    ]
+    due = {key: (d.opens, d.due) for key, d in spec.due.items()}
+    assert due == {
+        "orientation-briefing": (None, dt.date(2024, 3, 17)),
+        "save-the-date": (None, dt.date(2024, 4, 15)),
+        "invitations": (None, dt.date(2024, 5, 31)),
+        "nominations": (dt.date(2024, 6, 1), dt.date(2024, 6, 30)),
+        "travel": (dt.date(2024, 6, 1), dt.date(2024, 6, 30)),
+        "conference": (dt.date(2024, 7, 2), dt.date(2024, 7, 4)),
+    }
+    agenda = [(a.date, a.start.strftime("%H:%M"), a.end.strftime("%H:%M")) for a in spec.agenda]
+    assert len(agenda) == 11
+    assert agenda[0] == (dt.date(2024, 7, 3), "09:00", "09:45")
+    assert agenda[5] == (dt.date(2024, 7, 4), "09:00", "10:30")
+    assert agenda[-1] == (dt.date(2024, 7, 4), "16:50", "17:00")
+
+
+def _mutated(tmp_path: Path, change) -> Path:
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    change(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _milestone(data, key):
+    return next(m for m in data["milestones"] if m["key"] == key)
+
+
+BAD_FILES = {
+    "unknown dependency": (
+        lambda d: _milestone(d, "travel")["depends_on"].append("visas"),
+        "milestones[4].depends_on[1]", "'visas'", "unknown milestone",
+    ),
+    "dependency cycle": (
+        lambda d: _milestone(d, "invitations").update(depends_on=["travel"]),
+        "milestones[", "", "dependency cycle: invitations -> travel -> nominations -> invitations",
+    ),
+    "impossible date": (
+        lambda d: _milestone(d, "orientation-briefing").update(deadline="2024-02-30"),
+        "milestones[0].deadline", "'2024-02-30'", "impossible date",
+    ),
+    "unknown time zone": (
+        lambda d: d["member_states"][4]["mission"].update(timezone="Europe/Geneva"),
+        "member_states[4].mission.timezone", "'Europe/Geneva'", "Europe/Zurich",
+    ),
+    "unknown country code": (
+        lambda d: d["member_states"][0].update(code="XX"),
+        "member_states[0].code", "'XX'", "unknown ISO 3166-1 alpha-2",
+    ),
+    "duplicate milestone key": (
+        lambda d: d["milestones"].append(dict(d["milestones"][2])),
+        "milestones[6].key", "'invitations'", "duplicate milestone key",
+    ),
+}
+
+
+def _snapshot(url: str) -> list:
+    from models.db import get_engine
+
+    with Session(get_engine(url)) as session:
+        return [
+            sorted((s.milestone_id, s.member_state_code, s.state, s.deadline, s.note) for s in session.exec(select(Status))),
+            sorted((m.key, m.due_date, m.deadline_rule) for m in session.exec(select(Milestone))),
+            sorted((m.code, m.timezone, m.mission_timezone) for m in session.exec(select(MemberState))),
+            sorted((a.starts_at, a.title) for a in session.exec(select(AgendaSession))),
+        ]
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_roadmap_file_names_file_field_value_and_changes_nothing(case, tmp_path, seeded):
+    change, field, value, reason = BAD_FILES[case]
+    path = _mutated(tmp_path, change)
+    before = _snapshot(seeded)
+    with pytest.raises(RoadmapFileError) as info:
+        sync_roadmap_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {field}")
+    assert value in message
+    assert reason in message
+    assert _snapshot(seeded) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "reason"),
+    [
+        ("", "", "a roadmap file is a mapping"),
+        ("slug: [unclosed", "line 1", "invalid YAML"),
+        ("a: &x [1]\nb: *x\n", "line 2", "aliases"),
+        ("slug: x\ncolour: red\n", "colour", "Extra inputs are not permitted"),
+    ],
+)
+def test_unreadable_files_fail_clearly(tmp_path, text, field, reason):
+    path = tmp_path / "r.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RoadmapFileError) as info:
+        load_roadmap_file(path)
+    assert str(info.value).startswith(f"{path}: {field}")
+    assert reason in str(info.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(RoadmapFileError, match="nope.yaml: cannot read file"):
+        load_roadmap_file(tmp_path / "nope.yaml")

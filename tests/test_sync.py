@@ -1,0 +1,100 @@
+"""Loading a roadmap: idempotent, keeps recorded statuses, moves deadlines; UTC round trips."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import yaml
+from sqlmodel import Session, SQLModel, select
+
+from models.db import UTCDateTime, get_engine, session_scope
+from models.status import record_status
+from models.sync import sync_roadmap_file
+from models.tables import Milestone, Status, StatusChange
+from tests.conftest import SEED_ROADMAP
+
+
+def _rows(url):
+    with Session(get_engine(url)) as session:
+        statuses = sorted(
+            (s.id, s.milestone_id, s.member_state_code, s.state, s.deadline, s.opens_at, s.changed_at, s.note)
+            for s in session.exec(select(Status))
+        )
+        milestones = sorted((m.id, m.key, m.due_date, m.active) for m in session.exec(select(Milestone)))
+    return statuses, milestones
+
+
+def test_loading_twice_changes_nothing(seeded):
+    before = _rows(seeded)
+    report = sync_roadmap_file(SEED_ROADMAP)
+    assert not report.changed, (report.created, report.updated)
+    assert _rows(seeded) == before
+    assert len(before[0]) == 96
+
+
+def test_moving_a_date_updates_deadlines_and_keeps_statuses(seeded, tmp_path):
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done", note="NV 2024/051")
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    next(m for m in data["milestones"] if m["key"] == "invitations")["deadline"] = "mid-June 2024"
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+    report = sync_roadmap_file(moved)
+
+    assert report.updated == {"roadmap": 1, "milestone": 1, "status": 16}
+    assert report.created == {}
+    with Session(get_engine(seeded)) as session:
+        rows = session.exec(
+            select(Status).join(Milestone).where(Milestone.key == "invitations").order_by(Status.member_state_code)
+        ).all()
+        jo = next(r for r in rows if r.member_state_code == "JO")
+        assert (jo.state, jo.note) == ("done", "NV 2024/051")
+        # Missions keep Geneva time: 15 June 23:59:59 CEST is 21:59:59 UTC.
+        assert {r.deadline for r in rows} == {dt.datetime(2024, 6, 15, 21, 59, 59, tzinfo=dt.timezone.utc)}
+        assert len(session.exec(select(StatusChange)).all()) == 32 + 1  # seed's done rows + the mark
+
+
+def test_removed_milestone_is_kept_inactive(seeded, tmp_path):
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    data["milestones"] = [m for m in data["milestones"] if m["key"] != "conference"]
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    sync_roadmap_file(path)
+    with Session(get_engine(seeded)) as session:
+        conference = session.exec(select(Milestone).where(Milestone.key == "conference")).one()
+        assert conference.active is False
+        assert len(session.exec(select(Status).where(Status.milestone_id == conference.id)).all()) == 16
+
+
+def test_datetime_round_trip_keeps_instant_and_awareness(database_url):
+    from sqlalchemy import Column, Integer, MetaData, Table, insert
+
+    engine = get_engine(database_url)
+    table = Table("probe", MetaData(), Column("id", Integer, primary_key=True), Column("at", UTCDateTime()))
+    table.create(engine)
+    riyadh = dt.datetime(2024, 5, 31, 23, 59, 59, tzinfo=dt.timezone(dt.timedelta(hours=3)))
+    with engine.begin() as conn:
+        conn.execute(insert(table).values(id=1, at=riyadh))
+    with engine.connect() as conn:
+        back = conn.execute(select(table.c.at)).scalar_one()
+    assert back.tzinfo is not None
+    assert back == riyadh
+    assert back.utcoffset() == dt.timedelta(0)
+    assert back.isoformat() == "2024-05-31T20:59:59+00:00"
+
+
+def test_naive_datetime_is_refused(database_url):
+    from sqlalchemy.exc import StatementError
+
+    with pytest.raises(StatementError, match="naive datetime"):
+        with session_scope() as session:
+            session.add(StatusChange(status_id=1, old_state="pending", new_state="done", changed_at=dt.datetime(2024, 1, 1)))
+            session.flush()
+
+
+def test_metadata_has_no_stray_tables():
+    assert sorted(SQLModel.metadata.tables) == [
+        "agenda_session", "member_state", "milestone", "reminder_log", "roadmap", "status", "status_change",
+    ]
