@@ -95,11 +95,11 @@ def parse_rule(rule: str) -> LocalDates | RelativeRule:
         return LocalDates(due=dt.date(year, month, 15))
     if match := _END.match(text):
         year, month = _month(match["month"], match["year"], text)
-        return LocalDates(due=plain_date(pendulum.date(year, month, 1).end_of("month")))
+        return LocalDates(due=end_of_month(dt.date(year, month, 1)))
     if (match := _WHOLE_MONTH.match(text)) and match["month"].lower() in _MONTHS:
         year, month = _month(match["month"], match["year"], text)
         first = pendulum.date(year, month, 1)
-        return LocalDates(due=plain_date(first.end_of("month")), opens=plain_date(first))
+        return LocalDates(due=end_of_month(first), opens=plain_date(first))
     if re.match(r"^(mid\b|end\s+of\b)", text, re.IGNORECASE):
         raise DeadlineRuleError(f"cannot read deadline rule {text!r}: expected 'mid-Month YYYY' or 'end of Month YYYY'")
     if match := _RELATIVE.match(text):
@@ -113,6 +113,16 @@ def parse_rule(rule: str) -> LocalDates | RelativeRule:
         f"cannot read deadline rule {text!r}: expected YYYY-MM-DD, 'mid-Month YYYY', "
         "'end of Month YYYY', 'Month YYYY' or 'milestone[.start|.end] +/- N days'"
     )
+
+
+def end_of_month(anchor: dt.date, months_ahead: int = 0) -> dt.date:
+    """Return the last day of the month ``months_ahead`` after ``anchor``'s month.
+
+    Computed from the first of the target month, never by chaining month additions (which
+    would carry 29 February into 29 March). ``end_of_month(2024-01-31, 1)`` is 2024-02-29.
+    """
+    first = pendulum.date(anchor.year, anchor.month, 1).add(months=months_ahead)
+    return plain_date(first.end_of("month"))
 
 
 def plain_date(value: dt.date) -> dt.date:

@@ -138,29 +138,33 @@ def claim(
     key = and_(
         ReminderLog.status_id == status_id, ReminderLog.recipient == recipient, ReminderLog.window == window
     )
+    # RETURNING tells whether this statement wrote the row (rowcount is not reliable for
+    # INSERT ... ON CONFLICT across drivers: psycopg 3 reports -1).
     inserted = session.execute(
         _insert(session)
         .values(status_id=status_id, recipient=recipient, window=window, state=ReminderState.claimed.value,
                 attempts=0, claimed_at=now, claimed_by=run_id, error="")
         .on_conflict_do_nothing(index_elements=["status_id", "recipient", "window"])
-    )
-    if inserted.rowcount != 1:
-        taken = session.execute(
-            update(ReminderLog)
-            .where(
-                key,
-                or_(
-                    ReminderLog.state == ReminderState.failed.value,
-                    and_(ReminderLog.state == ReminderState.claimed.value, ReminderLog.claimed_at < now - lease),
-                ),
-            )
-            .values(state=ReminderState.claimed.value, claimed_at=now, claimed_by=run_id)
+        .returning(ReminderLog.id, ReminderLog.attempts)
+    ).first()
+    if inserted is not None:
+        return Claim("claimed", inserted.id, inserted.attempts)
+    taken = session.execute(
+        update(ReminderLog)
+        .where(
+            key,
+            or_(
+                ReminderLog.state == ReminderState.failed.value,
+                and_(ReminderLog.state == ReminderState.claimed.value, ReminderLog.claimed_at < now - lease),
+            ),
         )
-        if taken.rowcount != 1:
-            state = session.exec(select(ReminderLog.state).where(key)).one()
-            return Claim("already_sent" if state == ReminderState.sent.value else "in_flight")
-    row = session.exec(select(ReminderLog.id, ReminderLog.attempts).where(key)).one()
-    return Claim("claimed", row.id, row.attempts)
+        .values(state=ReminderState.claimed.value, claimed_at=now, claimed_by=run_id)
+        .returning(ReminderLog.id, ReminderLog.attempts)
+    ).first()
+    if taken is not None:
+        return Claim("claimed", taken.id, taken.attempts)
+    state = session.exec(select(ReminderLog.state).where(key)).one()
+    return Claim("already_sent" if state == ReminderState.sent.value else "in_flight")
 
 
 def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt.datetime) -> int:
@@ -171,8 +175,9 @@ def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt
         update(ReminderLog)
         .where(ReminderLog.id.in_(log_ids), ReminderLog.claimed_by == run_id)
         .values(state=ReminderState.sent.value, sent_at=now, attempts=ReminderLog.attempts + 1, error="")
+        .returning(ReminderLog.id)
     )
-    return result.rowcount
+    return len(result.all())
 
 
 def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: str) -> int:
@@ -183,5 +188,6 @@ def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: st
         update(ReminderLog)
         .where(ReminderLog.id.in_(log_ids), ReminderLog.claimed_by == run_id)
         .values(state=ReminderState.failed.value, attempts=ReminderLog.attempts + 1, error=reason[:500])
+        .returning(ReminderLog.id)
     )
-    return result.rowcount
+    return len(result.all())
