@@ -179,6 +179,10 @@ class Status(SQLModel, table=True):
     changed_by: str = ""
     #: Free note, e.g. the note verbale number.
     note: str = ""
+    #: Classification at the last completed nightly check (for "what changed since last night").
+    last_classification: str | None = Field(default=None, max_length=16)
+    #: As-of instant of that check.
+    last_checked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class StatusChange(SQLModel, table=True):
