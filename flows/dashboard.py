@@ -1,12 +1,13 @@
 """What coordinators see on the Prefect dashboard: content of the matrix, progress and summary
-artifacts, built from classified status rows (pure functions, no Prefect calls).
+artifacts, built from the milestone tallies of one roadmap (pure functions, no Prefect calls).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter, defaultdict
+from collections import Counter
 
+from flows.tally import MilestoneTally
 from models.status import ATTENTION_ORDER, Classification, StatusView
 
 SYMBOLS = {
@@ -19,9 +20,6 @@ SYMBOLS = {
     Classification.upcoming: "⚪ upcoming",
 }
 
-#: Above this many member states the matrix artifact is summarised per milestone.
-MATRIX_MAX_ROWS = 500
-
 
 def artifact_key(slug: str, kind: str) -> str:
     """Return the artifact key for a roadmap slug (already ``[a-z0-9-]``) and a kind ("matrix")."""
@@ -29,102 +27,114 @@ def artifact_key(slug: str, kind: str) -> str:
 
 
 def cell(view: StatusView) -> str:
-    """Short state of one status row with its symbol and local deadline day."""
+    """Short state of one status row with its symbol and the owner's local deadline day."""
     text = SYMBOLS[view.classification]
     if view.classification is Classification.overdue:
-        text += f" by {-view.days_left}d ({-view.working_days_left} working)"
+        text += f" by {-view.working_days_left} working days"
     elif view.classification in (Classification.due_soon, Classification.upcoming):
-        text += f", {view.days_left}d left"
+        text += f", {view.working_days_left} working days left"
     return f"{text} · {view.due_day.isoformat()}"
 
 
-def matrix_rows(views: list[StatusView]) -> list[dict[str, str]]:
-    """One row per member state, one column per milestone (in roadmap order).
+def matrix_rows(tallies: list[MilestoneTally]) -> list[dict[str, str]]:
+    """One row per member state, one column per milestone (roadmap order).
 
-    Returns a list of dicts with keys ``member_state`` then each milestone key; for more than
-    :data:`MATRIX_MAX_ROWS` member states, one row per milestone with counts instead.
+    When a milestone had too many member states to keep cells (see ``MATRIX_MAX_ROWS``), the
+    matrix is summarised instead: one row per milestone with counts per classification.
     """
-    milestones = list(dict.fromkeys(v.milestone for v in views))
-    by_state: dict[str, dict[str, str]] = {}
-    for view in views:
-        row = by_state.setdefault(
-            view.member_state, {"member_state": f"{view.member_state} {view.member_state_name}"}
-        )
-        row[view.milestone] = cell(view)
-    if len(by_state) <= MATRIX_MAX_ROWS:
-        return [{k: row.get(k, "") for k in ["member_state", *milestones]} for row in by_state.values()]
-    counts: dict[str, Counter] = defaultdict(Counter)
-    for view in views:
-        counts[view.milestone][view.classification.value] += 1
-    return [
-        {"milestone": key, **{c.value: str(counts[key][c.value]) for c in ATTENTION_ORDER}} for key in milestones
-    ]
+    if any(t.cells_dropped for t in tallies):
+        return [
+            {"milestone": t.milestone, **{c.value: str(t.counts.get(c.value, 0)) for c in ATTENTION_ORDER}}
+            for t in tallies
+        ]
+    labels: dict[str, str] = {}
+    for t in tallies:
+        for code, (label, _) in t.cells.items():
+            labels[code] = label
+    rows = []
+    for code in sorted(labels):
+        row = {"member_state": labels[code]}
+        for t in tallies:
+            entry = t.cells.get(code)
+            row[t.milestone] = cell(entry[1]) if entry else ""
+        rows.append(row)
+    return rows
 
 
-def progress_percent(views: list[StatusView]) -> float:
-    """Share of status rows that are done or waived, in percent (0.0 for an empty roadmap)."""
-    if not views:
-        return 0.0
-    finished = sum(1 for v in views if v.classification in (Classification.done, Classification.waived))
-    return round(100.0 * finished / len(views), 1)
+def progress_percent(done: int, rows: int) -> float:
+    """Share of status rows done or waived, in percent, one decimal (0.0 when there are none)."""
+    return round(100.0 * done / rows, 1) if rows else 0.0
+
+
+def _table(views: list[StatusView], detail) -> list[str]:
+    lines = ["| Milestone | Member state | Deadline (owner's time) | |", "|---|---|---|---|"]
+    for v in views:
+        deadline = v.deadline_local.format("YYYY-MM-DD HH:mm") + f" {v.owner_timezone}"
+        lines.append(f"| {v.milestone} | {v.member_state} {v.member_state_name} | {deadline} | {detail(v)} |")
+    return lines
 
 
 def summary_markdown(
-    title: str, views: list[StatusView], as_of: dt.datetime, failed_channels: list[str] | None = None
+    title: str,
+    tallies: list[MilestoneTally],
+    as_of: dt.datetime,
+    failed_channels: list[str] | None = None,
 ) -> str:
-    """Markdown summary: overdue first (most days overdue first), then due today/soon, then
-    blocked; counts per milestone; failed channels of this run."""
-    counts = Counter(v.classification for v in views)
+    """Markdown summary: overdue first (most days overdue first), then due this week, blocked,
+    channels that failed, holidays that weigh on deadlines, counts per milestone, and what
+    changed since the previous check."""
+    rows = sum(t.rows for t in tallies)
+    done = sum(t.done for t in tallies)
+    counts = Counter()
+    for t in tallies:
+        counts.update(t.counts)
     lines = [
         f"# {title}",
         "",
-        f"As of {as_of.isoformat()}: {len(views)} status rows, {progress_percent(views)}% done.",
+        f"As of {as_of.isoformat()}: {rows} status rows, {progress_percent(done, rows)}% done.",
         "",
-        " · ".join(f"{SYMBOLS[c]}: {counts.get(c, 0)}" for c in ATTENTION_ORDER),
+        " · ".join(f"{SYMBOLS[c]}: {counts.get(c.value, 0)}" for c in ATTENTION_ORDER),
         "",
     ]
-    overdue = sorted(
-        (v for v in views if v.classification is Classification.overdue),
-        key=lambda v: (v.days_left, v.milestone, v.member_state),
+    overdue = sorted((v for t in tallies for v in t.overdue.items()), key=lambda v: (v.days_left, v.milestone, v.member_state))
+    due_week = sorted(
+        (v for t in tallies for v in t.due.items() if v.days_left <= 7), key=lambda v: (v.days_left, v.milestone, v.member_state)
     )
+    blocked = [v for t in tallies for v in t.blocked.items()]
     sections = [
-        ("Overdue", overdue, lambda v: f"overdue by {-v.days_left} days ({-v.working_days_left} working days)"),
-        (
-            "Due today or soon",
-            sorted(
-                (v for v in views if v.classification in (Classification.due_today, Classification.due_soon)),
-                key=lambda v: (v.days_left, v.milestone, v.member_state),
-            ),
-            lambda v: f"{v.days_left} days left ({v.working_days_left} working days)",
-        ),
-        (
-            "Blocked",
-            [v for v in views if v.classification is Classification.blocked],
-            lambda v: "waiting for " + ", ".join(v.blocked_by),
-        ),
+        ("Overdue", overdue, sum(t.overdue.total for t in tallies),
+         lambda v: f"overdue by {-v.days_left} days ({-v.working_days_left} working days)"),
+        ("Due this week", due_week, len(due_week),
+         lambda v: f"{v.days_left} days left ({v.working_days_left} working days)"),
+        ("Blocked", blocked, sum(t.blocked.total for t in tallies), lambda v: "waiting for " + ", ".join(v.blocked_by)),
     ]
-    for heading, items, detail in sections:
-        lines += [f"## {heading} ({len(items)})", ""]
-        if not items:
-            lines += ["None.", ""]
-            continue
-        lines += ["| Milestone | Member state | Deadline (owner's time) | |", "|---|---|---|---|"]
-        for v in items[:200]:
-            deadline = v.deadline_local.format("YYYY-MM-DD HH:mm") + f" {v.owner_timezone}"
-            lines.append(f"| {v.milestone} | {v.member_state} {v.member_state_name} | {deadline} | {detail(v)} |")
-        if len(items) > 200:
-            lines.append(f"| … | {len(items) - 200} more | | |")
+    for heading, items, total, detail in sections:
+        lines += [f"## {heading} ({total})", ""]
+        lines += (_table(items, detail) if items else ["None."])
+        if total > len(items):
+            lines.append(f"\n… and {total - len(items)} more.")
         lines.append("")
-    per_milestone: dict[str, Counter] = defaultdict(Counter)
-    for v in views:
-        per_milestone[v.milestone][v.classification] += 1
+    lines += ["## Channels that failed in this run", ""]
+    lines += [f"- {item}" for item in failed_channels] if failed_channels else ["None."]
+    lines.append("")
+    flags = [item for t in tallies for item in t.holiday_flags.items()]
+    if flags:
+        lines += [f"## Public holidays near deadlines ({sum(t.holiday_flags.total for t in tallies)})", ""]
+        lines += [f"- {v.milestone}, {v.member_state} {v.member_state_name} ({v.recipient}): {why}" for v, why in flags]
+        lines.append("")
     lines += ["## Per milestone", "", "| Milestone | " + " | ".join(SYMBOLS[c] for c in ATTENTION_ORDER) + " |"]
     lines.append("|---" * (len(ATTENTION_ORDER) + 1) + "|")
-    for key, counter in per_milestone.items():
-        lines.append(f"| {key} | " + " | ".join(str(counter.get(c, 0)) for c in ATTENTION_ORDER) + " |")
+    for t in tallies:
+        lines.append(f"| {t.milestone} | " + " | ".join(str(t.counts.get(c.value, 0)) for c in ATTENTION_ORDER) + " |")
+    lines += ["", "## Changed since the previous check", ""]
+    changed = False
+    for kind, heading in (("done", "Newly done"), ("overdue", "Newly overdue")):
+        items = [(t.milestone, v) for t in tallies if kind in t.newly for v in t.newly[kind].items()]
+        total = sum(t.newly[kind].total for t in tallies if kind in t.newly)
+        if total:
+            changed = True
+            lines.append(f"- {heading} ({total}): " + ", ".join(f"{m} {v.member_state}" for m, v in items))
+    if not changed:
+        lines.append("Nothing newly done or newly overdue.")
     lines.append("")
-    if failed_channels:
-        lines += ["## Channels that failed in this run", ""]
-        lines += [f"- {item}" for item in failed_channels]
-        lines.append("")
     return "\n".join(lines)

@@ -1,24 +1,43 @@
-"""The nightly status check, and recording a status: the Prefect flows of roadmap-tracker."""
+"""The nightly status check, and recording a status: the Prefect flows of roadmap-tracker.
+
+The run graph reads like the roadmap: one task run per milestone of each roadmap (named
+"<milestone> [<roadmap>]"), then one task that sends every digest, one that escalates, one that
+publishes each roadmap's artifacts. Task runs grow with roadmaps and milestones, never with
+status rows.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
+from dataclasses import dataclass
 
 import pendulum
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.runtime import flow_run
+from sqlalchemy import func, update
 from sqlmodel import select
 
 from flows.dashboard import artifact_key, matrix_rows, progress_percent, summary_markdown
-from flows.reminders import ReminderReport, plan_reminders, send_planned
+from flows.events import emit_reminder_event, emit_status_event
+from flows.reminders import ReminderReport, by_recipient, escalations, send_planned
+from flows.tally import MilestoneTally, PlannedReminder, status_json
 from models.db import session_scope
 from models.deadlines import parse_instant
-from models.status import StatusView, iter_status_views
+from models.status import Classification, iter_milestone_views
 from models.status import record_status as record_status_row
-from models.tables import Roadmap
+from models.tables import Milestone, Roadmap, State, Status
 from notifications.channels import ChannelConfigError, load_channels
+
+#: Prefect Secret block holding the Apprise YAML config, when set (issue 4: secrets).
+SECRET_BLOCK_ENV = "ROADMAP_APPRISE_SECRET_BLOCK"
 
 
 def resolve_as_of(as_of: str | dt.datetime | None) -> dt.datetime:
@@ -36,74 +55,127 @@ def resolve_as_of(as_of: str | dt.datetime | None) -> dt.datetime:
     return parse_instant(as_of).in_tz("UTC")
 
 
-@task(name="check-roadmap")
-def check_roadmap(slug: str, as_of: dt.datetime) -> list[StatusView]:
-    """Classify every status row of one roadmap at ``as_of`` (one streamed query)."""
+@dataclass(frozen=True)
+class RoadmapRef:
+    """A roadmap to check: plain values only."""
+
+    id: int
+    slug: str
+    title: str
+    milestones: tuple[str, ...]
+    rows: int
+
+
+def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
+    """Roadmaps in the database (all, or those named), with their active milestones and row counts."""
     with session_scope() as session:
-        roadmap = session.exec(select(Roadmap).where(Roadmap.slug == slug)).one()
-        return list(iter_status_views(session, roadmap, as_of))
+        query = select(Roadmap).order_by(Roadmap.slug)
+        if slugs:
+            query = query.where(Roadmap.slug.in_(slugs))
+        refs = []
+        for roadmap in session.exec(query):
+            keys = tuple(session.exec(
+                select(Milestone.key).where(Milestone.roadmap_id == roadmap.id, Milestone.active).order_by(Milestone.position)
+            ))
+            rows = session.exec(
+                select(func.count(Status.id)).join(Milestone).where(Milestone.roadmap_id == roadmap.id, Milestone.active)
+            ).one()
+            refs.append(RoadmapRef(roadmap.id, roadmap.slug, roadmap.title, keys, rows))
+        return refs
 
 
-@task(name="publish-artifacts")
-def publish_artifacts(slug: str, title: str, views: list[StatusView], as_of: dt.datetime, failures: list[str]) -> None:
-    """Publish the roadmap's matrix, progress and summary artifacts (stable keys, versioned by Prefect)."""
-    create_table_artifact(
-        key=artifact_key(slug, "matrix"),
-        table=matrix_rows(views),
-        description=f"{title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
-    )
-    create_progress_artifact(
-        key=artifact_key(slug, "progress"),
-        progress=progress_percent(views),
-        description=f"{title}: share of status rows done or waived",
-    )
-    create_markdown_artifact(
-        key=artifact_key(slug, "summary"),
-        markdown=summary_markdown(title, views, as_of, failures),
-        description=f"{title}: overdue first",
-    )
+@task(name="check-milestone", task_run_name="{milestone} [{roadmap}]")
+def check_milestone(roadmap: str, milestone: str, as_of: dt.datetime, keep_statuses: bool = True) -> MilestoneTally:
+    """Classify one milestone for every member state (two set-based queries), emit events for
+    rows that became overdue or done, and remember tonight's classification."""
+    result = MilestoneTally(roadmap, milestone, statuses=[] if keep_statuses else None)
+    with session_scope() as session:
+        roadmap_row = session.exec(select(Roadmap).where(Roadmap.slug == roadmap)).one()
+        milestone_row = session.exec(
+            select(Milestone).where(Milestone.roadmap_id == roadmap_row.id, Milestone.key == milestone)
+        ).one()
+        for view in iter_milestone_views(session, roadmap_row, milestone_row, as_of):
+            result.add(view)
+        for state, ids in result.transitions.items():
+            for start in range(0, len(ids), 5000):
+                session.execute(
+                    update(Status).where(Status.id.in_(ids[start : start + 5000]))
+                    .values(last_classification=state, last_checked_at=as_of)
+                )
+    for kind in (Classification.overdue.value, Classification.done.value):
+        if kind in result.newly:
+            for view in result.newly[kind].items():
+                emit_status_event(kind, view)
+    return result
+
+
+def _channel_config() -> tuple[str | None, str]:
+    """The Apprise config text from the Prefect Secret block named in ROADMAP_APPRISE_SECRET_BLOCK, if any."""
+    name = os.environ.get(SECRET_BLOCK_ENV)
+    if not name:
+        return None, ""
+    from prefect.blocks.system import Secret
+
+    return str(Secret.load(name).get()), f"Prefect Secret block {name!r}"
+
+
+def _on_result(kind: str, item: PlannedReminder, reason: str) -> None:
+    emit_reminder_event(kind, item.view, item.recipient, item.window, reason)
 
 
 @task(name="send-reminders")
-def send_reminders(views: list[StatusView], as_of: dt.datetime, run_id: str) -> ReminderReport:
-    """Send tonight's digests: one per recipient, each reminder claimed in the log before sending."""
+def send_reminders(planned: list[PlannedReminder], overdue_escalations: list[PlannedReminder], as_of: dt.datetime, run_id: str) -> ReminderReport:
+    """Send tonight's digests (one per recipient), then the coordinators' escalations; each item
+    is claimed in the reminder log before any message leaves."""
     logger = get_run_logger()
-    plan = plan_reminders(views)
-    if not plan:
-        return ReminderReport()
+    plan = by_recipient(planned)
+    report = ReminderReport()
     try:
-        hub = load_channels(plan.keys())
-    except ChannelConfigError as exc:
+        text, source = _channel_config()
+        hub = load_channels(set(plan) | {"coordinators"}, config_text=text, source=source)
+    except (ChannelConfigError, ValueError) as exc:
         logger.error("no reminder sent: %s", exc)
-        report = ReminderReport(failed=sum(len(items) for items in plan.values()))
+        report.failed = len(planned)
         report.failures.append(f"channel configuration: {exc}")
         return report
-    report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id)
+    if plan:
+        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=_on_result)
+    to_escalate, reasons = escalations(planned, overdue_escalations)
+    if to_escalate:
+        escalated = send_planned(by_recipient(to_escalate), hub=hub, as_of=as_of, run_id=run_id, reasons=reasons)
+        report.escalated = escalated.sent
+        report.failures += escalated.failures
     logger.info(
-        "reminders: %d sent in %d digests, %d already sent, %d failed",
-        report.sent, report.messages, report.already_sent, report.failed,
+        "reminders: %d sent in %d digests, %d already sent, %d failed; %d escalated",
+        report.sent, report.messages, report.already_sent, report.failed, report.escalated,
     )
     return report
 
 
-def _status_json(view: StatusView) -> dict:
-    return {
-        "roadmap": view.roadmap,
-        "milestone": view.milestone,
-        "member_state": view.member_state,
-        "state": view.classification.value,
-        "deadline": view.deadline_local.isoformat(),
-        "days_left": view.days_left,
-    }
+@task(name="publish-artifacts", task_run_name="artifacts [{roadmap}]")
+def publish_artifacts(roadmap: str, title: str, tallies: list[MilestoneTally], as_of: dt.datetime, failures: list[str]) -> None:
+    """Publish the roadmap's matrix and summary artifacts (stable keys, versioned by Prefect)."""
+    create_table_artifact(
+        key=artifact_key(roadmap, "matrix"),
+        table=matrix_rows(tallies),
+        description=f"{title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
+    )
+    create_markdown_artifact(
+        key=artifact_key(roadmap, "summary"),
+        markdown=summary_markdown(title, tallies, as_of, failures),
+        description=f"{title}: overdue first",
+    )
 
 
 @flow(name="nightly-status-check")
-def nightly_status_check(as_of: str | None = None) -> dict:
+def nightly_status_check(as_of: str | None = None, roadmaps: list[str] | None = None, include_statuses: bool = True) -> dict:
     """Check every milestone of every roadmap for every member state, publish the dashboard
     artifacts, and send each mission, office and the coordinators the reminders they need.
 
     Args:
         as_of: ISO-8601 instant with offset (e.g. "2024-06-05T09:00:00+02:00"); default now.
+        roadmaps: slugs to check; default all.
+        include_statuses: return every classified row (off for very large portfolios).
 
     Returns:
         ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state", "deadline",
@@ -112,23 +184,35 @@ def nightly_status_check(as_of: str | None = None) -> dict:
     logger = get_run_logger()
     moment = resolve_as_of(as_of)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    with session_scope() as session:
-        roadmaps = [(r.slug, r.title) for r in session.exec(select(Roadmap).order_by(Roadmap.slug))]
-    checked = {slug: check_roadmap(slug, moment) for slug, _ in roadmaps}
-    every_view = [view for views in checked.values() for view in views]
-    report = send_reminders(every_view, moment, run_id)
-    for slug, title in roadmaps:
-        publish_artifacts(slug, title, checked[slug], moment, report.failures)
-    logger.info(
-        "checked %d status rows in %d roadmaps as of %s", len(every_view), len(roadmaps), moment.isoformat()
-    )
+    refs = list_roadmaps(roadmaps)
+    tallies: dict[str, list[MilestoneTally]] = {}
+    for ref in refs:
+        progress_id = create_progress_artifact(
+            progress=0.0, key=artifact_key(ref.slug, "progress"),
+            description=f"{ref.title}: share of status rows done or waived (counting)",
+        )
+        done = 0
+        tallies[ref.slug] = []
+        for key in ref.milestones:
+            result = check_milestone(ref.slug, key, moment, include_statuses)
+            tallies[ref.slug].append(result)
+            done += result.done
+            if progress_id:
+                update_progress_artifact(progress_id, progress_percent(done, ref.rows))
+    planned = [p for ts in tallies.values() for t in ts for p in t.reminders]
+    overdue_escalations = [p for ts in tallies.values() for t in ts for p in t.escalations]
+    report = send_reminders(planned, overdue_escalations, moment, run_id)
+    for ref in refs:
+        publish_artifacts(ref.slug, ref.title, tallies[ref.slug], moment, report.failures)
+    rows = sum(ref.rows for ref in refs)
+    logger.info("checked %d status rows in %d roadmaps as of %s", rows, len(refs), moment.isoformat())
+    statuses = []
+    if include_statuses:
+        statuses = [status_json(v) for ts in tallies.values() for t in ts for v in t.statuses]
+        statuses.sort(key=lambda s: (s["roadmap"], s["member_state"]))  # stable: milestones stay in file order
     return {
         "as_of": pendulum.instance(moment).isoformat(),
-        "statuses": [
-            _status_json(v)
-            # views come in (member state, milestone position) order; keep milestones in roadmap order
-            for v in sorted(every_view, key=lambda v: (v.roadmap, v.member_state))
-        ],
+        "statuses": statuses,
         "reminders": report.as_dict(),
     }
 
@@ -137,31 +221,21 @@ def nightly_status_check(as_of: str | None = None) -> dict:
 def record_status(
     milestone: str,
     member_state: str,
-    state: str,
+    state: State,
     note: str | None = None,
     roadmap: str | None = None,
     changed_by: str = "prefect-ui",
 ) -> dict:
     """Record where one member state stands on one milestone (e.g. invitations, JO, done).
 
-    Returns ``{"roadmap", "milestone", "member_state", "state", "note"}``.
+    Returns ``{"milestone", "member_state", "state", "note"}``.
 
     Raises:
-        models.status.StatusError: unknown milestone, member state, roadmap or state.
+        models.status.StatusError: unknown milestone, member state or roadmap.
     """
     with session_scope() as session:
         row = record_status_row(
-            session, milestone=milestone, member_state=member_state, state=state, note=note,
+            session, milestone=milestone, member_state=member_state, state=State(state).value, note=note,
             changed_by=changed_by, roadmap=roadmap,
         )
         return {"milestone": milestone, "member_state": row.member_state_code, "state": row.state, "note": row.note}
-
-
-def database_in_use() -> str:
-    """The database URL with any password masked (for logs)."""
-    from sqlalchemy.engine import make_url
-
-    from models.db import database_url
-
-    return make_url(database_url()).render_as_string(hide_password=True)
-

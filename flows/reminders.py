@@ -1,8 +1,9 @@
-"""Sending the night's reminders: plan from classified rows, claim in the log, deliver, record.
+"""Sending the night's reminders and escalations: claim in the log, deliver, record.
 
-Plain Python (no Prefect here), called by the nightly flow's reminder task, so it can be tested
-on its own. Order per recipient: claim every due item and COMMIT, render one digest, deliver,
-then mark the claims sent or failed and commit. See :mod:`models.reminders` for the guarantees.
+Plain Python (no Prefect here except the events callback the flow passes in), so it can be
+tested on its own. Order per recipient: claim every due item and COMMIT, render one digest,
+deliver, then mark the claims sent or failed and commit. See :mod:`models.reminders` for the
+guarantees and the one window of doubt (a run killed between delivery and the commit).
 """
 
 from __future__ import annotations
@@ -11,63 +12,57 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import apprise
 
+from flows.tally import PlannedReminder
 from models.db import session_scope
-from models.reminders import claim, current_window, mark_delivered, mark_failed
-from models.status import Classification, StatusView
+from models.reminders import claim, mark_delivered, mark_failed, repeatedly_failing
 from notifications.delivery import deliver
 from notifications.digest import DigestItem, render_digest
 
 log = logging.getLogger(__name__)
 
-#: Classifications that can get a reminder.
-ACTIONABLE = {Classification.upcoming, Classification.due_soon, Classification.due_today, Classification.overdue}
-
-
-@dataclass(frozen=True)
-class PlannedReminder:
-    """One item due for one recipient tonight."""
-
-    view: StatusView
-    window: str
+#: Runs a reminder may fail before the coordinators get an escalation (issue 4).
+FAILED_RUNS_BEFORE_ESCALATION = 3
+COORDINATORS = "coordinators"
 
 
 @dataclass
 class ReminderReport:
-    """Counts of reminder items (not messages): ``sent``, ``already_sent``, ``failed``, plus
-    ``messages`` delivered, and failures as "recipient: reason" lines (no URLs)."""
+    """Counts of reminder items (not messages): ``sent``, ``already_sent``, ``failed``; ``messages``
+    delivered; failures as "recipient: reason" lines (never a URL); ``escalated`` items."""
 
     sent: int = 0
     already_sent: int = 0
     failed: int = 0
     messages: int = 0
+    escalated: int = 0
     failures: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The ``reminders`` object of ``roadmap check --json``."""
         return {"sent": self.sent, "already_sent": self.already_sent, "failed": self.failed}
 
+    def merge(self, other: "ReminderReport") -> None:
+        self.sent += other.sent
+        self.already_sent += other.already_sent
+        self.failed += other.failed
+        self.messages += other.messages
+        self.escalated += other.escalated
+        self.failures += other.failures
 
-def plan_reminders(views: list[StatusView]) -> dict[str, list[PlannedReminder]]:
-    """Group tonight's due reminders by recipient tag (the owner's, read in the owner's calendar)."""
+
+def by_recipient(planned: Iterable[PlannedReminder]) -> dict[str, list[PlannedReminder]]:
+    """Group planned items by recipient tag."""
     plan: dict[str, list[PlannedReminder]] = defaultdict(list)
-    for view in views:
-        if view.classification not in ACTIONABLE:
-            continue
-        window = current_window(
-            due_day=view.due_day,
-            today=view.today,
-            reminder_days=view.reminder_days,
-            overdue_every_days=view.overdue_every_days,
-            calendar=view.calendar,
-        )
-        if window is not None:
-            plan[view.recipient].append(PlannedReminder(view, window))
+    for item in planned:
+        plan[item.recipient].append(item)
     return dict(plan)
 
 
-def _item(planned: PlannedReminder) -> DigestItem:
+def _item(planned: PlannedReminder, reason: str = "") -> DigestItem:
     v = planned.view
     return DigestItem(
         roadmap_title=v.roadmap_title,
@@ -82,7 +77,11 @@ def _item(planned: PlannedReminder) -> DigestItem:
         days_left=v.days_left,
         working_days_left=v.working_days_left,
         window=planned.window,
+        reason=reason,
     )
+
+
+EventHook = Callable[[str, PlannedReminder, str], None]
 
 
 def send_planned(
@@ -92,26 +91,33 @@ def send_planned(
     as_of: dt.datetime,
     run_id: str,
     database_url: str | None = None,
-    now=None,
+    reasons: dict[tuple[int, str], str] | None = None,
+    on_result: EventHook | None = None,
+    now: Callable[[], dt.datetime] | None = None,
 ) -> ReminderReport:
-    """Claim, deliver and record every planned reminder; one digest per recipient.
+    """Claim, deliver and record every planned item; one digest per recipient.
 
-    ``now`` returns the aware wall-clock instant (default: UTC now); a failed channel is
-    recorded and never raised.
+    Args:
+        plan: items per recipient tag.
+        hub: the Apprise channels.
+        as_of: the check's instant (shown in the digest).
+        run_id: this run's id, written on its claims.
+        reasons: optional text per (status id, window) shown in the digest (escalations).
+        on_result: called with ("sent" | "failed", item, reason) after each digest.
+        now: returns the aware wall-clock instant (default: UTC now).
+
+    A failed channel is recorded (and retried on the next run), never raised.
     """
     now = now or (lambda: dt.datetime.now(dt.timezone.utc))
+    reasons = reasons or {}
     report = ReminderReport()
     for recipient in sorted(plan):
         claimed: list[tuple[int, PlannedReminder]] = []
         with session_scope(database_url) as session:
             for planned in plan[recipient]:
                 outcome = claim(
-                    session,
-                    status_id=planned.view.status_id,
-                    recipient=recipient,
-                    window=planned.window,
-                    run_id=run_id,
-                    now=now(),
+                    session, status_id=planned.view.status_id, recipient=recipient, window=planned.window,
+                    run_id=run_id, now=now(),
                 )
                 if outcome.outcome == "claimed":
                     claimed.append((outcome.log_id, planned))
@@ -119,7 +125,8 @@ def send_planned(
                     report.already_sent += 1
         if not claimed:
             continue
-        subject, body = render_digest(recipient, [_item(p) for _, p in claimed], as_of)
+        items = [_item(p, reasons.get((p.view.status_id, p.window), "")) for _, p in claimed]
+        subject, body = render_digest(recipient, items, as_of)
         delivery = deliver(hub, tag=recipient, title=subject, body=body)
         ids = [log_id for log_id, _ in claimed]
         with session_scope(database_url) as session:
@@ -134,4 +141,32 @@ def send_planned(
             report.failed += len(ids)
             report.failures.append(f"{recipient}: {delivery.reason}")
             log.warning("reminder digest to %s failed: %s", recipient, delivery.reason)
+        if on_result:
+            for _, planned in claimed:
+                on_result("sent" if delivery.ok else "failed", planned, "" if delivery.ok else delivery.reason)
     return report
+
+
+def escalations(
+    planned: list[PlannedReminder], overdue: list[PlannedReminder], database_url: str | None = None
+) -> tuple[list[PlannedReminder], dict[tuple[int, str], str]]:
+    """Items to escalate to the coordinators tonight, and the reason for each.
+
+    Two rules (issue 4): a reminder that failed on :data:`FAILED_RUNS_BEFORE_ESCALATION` runs
+    since its last delivery (window ``escalation-delivery-<recipient>``), and an item more than 5
+    working days overdue (window ``escalation-overdue``, planned by the tally). Each is sent once.
+    """
+    reasons: dict[tuple[int, str], str] = {}
+    items: list[PlannedReminder] = []
+    for item in overdue:
+        v = item.view
+        reasons[(v.status_id, item.window)] = f"overdue by {-v.working_days_left} working days ({-v.days_left} days)"
+        items.append(item)
+    views = {p.view.status_id: p.view for p in planned}
+    with session_scope(database_url) as session:
+        failing = repeatedly_failing(session, sorted(views), min_failures=FAILED_RUNS_BEFORE_ESCALATION)
+    for (status_id, recipient), (runs, error) in sorted(failing.items()):
+        window = f"escalation-delivery-{recipient}"
+        reasons[(status_id, window)] = f"reminders to {recipient} failed on {runs} runs: {error}"
+        items.append(PlannedReminder(views[status_id], COORDINATORS, window))
+    return items, reasons

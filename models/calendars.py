@@ -139,3 +139,17 @@ def calendar_for(
 def mission_calendar() -> WorkingCalendar:
     """Return the calendar of the permanent missions in Geneva (Swiss weekend, Geneva holidays)."""
     return calendar_for(*GENEVA)
+
+
+@lru_cache(maxsize=4096)
+def holiday_before(calendar: WorkingCalendar, due_day: dt.date, within_working_days: int = 2) -> tuple[dt.date, str] | None:
+    """Return the public holiday (date, name) that ends at most ``within_working_days`` working
+    days before ``due_day`` (or falls on it), or None: a deadline that follows a holiday this
+    closely leaves the office little time (the issue's Eid al-Adha 2024 case).
+    """
+    start = _plain(pendulum.date(due_day.year, due_day.month, due_day.day).subtract(days=31))
+    found = calendar.holidays_between(start, due_day)
+    if not found:
+        return None
+    day, name = found[-1]
+    return (day, name) if calendar.working_days_between(day, due_day) <= within_working_days else None

@@ -191,3 +191,30 @@ def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: st
         .returning(ReminderLog.id)
     )
     return len(result.all())
+
+
+def repeatedly_failing(
+    session: Session, status_ids: list[int], *, min_failures: int = 3, exclude_recipient: str = "coordinators"
+) -> dict[tuple[int, str], tuple[int, str]]:
+    """Return {(status id, recipient): (failed runs, last error)} for reminders of these status rows
+    that failed on at least ``min_failures`` runs since their last successful delivery.
+
+    Each run that fails a reminder adds one attempt to its log row; windows follow each other,
+    so failures are summed across windows and reset by a delivery.
+    """
+    found: dict[tuple[int, str], tuple[int, str]] = {}
+    for chunk_start in range(0, len(status_ids), 5000):
+        chunk = status_ids[chunk_start : chunk_start + 5000]
+        rows = session.exec(
+            select(ReminderLog.status_id, ReminderLog.recipient, ReminderLog.state, ReminderLog.attempts, ReminderLog.error)
+            .where(ReminderLog.status_id.in_(chunk), ReminderLog.recipient != exclude_recipient)
+            .order_by(ReminderLog.id)
+        )
+        for status_id, recipient, state, attempts, error in rows:
+            key = (status_id, recipient)
+            if state == ReminderState.sent.value:
+                found.pop(key, None)
+            elif state == ReminderState.failed.value:
+                total, _ = found.get(key, (0, ""))
+                found[key] = (total + attempts, error)
+    return {key: value for key, value in found.items() if value[0] >= min_failures}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 import pendulum
@@ -60,7 +61,8 @@ class StatusView:
 
     ``deadline`` is an aware UTC datetime; ``due_day`` and ``today`` are local calendar dates in
     ``owner_timezone``; ``days_left`` counts calendar days (negative when overdue),
-    ``working_days_left`` working days of the owner's ``calendar``.
+    ``working_days_left`` working days of the owner's ``calendar``; ``opens_day`` the local day a
+    window opens; ``last_classification`` what the previous check said (None before any check).
     """
 
     status_id: int
@@ -87,6 +89,8 @@ class StatusView:
     reminder_days: tuple[int, ...]
     overdue_every_days: int
     calendar: WorkingCalendar
+    last_classification: str | None = None
+    opens_day: dt.date | None = None
 
     @property
     def deadline_local(self) -> pendulum.DateTime:
@@ -121,8 +125,8 @@ def classify(
         return Classification.blocked
     if as_of > deadline:
         return Classification.overdue
-    today = pendulum.instance(as_of).in_tz(owner_timezone).date()
-    due_day = pendulum.instance(deadline).in_tz(owner_timezone).date()
+    today = _local_date(as_of, owner_timezone)
+    due_day = _local_date(deadline, owner_timezone)
     if today == due_day:
         return Classification.due_today
     if (due_day - today).days <= first_reminder_days:
@@ -130,107 +134,154 @@ def classify(
     return Classification.upcoming
 
 
-def _status_query(roadmap_id: int):
-    return (
-        select(
-            Status.id,
-            Status.state,
-            Status.deadline,
-            Status.owner_timezone,
-            Status.note,
-            Milestone.key,
-            Milestone.title,
-            Milestone.title_ar,
-            Milestone.owner,
-            Milestone.depends_on,
-            Milestone.reminder_days,
-            Milestone.overdue_every_days,
-            MemberState.code,
-            MemberState.name,
-            MemberState.name_ar,
-            MemberState.mission_timezone,
-            MemberState.office_timezone,
-            MemberState.weekend_override,
-            MemberState.weekend_source,
+_MEMBER_STATE_COLUMNS = (
+    MemberState.code,
+    MemberState.name,
+    MemberState.name_ar,
+    MemberState.mission_timezone,
+    MemberState.office_timezone,
+    MemberState.weekend_override,
+    MemberState.weekend_source,
+)
+
+
+def roadmap_milestones(session: Session, roadmap: Roadmap) -> list[Milestone]:
+    """Active milestones of ``roadmap`` in file order."""
+    return list(
+        session.exec(
+            select(Milestone).where(Milestone.roadmap_id == roadmap.id, Milestone.active).order_by(Milestone.position)
         )
-        .join(Milestone, Status.milestone_id == Milestone.id)
-        .join(MemberState, Status.member_state_code == MemberState.code)
-        .where(Milestone.roadmap_id == roadmap_id, Milestone.active)
-        .order_by(MemberState.code, Milestone.position)
     )
 
 
-def iter_status_views(session: Session, roadmap: Roadmap, as_of: dt.datetime) -> Iterator[StatusView]:
-    """Yield every active status row of ``roadmap`` classified at ``as_of`` (aware), in
-    (member state, milestone position) order. One streamed query.
+def iter_milestone_views(
+    session: Session, roadmap: Roadmap, milestone: Milestone, as_of: dt.datetime
+) -> Iterator[StatusView]:
+    """Yield the status rows of one milestone classified at ``as_of`` (aware), in member-state order.
+
+    Two set-based queries whatever the number of member states: the recorded states of the
+    milestones it depends on, then its own rows (streamed).
 
     Raises:
         ValueError: ``as_of`` is naive.
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be time-zone aware")
-    rows = session.exec(_status_query(roadmap.id).execution_options(yield_per=5000))
-    group: list = []
+    dep_states: dict[str, dict[str, str]] = {}
+    if milestone.depends_on:
+        deps = session.exec(
+            select(Status.member_state_code, Milestone.key, Status.state)
+            .join(Milestone, Status.milestone_id == Milestone.id)
+            .where(Milestone.roadmap_id == roadmap.id, Milestone.key.in_(milestone.depends_on))
+        )
+        for code, key, state in deps:
+            dep_states.setdefault(code, {})[key] = state
+    rows = session.exec(
+        select(Status.id, Status.state, Status.deadline, Status.opens_at, Status.owner_timezone, Status.note,
+               Status.last_classification, *_MEMBER_STATE_COLUMNS)
+        .join(MemberState, Status.member_state_code == MemberState.code)
+        .where(Status.milestone_id == milestone.id)
+        .order_by(MemberState.code)
+        .execution_options(yield_per=5000)
+    )
+    context = _MilestoneContext.of(roadmap, milestone)
     for row in rows:
-        if group and group[0].code != row.code:
-            yield from _classify_group(group, roadmap, as_of)
-            group = []
-        group.append(row)
-    if group:
-        yield from _classify_group(group, roadmap, as_of)
+        recorded = dep_states.get(row.code, {})
+        blocked_by = tuple(dep for dep in milestone.depends_on if recorded.get(dep) not in _SATISFIED)
+        yield _view(context, row, blocked_by, as_of)
 
 
-def _classify_group(group: list, roadmap: Roadmap, as_of: dt.datetime) -> Iterator[StatusView]:
-    recorded = {row.key: row.state for row in group}
-    for row in group:
-        blocked_by = tuple(dep for dep in row.depends_on if recorded.get(dep) not in _SATISFIED)
-        party = party_for(
-            row.owner,
-            member_state_code=row.code,
-            mission_timezone=row.mission_timezone,
-            office_timezone=row.office_timezone,
-            weekend_override=row.weekend_override,
-            weekend_source=row.weekend_source,
-            coordinator_timezone=roadmap.coordinator_timezone,
-            coordinator_country=roadmap.coordinator_country,
+def iter_status_views(session: Session, roadmap: Roadmap, as_of: dt.datetime) -> Iterator[StatusView]:
+    """Yield every active status row of ``roadmap`` classified at ``as_of`` (aware), milestone by
+    milestone (file order), member states in code order."""
+    for milestone in roadmap_milestones(session, roadmap):
+        yield from iter_milestone_views(session, roadmap, milestone, as_of)
+
+
+@dataclass(frozen=True)
+class _MilestoneContext:
+    roadmap: str
+    roadmap_title: str
+    coordinator_timezone: str
+    coordinator_country: str
+    key: str
+    title: str
+    title_ar: str
+    owner: str
+    reminder_days: tuple[int, ...]
+    overdue_every_days: int
+
+    @classmethod
+    def of(cls, roadmap: Roadmap, milestone: Milestone) -> "_MilestoneContext":
+        return cls(
+            roadmap.slug, roadmap.title, roadmap.coordinator_timezone, roadmap.coordinator_country,
+            milestone.key, milestone.title, milestone.title_ar, milestone.owner,
+            tuple(milestone.reminder_days), milestone.overdue_every_days,
         )
-        reminder_days = tuple(row.reminder_days)
-        local_now = pendulum.instance(as_of).in_tz(row.owner_timezone)
-        due_day = pendulum.instance(row.deadline).in_tz(row.owner_timezone).date()
-        today = local_now.date()
-        yield StatusView(
-            status_id=row.id,
-            roadmap=roadmap.slug,
-            roadmap_title=roadmap.title,
-            milestone=row.key,
-            milestone_title=row.title,
-            milestone_title_ar=row.title_ar,
-            member_state=row.code,
-            member_state_name=row.name,
-            member_state_name_ar=row.name_ar,
-            owner=row.owner,
-            recipient=party.recipient,
-            recorded_state=row.state,
-            classification=classify(
-                recorded_state=row.state,
-                deadline=row.deadline,
-                owner_timezone=row.owner_timezone,
-                as_of=as_of,
-                blocked_by=blocked_by,
-                first_reminder_days=max(reminder_days, default=0),
-            ),
-            deadline=row.deadline,
-            owner_timezone=row.owner_timezone,
-            due_day=dt.date(due_day.year, due_day.month, due_day.day),
-            today=dt.date(today.year, today.month, today.day),
-            days_left=(due_day - today).days,
-            working_days_left=party.calendar.working_days_between(today, due_day),
-            blocked_by=blocked_by,
-            note=row.note,
-            reminder_days=reminder_days,
-            overdue_every_days=row.overdue_every_days,
-            calendar=party.calendar,
-        )
+
+
+@lru_cache(maxsize=4096)
+def _party(owner, code, mission_tz, office_tz, weekend, weekend_source, coordinator_tz, coordinator_country):
+    return party_for(
+        owner, member_state_code=code, mission_timezone=mission_tz, office_timezone=office_tz,
+        weekend_override=list(weekend) if weekend is not None else None, weekend_source=weekend_source,
+        coordinator_timezone=coordinator_tz, coordinator_country=coordinator_country,
+    )
+
+
+@lru_cache(maxsize=65536)
+def _local_date(instant: dt.datetime, timezone: str) -> dt.date:
+    local = pendulum.instance(instant).in_tz(timezone)
+    return dt.date(local.year, local.month, local.day)
+
+
+@lru_cache(maxsize=65536)
+def _working_days(calendar: WorkingCalendar, today: dt.date, due_day: dt.date) -> int:
+    return calendar.working_days_between(today, due_day)
+
+
+def _view(context: _MilestoneContext, row, blocked_by: tuple[str, ...], as_of: dt.datetime) -> StatusView:
+    weekend = tuple(row.weekend_override) if row.weekend_override is not None else None
+    party = _party(context.owner, row.code, row.mission_timezone, row.office_timezone, weekend,
+                   row.weekend_source, context.coordinator_timezone, context.coordinator_country)
+    due_day = _local_date(row.deadline, row.owner_timezone)
+    today = _local_date(as_of, row.owner_timezone)
+    classification = classify(
+        recorded_state=row.state,
+        deadline=row.deadline,
+        owner_timezone=row.owner_timezone,
+        as_of=as_of,
+        blocked_by=blocked_by,
+        first_reminder_days=max(context.reminder_days, default=0),
+    )
+    return StatusView(
+        status_id=row.id,
+        roadmap=context.roadmap,
+        roadmap_title=context.roadmap_title,
+        milestone=context.key,
+        milestone_title=context.title,
+        milestone_title_ar=context.title_ar,
+        member_state=row.code,
+        member_state_name=row.name,
+        member_state_name_ar=row.name_ar,
+        owner=context.owner,
+        recipient=party.recipient,
+        recorded_state=row.state,
+        classification=classification,
+        deadline=row.deadline,
+        owner_timezone=row.owner_timezone,
+        due_day=due_day,
+        today=today,
+        days_left=(due_day - today).days,
+        working_days_left=_working_days(party.calendar, today, due_day),
+        blocked_by=blocked_by,
+        note=row.note,
+        reminder_days=context.reminder_days,
+        overdue_every_days=context.overdue_every_days,
+        calendar=party.calendar,
+        last_classification=row.last_classification,
+        opens_day=_local_date(row.opens_at, row.owner_timezone) if row.opens_at else None,
+    )
 
 
 class StatusError(LookupError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hijridate import Gregorian
-from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -51,6 +51,8 @@ class DigestItem:
     days_left: int
     working_days_left: int
     window: str
+    #: Why the item is escalated ("overdue by 7 working days", "reminders to mission-jo failed ..."), if it is.
+    reason: str = ""
 
 
 def hijri_date(day: dt.date, language: str = "ar") -> str:
@@ -66,7 +68,7 @@ def hijri_date(day: dt.date, language: str = "ar") -> str:
 def _env(autoescape: bool) -> SandboxedEnvironment:
     env = SandboxedEnvironment(
         loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]) if autoescape else False,
+        autoescape=autoescape,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -91,7 +93,10 @@ def _context(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> dic
 
 
 def render_subject(items: list[DigestItem]) -> str:
-    """Return the bilingual subject line, e.g. "Roadmap reminders: 3 items | تذكيرات خريطة الطريق: 3 بنود"."""
+    """Return the bilingual subject line, e.g. "Roadmap reminders: 3 items | تذكيرات خريطة الطريق: 3 بنود";
+    "Escalation: ..." when any item carries an escalation reason."""
+    if any(i.reason for i in items):
+        return f"Escalation: {len(items)} items need the coordinators | تصعيد: {len(items)} بنود تحتاج إلى المنسقين"
     overdue = sum(1 for i in items if i.classification == "overdue")
     flag = f" ({overdue} overdue / {overdue} متأخر)" if overdue else ""
     return f"Roadmap reminders: {len(items)} items{flag} | تذكيرات خريطة الطريق: {len(items)} بنود"

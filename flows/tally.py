@@ -1,0 +1,163 @@
+"""Streaming what the nightly check needs from classified rows, in bounded memory.
+
+A :class:`MilestoneTally` reads the classified rows of one milestone once and keeps only:
+counts per classification, the matrix cells (while the roadmap is small enough to show them),
+the rows that need attention (bounded), what changed since the last check, and tonight's
+reminder plan. Plain Python, no Prefect: the flows call it, tests can too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from models.calendars import holiday_before
+from models.reminders import current_window
+from models.status import Classification, StatusView
+
+#: Rows kept per list (overdue, due soon, blocked, changes) for the summary artifact.
+ATTENTION_LIMIT = 200
+#: Above this many member states, the matrix is summarised per milestone.
+MATRIX_MAX_ROWS = 500
+#: Items more than this many working days overdue are escalated to the coordinators (issue 4).
+ESCALATE_AFTER_WORKING_DAYS = 5
+
+ACTIONABLE = {Classification.upcoming, Classification.due_soon, Classification.due_today, Classification.overdue}
+_DUE = {Classification.due_today, Classification.due_soon}
+
+
+@dataclass(frozen=True)
+class PlannedReminder:
+    """One item due tonight for one recipient (Apprise tag) in one reminder window."""
+
+    view: StatusView
+    recipient: str
+    window: str
+
+
+class _Bounded:
+    """Keep the ``limit`` items with the smallest numeric key (ties: first added first); count all."""
+
+    def __init__(self, limit: int):
+        self.limit, self.total, self._heap = limit, 0, []
+
+    def add(self, key: float, item) -> None:
+        self.total += 1
+        entry = (-key, -self.total, item)  # max-heap on (key, arrival) through negation
+        if len(self._heap) < self.limit:
+            heapq.heappush(self._heap, entry)
+        elif entry[:2] > self._heap[0][:2]:
+            heapq.heapreplace(self._heap, entry)
+
+    def items(self) -> list:
+        """Kept items, smallest key first."""
+        return [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
+
+
+@dataclass
+class MilestoneTally:
+    """What one milestone's check keeps. Build with :meth:`add` per row, or :func:`tally`."""
+
+    roadmap: str
+    milestone: str
+    rows: int = 0
+    counts: Counter = field(default_factory=Counter)
+    cells: dict[str, tuple[str, StatusView]] = field(default_factory=dict)
+    cells_dropped: bool = False
+    overdue: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
+    due: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
+    blocked: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
+    newly: dict[str, _Bounded] = field(default_factory=dict)
+    transitions: dict[str, list[int]] = field(default_factory=dict)
+    reminders: list[PlannedReminder] = field(default_factory=list)
+    escalations: list[PlannedReminder] = field(default_factory=list)
+    holiday_flags: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
+    statuses: list[StatusView] | None = None
+
+    def add(self, view: StatusView) -> None:
+        """Account for one classified row."""
+        self.rows += 1
+        c = view.classification
+        self.counts[c.value] += 1
+        if not self.cells_dropped:
+            self.cells[view.member_state] = (f"{view.member_state} {view.member_state_name}", view)
+            if len(self.cells) > MATRIX_MAX_ROWS:
+                self.cells.clear()
+                self.cells_dropped = True
+        if c is Classification.overdue:
+            self.overdue.add(view.days_left, view)  # most overdue first
+        elif c in _DUE:
+            self.due.add(view.days_left, view)
+        elif c is Classification.blocked:
+            self.blocked.add(0, view)
+        if view.last_classification != c.value:
+            self.transitions.setdefault(c.value, []).append(view.status_id)
+            self.newly.setdefault(c.value, _Bounded(ATTENTION_LIMIT)).add(0, view)
+        if c in ACTIONABLE:
+            window = current_window(
+                due_day=view.due_day,
+                today=view.today,
+                reminder_days=view.reminder_days,
+                overdue_every_days=view.overdue_every_days,
+                calendar=view.calendar,
+            )
+            if window is not None:
+                self.reminders.append(PlannedReminder(view, view.recipient, window))
+        if c is Classification.overdue and -view.working_days_left > ESCALATE_AFTER_WORKING_DAYS:
+            self.escalations.append(PlannedReminder(view, "coordinators", "escalation-overdue"))
+        if c not in (Classification.done, Classification.waived):
+            flag = holiday_flag(view)
+            if flag:
+                self.holiday_flags.add(0, (view, flag))
+        if self.statuses is not None:
+            self.statuses.append(view)
+
+    @property
+    def done(self) -> int:
+        """Rows done or waived."""
+        return self.counts[Classification.done.value] + self.counts[Classification.waived.value]
+
+
+def holiday_flag(view: StatusView) -> str | None:
+    """Say why a public holiday of the owner's country weighs on this row, or None.
+
+    Two cases: the deadline falls within 2 working days after a public holiday; a window
+    (e.g. "June 2024") contains public holidays (Eid al-Adha 2024 in the June window).
+    """
+    near = holiday_before(view.calendar, view.due_day, 2)
+    if near:
+        return f"deadline {view.due_day} is within 2 working days after {near[1]} ({near[0]})"
+    if view.opens_day:
+        inside = view.calendar.holidays_between(view.opens_day, view.due_day)
+        if inside:
+            names = sorted({name for _, name in inside})
+            return f"window {view.opens_day} to {view.due_day} contains {len(inside)} public holiday days: " + ", ".join(names)
+    return None
+
+
+def tally(roadmap: str, milestone: str, views: Iterable[StatusView], keep_statuses: bool = False) -> MilestoneTally:
+    """Tally every view of one milestone (see :class:`MilestoneTally`)."""
+    result = MilestoneTally(roadmap, milestone, statuses=[] if keep_statuses else None)
+    for view in views:
+        result.add(view)
+    return result
+
+
+def status_json(view: StatusView) -> dict:
+    """One row of ``roadmap check --json``: deadline in the owner's zone, ISO-8601 with offset."""
+    return {
+        "roadmap": view.roadmap,
+        "milestone": view.milestone,
+        "member_state": view.member_state,
+        "state": view.classification.value,
+        "deadline": view.deadline_local.isoformat(),
+        "days_left": view.days_left,
+    }
+
+
+def as_of_text(moment: dt.datetime) -> str:
+    """ISO-8601 text of an aware instant."""
+    return moment.isoformat()

@@ -1,0 +1,112 @@
+"""What coordinators see in the Prefect UI: the run graph, the artifacts and the events, read back
+from a real Prefect test server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+from flows.nightly import nightly_status_check
+from models.db import session_scope
+from models.status import record_status
+
+AS_OF = "2024-06-05T09:00:00+02:00"
+SLUG = "gcm-arab-2024"
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _latest_artifacts(client, keys: list[str]) -> dict:
+    found = client.read_latest_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    return {a.key: a for a in found}
+
+
+def _events(client, name: str, expected: int, since, timeout_s: float = 30.0) -> list:
+    """Events of this test (the Prefect server is shared by the session), polled until ``expected`` arrive."""
+    deadline = time.monotonic() + timeout_s
+    events = []
+    while time.monotonic() < deadline:
+        page = client.read_events(
+            filter=EventFilter(
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(name=[name]),
+                resource=EventResourceFilter(labels={"roadmap.slug": [SLUG]}),
+            ),
+            limit=50,
+        )
+        events = page.events
+        if len(events) >= expected:
+            break
+        time.sleep(0.5)
+    return events
+
+
+def test_run_graph_artifacts_and_events(seeded, outbox):
+    import pendulum
+
+    since = pendulum.now("UTC")
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done", note="NV 2024/051")
+    state = nightly_status_check(as_of=AS_OF, return_state=True)
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        names = sorted(t.name for t in task_runs)
+        # One task run per milestone, named after it; then one to send, one to publish. Never one per row.
+        milestone_runs = sorted(n for n in names if n.endswith(f" [{SLUG}]") and not n.startswith("artifacts"))
+        assert milestone_runs == sorted(
+            f"{key} [{SLUG}]"
+            for key in ("orientation-briefing", "save-the-date", "invitations", "nominations", "travel", "conference")
+        )
+        assert len(names) == 8
+        assert sum(n.startswith("send-reminders") for n in names) == 1
+        assert f"artifacts [{SLUG}]" in names
+
+        artifacts = _latest_artifacts(client, [f"{SLUG}-matrix", f"{SLUG}-progress", f"{SLUG}-summary"])
+        assert set(artifacts) == {f"{SLUG}-matrix", f"{SLUG}-progress", f"{SLUG}-summary"}
+        # 32 rows done by the seed (orientation, save-the-date) + Jordan's invitation, of 96.
+        assert artifacts[f"{SLUG}-progress"].data == pytest.approx(34.4)
+        import json
+
+        matrix = artifacts[f"{SLUG}-matrix"].data
+        matrix = json.loads(matrix) if isinstance(matrix, str) else matrix
+        assert [row["member_state"].split()[0] for row in matrix] == sorted(
+            "AE BH DJ DZ IQ JO KW LB LY MR QA SA SD SO TN YE".split()
+        )
+        jordan = next(row for row in matrix if row["member_state"] == "JO Jordan")
+        assert jordan["invitations"] == "✅ done · 2024-05-31"
+        assert jordan["travel"] == "⛔ blocked · 2024-06-30"
+        algeria = next(row for row in matrix if row["member_state"] == "DZ Algeria")
+        assert algeria["invitations"] == "🔴 overdue by 3 working days · 2024-05-31"
+        summary = artifacts[f"{SLUG}-summary"].data
+        assert "## Overdue (15)" in summary
+        assert summary.index("## Overdue") < summary.index("## Due this week") < summary.index("## Blocked")
+        assert "| invitations | DZ Algeria | 2024-05-31 23:59 Europe/Zurich | overdue by 5 days (3 working days) |" in summary
+        assert "- Newly done (33)" in summary
+        assert "Eid al-Adha" in summary  # June windows contain Eid al-Adha for the offices
+
+        overdue = _events(client, "roadmap.milestone.overdue", 15, since)
+        assert sorted(e.resource["roadmap.member_state"] for e in overdue) == sorted(
+            "AE BH DJ DZ IQ KW LB LY MR QA SA SD SO TN YE".split()
+        )
+        assert {e.resource["roadmap.milestone"] for e in overdue} == {"invitations"}
+        roles = {r["prefect.resource.role"] for r in overdue[0].related}
+        assert roles >= {"roadmap", "milestone", "member-state"}
+        sent = _events(client, "roadmap.reminder.sent", 15, since)
+        assert sorted(e.payload["recipient"] for e in sent) == sorted(
+            f"mission-{c}" for c in "ae bh dj dz iq kw lb ly mr qa sa sd so tn ye".split()
+        )
+
+    # The next run at the same instant: nothing newly overdue, no new events for it.
+    nightly_status_check(as_of=AS_OF)
+    with get_client(sync_client=True) as client:
+        summary = _latest_artifacts(client, [f"{SLUG}-summary"])[f"{SLUG}-summary"].data
+        assert "Nothing newly done or newly overdue." in summary
+        time.sleep(2)
+        assert len(_events(client, "roadmap.milestone.overdue", 16, since, timeout_s=2)) == 15
