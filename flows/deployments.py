@@ -15,6 +15,7 @@ NIGHTLY_CRON = "0 5 * * *"
 NIGHTLY_TIMEZONE = "Africa/Cairo"
 NIGHTLY_SCHEDULE_SLUG = "nightly-0500-cairo"
 RECORD_DEPLOYMENT = "record-status"
+PORTFOLIO_DEPLOYMENT = "nightly-portfolio-check"
 
 
 def nightly_schedule() -> Cron:
@@ -25,6 +26,7 @@ def nightly_schedule() -> Cron:
 def deployments() -> list:
     """Return the runner deployments (nightly check, record status) for ``prefect.serve``."""
     from flows.nightly import nightly_status_check, record_status
+    from flows.portfolio import nightly_portfolio_check
 
     return [
         nightly_status_check.to_deployment(
@@ -33,6 +35,10 @@ def deployments() -> list:
         ),
         record_status.to_deployment(
             name=RECORD_DEPLOYMENT, description="Record a status from the Prefect UI.",
+        ),
+        nightly_portfolio_check.to_deployment(
+            name=PORTFOLIO_DEPLOYMENT, concurrency_limit=1,
+            description="Fans the nightly check out over the portfolio, one child run per group of roadmaps.",
         ),
     ]
 
