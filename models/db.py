@@ -72,8 +72,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def get_engine(url: str | None = None) -> Engine:
     """Return the (cached) engine for ``url``, or for the configured database when None.
 
-    Tables are created when missing; schema upgrades of existing databases go through Alembic
-    (``roadmap db upgrade``).
+    The first call for a URL brings the schema to the head Alembic revision
+    (:func:`models.migrate.upgrade`: tables created in an empty database, older databases
+    upgraded, concurrent callers serialized by a lock); it raises what that function raises.
     """
     return _engine(url or database_url())
 
@@ -87,8 +88,9 @@ def _engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     from models import tables  # noqa: F401  (registers the tables on the metadata)
+    from models.migrate import upgrade
 
-    SQLModel.metadata.create_all(engine)
+    upgrade(url)
     _engines_made.append(engine)
     return engine
 
