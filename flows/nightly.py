@@ -31,6 +31,7 @@ from flows.reminders import ReminderReport, by_recipient, escalations, send_plan
 from flows.tally import MilestoneTally, PlannedReminder, status_json
 from models.db import session_scope
 from models.deadlines import parse_instant
+from models.transactions import in_transaction
 from models.status import Classification, iter_milestone_views
 from models.status import record_status as record_status_row
 from models.tables import Milestone, Roadmap, State, Status
@@ -96,12 +97,16 @@ def check_milestone(roadmap: str, milestone: str, as_of: dt.datetime, keep_statu
         ).one()
         for view in iter_milestone_views(session, roadmap_row, milestone_row, as_of):
             result.add(view)
+
+    def remember(session) -> None:
         for state, ids in result.transitions.items():
             for start in range(0, len(ids), 5000):
                 session.execute(
                     update(Status).where(Status.id.in_(ids[start : start + 5000]))
                     .values(last_classification=state, last_checked_at=as_of)
                 )
+
+    in_transaction(remember)
     for kind in (Classification.overdue.value, Classification.done.value):
         if kind in result.newly:
             for view in result.newly[kind].items():

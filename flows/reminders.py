@@ -18,9 +18,10 @@ import apprise
 
 from flows.tally import PlannedReminder
 from models.db import session_scope
+from models.transactions import in_transaction
 from models.reminders import claim, mark_delivered, mark_failed, repeatedly_failing
 from notifications.delivery import deliver
-from notifications.digest import DigestItem, render_digest
+from notifications.digest import DigestItem, render_digest, render_digest_html
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ def send_planned(
     reasons = reasons or {}
     report = ReminderReport()
     for recipient in sorted(plan):
-        claimed: list[tuple[int, PlannedReminder]] = []
-        with session_scope(database_url) as session:
+        def claim_all(session) -> tuple[list[tuple[int, PlannedReminder]], int]:
+            claimed, already = [], 0
             for planned in plan[recipient]:
                 outcome = claim(
                     session, status_id=planned.view.status_id, recipient=recipient, window=planned.window,
@@ -122,18 +123,22 @@ def send_planned(
                 if outcome.outcome == "claimed":
                     claimed.append((outcome.log_id, planned))
                 elif outcome.outcome == "already_sent":
-                    report.already_sent += 1
+                    already += 1
+            return claimed, already
+
+        claimed, already = in_transaction(claim_all, database_url)
+        report.already_sent += already
         if not claimed:
             continue
         items = [_item(p, reasons.get((p.view.status_id, p.window), "")) for _, p in claimed]
         subject, body = render_digest(recipient, items, as_of)
-        delivery = deliver(hub, tag=recipient, title=subject, body=body)
+        delivery = deliver(hub, tag=recipient, title=subject, body=body,
+                           body_html=render_digest_html(recipient, items, as_of))
         ids = [log_id for log_id, _ in claimed]
-        with session_scope(database_url) as session:
-            if delivery.ok:
-                mark_delivered(session, ids, run_id=run_id, now=now())
-            else:
-                mark_failed(session, ids, run_id=run_id, reason=delivery.reason)
+        if delivery.ok:
+            in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
+        else:
+            in_transaction(lambda session: mark_failed(session, ids, run_id=run_id, reason=delivery.reason), database_url)
         if delivery.ok:
             report.sent += len(ids)
             report.messages += 1

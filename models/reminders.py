@@ -19,6 +19,7 @@ row sent leaves a claim that a later run, after the lease, sends again: at most 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 
 import pendulum
@@ -29,8 +30,13 @@ from sqlmodel import Session, select
 from models.calendars import WorkingCalendar
 from models.tables import ReminderLog, ReminderState
 
-#: A claim older than this is considered abandoned (its run crashed) and may be taken over.
-CLAIM_LEASE = dt.timedelta(minutes=10)
+def _lease() -> dt.timedelta:
+    return dt.timedelta(seconds=float(os.environ.get("ROADMAP_CLAIM_LEASE_S", 600)))
+
+
+#: A claim older than this is considered abandoned (its run crashed) and may be taken over:
+#: 10 minutes, or ``ROADMAP_CLAIM_LEASE_S`` seconds. Longer than any run's delivery of one digest.
+CLAIM_LEASE = _lease()
 
 DUE_WINDOW = "due"
 
@@ -124,7 +130,7 @@ def claim(
     window: str,
     run_id: str,
     now: dt.datetime,
-    lease: dt.timedelta = CLAIM_LEASE,
+    lease: dt.timedelta | None = None,
 ) -> Claim:
     """Claim one reminder for this run (no commit: the caller commits before sending).
 
@@ -135,6 +141,7 @@ def claim(
         ``Claim("claimed", id)`` when this run must send it (new, failed before, or abandoned);
         ``Claim("already_sent")`` or ``Claim("in_flight")`` otherwise.
     """
+    lease = _lease() if lease is None else lease
     key = and_(
         ReminderLog.status_id == status_id, ReminderLog.recipient == recipient, ReminderLog.window == window
     )

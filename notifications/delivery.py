@@ -11,9 +11,11 @@ import time
 from dataclasses import dataclass
 
 import apprise
+from apprise import NotifyFormat
 
 ATTEMPTS = 3
 BACKOFF_S = 0.5
+NO_CHANNEL = "no channel configured for this recipient tag"
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Delivery:
 
 def _reason(result) -> str:
     if getattr(result, "status", None) == apprise.AppriseResultStatus.NOMATCH:
-        return "no channel configured for this recipient tag"
+        return NO_CHANNEL
     names = []
     for service in getattr(result, "results", None) or []:
         status = getattr(service, "status", "")
@@ -37,32 +39,59 @@ def _reason(result) -> str:
     return "; ".join(names) or "delivery failed"
 
 
+def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | None) -> list[tuple[apprise.Apprise, str, NotifyFormat]]:
+    """Split the channels tagged ``tag``: those that render HTML (e-mail) get ``body_html``, the
+    others the plain text (so Apprise never has to convert one into the other)."""
+    html, text = apprise.Apprise(), apprise.Apprise()
+    for service in hub.find(tag):
+        # Channels whose own default rendering is HTML (e-mail, or any URL with ?format=html).
+        wants_html = body_html is not None and service.resolve_format(None) == NotifyFormat.HTML
+        (html if wants_html else text).add(service)
+    groups = []
+    if len(html):
+        groups.append((html, body_html, NotifyFormat.HTML))
+    if len(text):
+        groups.append((text, body, NotifyFormat.TEXT))
+    return groups
+
+
 def deliver(
     hub: apprise.Apprise,
     *,
     tag: str,
     title: str,
     body: str,
+    body_html: str | None = None,
     attempts: int = ATTEMPTS,
-    backoff_s: float = BACKOFF_S,
+    backoff_s: float | None = None,
 ) -> Delivery:
-    """Send ``title``/``body`` to every channel tagged ``tag``.
+    """Send ``title``/``body`` to every channel tagged ``tag`` (``body_html`` to e-mail channels, if given).
 
-    Returns a :class:`Delivery`; an exception inside Apprise or a plugin becomes a failed
-    delivery whose reason names only the exception type (its text may hold a URL).
+    A group of channels that succeeded is not sent again by a retry. Returns a
+    :class:`Delivery`; an exception inside Apprise or a plugin becomes a failed delivery whose
+    reason names only the exception type (its text may hold a URL).
     """
+    backoff_s = BACKOFF_S if backoff_s is None else backoff_s
+    pending = _groups(hub, tag, body, body_html)
+    if not pending:
+        return Delivery(False, 1, NO_CHANNEL)
     reason = "delivery failed"
     for attempt in range(1, attempts + 1):
-        try:
-            result = hub.notify(body=body, title=title, tag=tag)
-        except Exception as exc:  # noqa: BLE001 - a channel must never crash the check
-            reason = f"{type(exc).__name__} while delivering"
-        else:
-            if result:
-                return Delivery(True, attempt)
-            reason = _reason(result)
-            if "no channel configured" in reason:
-                return Delivery(False, attempt, reason)
+        still_failing = []
+        reasons = []
+        for group, text, fmt in pending:
+            try:
+                result = group.notify(body=text, title=title, body_format=fmt)
+            except Exception as exc:  # noqa: BLE001 - a channel must never crash the check
+                reasons.append(f"{type(exc).__name__} while delivering")
+                still_failing.append((group, text, fmt))
+                continue
+            if not result:
+                reasons.append(_reason(result))
+                still_failing.append((group, text, fmt))
+        if not still_failing:
+            return Delivery(True, attempt)
+        pending, reason = still_failing, "; ".join(reasons)
         if attempt < attempts:
             time.sleep(backoff_s * attempt)
     return Delivery(False, attempts, reason)

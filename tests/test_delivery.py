@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import urllib.parse
 
 import pytest
 
 from notifications.channels import ChannelConfigError, load_channels, parse_apprise_yaml
 from notifications.delivery import deliver
-from notifications.digest import DigestItem, render_digest
+from notifications.digest import DigestItem, render_digest, render_digest_html
 from tests.sinks import HttpSink, SmtpSink
 
 AS_OF = dt.datetime(2024, 6, 5, 7, 0, tzinfo=dt.timezone.utc)
@@ -56,7 +57,8 @@ urls:
 """
         hub = parse_apprise_yaml(config, "test config")
         subject, body = render_digest("mission-jo", _items(), AS_OF)
-        result = deliver(hub, tag="mission-jo", title=subject, body=body)
+        html = render_digest_html("mission-jo", _items(), AS_OF)
+        result = deliver(hub, tag="mission-jo", title=subject, body=body, body_html=html)
     finally:
         smtp.stop()
     assert result.ok, result.reason
@@ -66,11 +68,14 @@ urls:
     assert recipients == ["mission.jo@example.org"]
     assert message["Subject"] == subject
     assert "تذكيرات خريطة الطريق: 1 بنود" in message["Subject"]
-    text = message.get_body(preferencelist=("plain", "html")).get_content()
-    assert "23 ذو القعدة 1445" in text
+    html_part = message.get_body(preferencelist=("html",)).get_content()
+    assert '<div dir="rtl" lang="ar">' in html_part
+    assert "23 ذو القعدة 1445" in html_part
+    # The JSON channel gets the plain-text digest, not HTML.
     assert len(http_sink.requests) == 1
     assert http_sink.requests[0]["title"] == subject
-    assert "الأردن" in http_sink.requests[0]["message"]
+    assert http_sink.requests[0]["message"] == body.rstrip("\n")
+    assert "الأردن" in body and "<div" not in body
 
 
 def test_invalid_url_is_rejected_at_load_naming_the_tag():
@@ -115,3 +120,39 @@ def test_tag_without_channel_fails_with_reason(tmp_path, monkeypatch):
     result = deliver(hub, tag="office-jo", title="t", body="b", backoff_s=0)
     assert not result.ok and result.attempts == 1
     assert result.reason == "no channel configured for this recipient tag"
+
+
+def test_roadmap_text_cannot_run_template_code_or_inject_markup():
+    item = _items()[0]
+    hostile = DigestItem(**{**item.__dict__, "milestone_title": "{{ 7 * 7 }} <b>bold</b> {% raw %}"})
+    _, body = render_digest("mission-jo", [hostile], AS_OF)
+    html = render_digest_html("<script>alert(1)</script>", [hostile], AS_OF)
+    assert "{{ 7 * 7 }} <b>bold</b> {% raw %}" in body and "49" not in body
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html
+    assert "&lt;script&gt;" in html and "<script>" not in html
+
+
+@pytest.mark.parametrize(
+    ("status", "delay_s", "closed", "reason"),
+    [(500, 0.0, False, "JSON: failure"), (200, 3.0, False, "JSON: failure"), (200, 0.0, True, "JSON: failure")],
+    ids=["answers-500", "times-out-after-accepting", "refuses-connections"],
+)
+def test_failing_channels_are_retried_a_bounded_number_of_times(status, delay_s, closed, reason):
+    sink = HttpSink(status=status, delay_s=delay_s).start()
+    port = sink.port
+    if closed:
+        sink.stop()
+    try:
+        hub = parse_apprise_yaml(f'urls:\n  - "json://127.0.0.1:{port}/?rto=0.5&cto=0.5":\n      tag: office-jo\n', "cfg")
+        started = time.monotonic()
+        result = deliver(hub, tag="office-jo", title="t", body="b", attempts=3, backoff_s=0.05)
+        elapsed = time.monotonic() - started
+    finally:
+        if not closed:
+            sink.stop()
+    assert not result.ok
+    assert result.attempts == 3
+    assert result.reason == reason
+    assert elapsed < 10
+    if not closed:
+        assert len(sink.requests) == 3

@@ -1,0 +1,139 @@
+"""Reminders are never sent twice and never lost: concurrent runs, a run killed mid-send,
+failing channels and escalations, on SQLite and PostgreSQL, against a real HTTP sink."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SEED_ROADMAP
+from tests.sinks import HttpSink
+
+CODES = "ae bh dj dz iq jo kw lb ly mr qa sa sd so tn ye".split()
+ALL_TAGS = [f"mission-{c}" for c in CODES] + [f"office-{c}" for c in CODES] + ["coordinators"]
+AS_OF = "2024-06-05T09:00:00+02:00"
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def apprise_config(path: Path, routes: dict[str, int]) -> Path:
+    """Write an Apprise config sending each tag in ``routes`` to json://127.0.0.1:<port>/."""
+    by_port: dict[int, list[str]] = {}
+    for tag, port in routes.items():
+        by_port.setdefault(port, []).append(tag)
+    lines = ["urls:"]
+    for port, tags in by_port.items():
+        lines += [f'  - "json://127.0.0.1:{port}/?rto=5":', f"      tag: {', '.join(tags)}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def recipient_of(request: dict) -> str:
+    return request["message"].split("Roadmap reminders for ", 1)[1].split(" ", 1)[0]
+
+
+def _roadmap_command() -> list[str]:
+    return [sys.executable, "-c", "from flows.cli import app; app()"]
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ)
+    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(SEED_ROADMAP.parent.parent), **extra)
+    return env
+
+
+@pytest.fixture
+def sink():
+    server = HttpSink().start()
+    yield server
+    server.stop()
+
+
+def test_four_concurrent_checks_deliver_every_reminder_exactly_once(seeded, outbox, sink, tmp_path):
+    config = apprise_config(tmp_path / "apprise.yaml", {tag: sink.port for tag in ALL_TAGS})
+    env = _child_env({"ROADMAP_APPRISE_CONFIG": str(config)})
+    runs = [
+        subprocess.Popen(_roadmap_command() + ["check", "--as-of", AS_OF, "--json"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = []
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1])["reminders"])
+    assert sum(r["sent"] for r in results) == 16
+    assert sum(r["failed"] for r in results) == 0
+    assert Counter(recipient_of(r) for r in sink.requests) == Counter({f"mission-{c}": 1 for c in CODES})
+
+
+def test_a_run_killed_mid_send_loses_nothing_and_repeats_at_most_one(seeded, outbox, sink, tmp_path):
+    sink.delay_s = 1.0  # each digest takes a second: the run is killed while sending
+    config = apprise_config(tmp_path / "apprise.yaml", {tag: sink.port for tag in ALL_TAGS})
+    env = _child_env({"ROADMAP_APPRISE_CONFIG": str(config), "ROADMAP_CLAIM_LEASE_S": "3"})
+    victim = subprocess.Popen(_roadmap_command() + ["check", "--as-of", AS_OF, "--json"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(sink.requests) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(sink.requests) >= 4, "the check never started sending"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    delivered_before = len(sink.requests)
+    assert delivered_before < 16
+
+    sink.delay_s = 0.0
+    time.sleep(3.5)  # the in-flight claim's lease runs out
+    after = subprocess.run(_roadmap_command() + ["check", "--as-of", AS_OF, "--json"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert after.returncode == 0, after.stderr[-3000:]
+    per_recipient = Counter(recipient_of(r) for r in sink.requests)
+    assert set(per_recipient) == {f"mission-{c}" for c in CODES}  # nothing lost
+    repeated = [tag for tag, n in per_recipient.items() if n > 1]
+    assert len(repeated) <= 1 and all(per_recipient[t] == 2 for t in repeated)  # at most the one in flight
+    assert json.loads(after.stdout.strip().splitlines()[-1])["reminders"]["failed"] == 0
+
+
+def test_three_failed_nights_escalate_to_the_coordinators_once(seeded, outbox, tmp_path, monkeypatch):
+    from flows.nightly import nightly_status_check
+
+    broken, coordinators = HttpSink(status=500).start(), HttpSink().start()
+    try:
+        routes = {f"mission-{c}": broken.port for c in CODES} | {"coordinators": coordinators.port}
+        monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(apprise_config(tmp_path / "apprise.yaml", routes)))
+        monkeypatch.setattr("notifications.delivery.BACKOFF_S", 0.0)
+
+        nights = ["2024-06-05T09:00:00+02:00", "2024-06-06T09:00:00+02:00", "2024-06-07T09:00:00+02:00"]
+        results = [nightly_status_check(as_of=night, include_statuses=False)["reminders"] for night in nights]
+        assert results == [{"sent": 0, "already_sent": 0, "failed": 16}] * 3
+        assert len(broken.requests) == 3 * 16 * 3  # three nights, 16 digests, three attempts each
+        assert len(coordinators.requests) == 1
+        escalation = coordinators.requests[0]
+        assert escalation["title"].startswith("Escalation: 16 items need the coordinators")
+        assert escalation["message"].count("escalated: reminders to mission-") == 16
+        assert "mission-jo failed on 3 runs: JSON: failure" in escalation["message"]
+
+        # Same night again: the escalation is not repeated; the reminders are retried.
+        again = nightly_status_check(as_of=nights[-1], include_statuses=False)["reminders"]
+        assert again == {"sent": 0, "already_sent": 0, "failed": 16}
+        assert len(coordinators.requests) == 1
+
+        # Monday 10 June: six working days overdue in Geneva, the overdue escalation goes out once.
+        broken.status = 200
+        monday = nightly_status_check(as_of="2024-06-10T09:00:00+02:00", include_statuses=False)["reminders"]
+        assert monday == {"sent": 16, "already_sent": 0, "failed": 0}
+        assert len(coordinators.requests) == 2
+        assert coordinators.requests[1]["message"].count("escalated: overdue by 6 working days (10 days)") == 16
+    finally:
+        broken.stop()
+        coordinators.stop()
