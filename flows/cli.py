@@ -172,7 +172,7 @@ def calendar(
 ) -> None:
     """Write an RFC 5545 calendar of deadlines (with alarms) and the conference agenda."""
     from models.db import session_scope
-    from models.ics import IcsError, build_calendar
+    from flows.ics import IcsError, build_calendar
 
     try:
         with session_scope() as session:
@@ -185,6 +185,23 @@ def calendar(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
         typer.echo(f"wrote {out}")
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(Path("reports"), "--out", help="Folder for <slug>/index.html and the timeline."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 instant with offset; default now."),
+) -> None:
+    """Write a small static HTML page per roadmap: timeline, matrix (Arabic right-to-left), overdue list."""
+    from flows.nightly import resolve_as_of
+    from flows.report import report_for_database
+
+    try:
+        moment = resolve_as_of(as_of)
+    except ValueError as exc:
+        _fail(f"--as-of: {exc}")
+    for path in report_for_database(out, moment):
+        typer.echo(f"wrote {path}")
 
 
 def main() -> None:  # pragma: no cover - console entry

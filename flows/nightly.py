@@ -8,14 +8,17 @@ status rows.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import uuid
+from pathlib import Path
 from dataclasses import dataclass
 
 import pendulum
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -27,6 +30,8 @@ from sqlmodel import select
 
 from flows.dashboard import artifact_key, matrix_rows, progress_percent, summary_markdown
 from flows.events import emit_reminder_event, emit_status_event
+from flows.ics import calendar_dir, write_feeds
+from flows.report import bars_from_tallies, render_timeline
 from flows.reminders import ReminderReport, by_recipient, escalations, send_planned
 from flows.tally import MilestoneTally, PlannedReminder, status_json
 from models.db import session_scope
@@ -172,8 +177,59 @@ def publish_artifacts(roadmap: str, title: str, tallies: list[MilestoneTally], a
     )
 
 
+def report_dir() -> Path:
+    """Folder of published pictures and pages (``ROADMAP_REPORT_DIR``, default ``./reports``)."""
+    return Path(os.environ.get("ROADMAP_REPORT_DIR") or "reports")
+
+
+def published_url(path: Path) -> str:
+    """URL of a published file: under ``ROADMAP_PUBLISH_BASE_URL`` when the folders are served
+    over HTTP (e.g. ``https://intranet/roadmap`` serving the working directory), else a file URI."""
+    base = os.environ.get("ROADMAP_PUBLISH_BASE_URL")
+    if base:
+        return base.rstrip("/") + "/" + path.as_posix().lstrip("./")
+    return path.resolve().as_uri()
+
+
+#: Largest timeline PNG embedded in the markdown artifact (bytes); larger ones are linked.
+EMBED_MAX_BYTES = 300_000
+
+
+@task(name="publish-feeds", task_run_name="timeline and calendars [{roadmap}]")
+def publish_feeds(roadmap: str, title: str, tallies: list[MilestoneTally], as_of: dt.datetime) -> None:
+    """Draw the roadmap's timeline (``<slug>-timeline`` artifact) and write its calendar feeds
+    (``<slug>-calendars`` link artifact)."""
+    folder = report_dir() / roadmap
+    folder.mkdir(parents=True, exist_ok=True)
+    bars = bars_from_tallies(tallies)
+    png = render_timeline(bars, as_of, folder / "timeline.png")
+    svg = render_timeline(bars, as_of, folder / "timeline.svg")
+    shares = ", ".join(f"{b.key} {round(100 * b.share_done)}% done" for b in bars)
+    image = (
+        f"![Timeline of {title}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
+        if png.stat().st_size <= EMBED_MAX_BYTES else f"[Timeline (PNG)]({published_url(png)})"
+    )
+    with session_scope() as session:
+        roadmap_row = session.exec(select(Roadmap).where(Roadmap.slug == roadmap)).one()
+        feeds = write_feeds(session, roadmap_row, calendar_dir(), as_of)
+    create_markdown_artifact(
+        key=artifact_key(roadmap, "timeline"),
+        markdown=f"# {title}: timeline as of {as_of.date().isoformat()}\n\n{image}\n\n{shares}\n\n"
+        f"[SVG]({published_url(svg)}) · [calendar of all deadlines]({published_url(feeds[0])})",
+        description=f"{title}: milestones on a date axis, shaded by their share done",
+    )
+    create_link_artifact(
+        key=artifact_key(roadmap, "calendars"),
+        link=published_url(feeds[0]),
+        link_text=f"{title}: deadlines and agenda (ICS, {len(feeds) - 1} member state feeds beside it)",
+        description="RFC 5545 calendar feeds: all.ics and one <cc>.ics per member state",
+    )
+
+
 @flow(name="nightly-status-check")
-def nightly_status_check(as_of: str | None = None, roadmaps: list[str] | None = None, include_statuses: bool = True) -> dict:
+def nightly_status_check(
+    as_of: str | None = None, roadmaps: list[str] | None = None, include_statuses: bool = True, publish: bool = True
+) -> dict:
     """Check every milestone of every roadmap for every member state, publish the dashboard
     artifacts, and send each mission, office and the coordinators the reminders they need.
 
@@ -181,6 +237,8 @@ def nightly_status_check(as_of: str | None = None, roadmaps: list[str] | None = 
         as_of: ISO-8601 instant with offset (e.g. "2024-06-05T09:00:00+02:00"); default now.
         roadmaps: slugs to check; default all.
         include_statuses: return every classified row (off for very large portfolios).
+        publish: draw the timeline and write the calendar feeds (``ROADMAP_REPORT_DIR``,
+            ``ROADMAP_CALENDAR_DIR``) with their artifacts.
 
     Returns:
         ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state", "deadline",
@@ -209,6 +267,8 @@ def nightly_status_check(as_of: str | None = None, roadmaps: list[str] | None = 
     report = send_reminders(planned, overdue_escalations, moment, run_id)
     for ref in refs:
         publish_artifacts(ref.slug, ref.title, tallies[ref.slug], moment, report.failures)
+        if publish and ref.rows:
+            publish_feeds(ref.slug, ref.title, tallies[ref.slug], moment)
     rows = sum(ref.rows for ref in refs)
     logger.info("checked %d status rows in %d roadmaps as of %s", rows, len(refs), moment.isoformat())
     statuses = []

@@ -148,6 +148,25 @@ def milestone_bars(views: list[StatusView], opens: Mapping[str, dt.date | None])
     return bars
 
 
+def bars_from_tallies(tallies: list) -> list[MilestoneBar]:
+    """The same bars as :func:`milestone_bars`, from the nightly check's streaming tallies
+    (:class:`flows.tally.MilestoneTally`), so the flow never holds every row in memory."""
+    bars = []
+    for t in tallies:
+        if not t.rows:
+            continue
+        start = t.opens_first if t.opens_first is not None else t.due_first - dt.timedelta(days=DEFAULT_LEAD_DAYS)
+        bars.append(
+            MilestoneBar(
+                key=t.milestone, title=t.title, title_ar=t.title_ar,
+                start=min(start, t.due_first), end=t.due_last, due_first=t.due_first, due_last=t.due_last,
+                is_window=t.opens_first is not None, total=t.rows, done=t.done, share_done=t.done / t.rows,
+                counts={c: t.counts.get(c.value, 0) for c in ATTENTION_ORDER},
+            )
+        )
+    return bars
+
+
 def as_of_label(as_of: dt.datetime) -> str:
     """The text of the as-of line: ``"as of YYYY-MM-DD"``, the calendar date in ``as_of``'s own offset."""
     return f"as of {as_of.date().isoformat()}"

@@ -76,10 +76,22 @@ class MilestoneTally:
     escalations: list[PlannedReminder] = field(default_factory=list)
     holiday_flags: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
     statuses: list[StatusView] | None = None
+    title: str = ""
+    title_ar: str = ""
+    #: Earliest and latest local due day, and earliest window opening, across member states.
+    due_first: dt.date | None = None
+    due_last: dt.date | None = None
+    opens_first: dt.date | None = None
 
     def add(self, view: StatusView) -> None:
         """Account for one classified row."""
         self.rows += 1
+        if self.rows == 1:
+            self.title, self.title_ar = view.milestone_title, view.milestone_title_ar
+        self.due_first = min(self.due_first or view.due_day, view.due_day)
+        self.due_last = max(self.due_last or view.due_day, view.due_day)
+        if view.opens_day:
+            self.opens_first = min(self.opens_first or view.opens_day, view.opens_day)
         c = view.classification
         self.counts[c.value] += 1
         if not self.cells_dropped:

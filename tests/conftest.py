@@ -86,9 +86,12 @@ def postgres_url(tmp_path, monkeypatch) -> str:
 
 @pytest.fixture
 def outbox(tmp_path, monkeypatch) -> Path:
-    """A fresh outbox folder, exported as ROADMAP_OUTBOX_DIR; no Apprise config (the default outbox)."""
+    """A fresh outbox folder, exported as ROADMAP_OUTBOX_DIR; no Apprise config (the default outbox).
+    Published reports and calendar feeds go to tmp_path too."""
     folder = tmp_path / "outbox"
     monkeypatch.setenv("ROADMAP_OUTBOX_DIR", str(folder))
+    monkeypatch.setenv("ROADMAP_REPORT_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("ROADMAP_CALENDAR_DIR", str(tmp_path / "calendars"))
     monkeypatch.delenv("ROADMAP_APPRISE_CONFIG", raising=False)
     return folder
 

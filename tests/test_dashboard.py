@@ -59,17 +59,23 @@ def test_run_graph_artifacts_and_events(seeded, outbox):
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
         names = sorted(t.name for t in task_runs)
         # One task run per milestone, named after it; then one to send, one to publish. Never one per row.
-        milestone_runs = sorted(n for n in names if n.endswith(f" [{SLUG}]") and not n.startswith("artifacts"))
+        milestone_runs = sorted(
+            n for n in names if n.endswith(f" [{SLUG}]") and not n.startswith(("artifacts", "timeline and calendars"))
+        )
         assert milestone_runs == sorted(
             f"{key} [{SLUG}]"
             for key in ("orientation-briefing", "save-the-date", "invitations", "nominations", "travel", "conference")
         )
-        assert len(names) == 8
+        assert len(names) == 9
         assert sum(n.startswith("send-reminders") for n in names) == 1
-        assert f"artifacts [{SLUG}]" in names
+        assert f"artifacts [{SLUG}]" in names and f"timeline and calendars [{SLUG}]" in names
 
-        artifacts = _latest_artifacts(client, [f"{SLUG}-matrix", f"{SLUG}-progress", f"{SLUG}-summary"])
-        assert set(artifacts) == {f"{SLUG}-matrix", f"{SLUG}-progress", f"{SLUG}-summary"}
+        kinds = ("matrix", "progress", "summary", "timeline", "calendars")
+        artifacts = _latest_artifacts(client, [f"{SLUG}-{kind}" for kind in kinds])
+        assert set(artifacts) == {f"{SLUG}-{kind}" for kind in kinds}
+        assert artifacts[f"{SLUG}-timeline"].data.count("data:image/png;base64,") == 1
+        assert "invitations 6% done" in artifacts[f"{SLUG}-timeline"].data  # 1 of 16
+        assert artifacts[f"{SLUG}-calendars"].data.endswith("/calendars/gcm-arab-2024/all.ics)")
         # 32 rows done by the seed (orientation, save-the-date) + Jordan's invitation, of 96.
         assert artifacts[f"{SLUG}-progress"].data == pytest.approx(34.4)
         import json

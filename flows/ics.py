@@ -1,0 +1,164 @@
+"""Calendar feeds (RFC 5545) of the roadmap, written with the ``icalendar`` package.
+
+Per member state: each milestone's deadline is an event at the deadline instant (23:59:59 on
+the due day), written in its *owner's* zone with a TZID: the permanent mission's
+(Europe/Zurich) for mission-owned milestones, the country office's for office-owned ones, the
+coordinators' for coordinator-owned ones. Each event carries one VALARM per reminder offset
+(``-P14D`` ... ``PT0S`` before the deadline). The conference agenda sessions are timed events
+in the venue's zone. VTIMEZONE components are added by ``icalendar`` from the zone database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pendulum
+from icalendar import Alarm, Calendar, Event
+from sqlmodel import Session, select
+
+from models.status import iter_status_views
+from models.tables import AgendaSession, MemberState, Roadmap
+from notifications.digest import hijri_date
+
+PRODID = "-//roadmap-tracker//roadmap calendar//EN"
+DEFAULT_CALENDAR_DIR = "calendars"
+
+
+class IcsError(ValueError):
+    """A calendar that cannot be built: unknown member state or roadmap (the message names it)."""
+
+
+def calendar_dir() -> Path:
+    """Folder of published feeds (``ROADMAP_CALENDAR_DIR``, default ``./calendars``)."""
+    return Path(os.environ.get("ROADMAP_CALENDAR_DIR") or DEFAULT_CALENDAR_DIR)
+
+
+def _local(instant: dt.datetime, zone: str) -> dt.datetime:
+    local = pendulum.instance(instant).in_tz(zone)
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime(local.year, local.month, local.day, local.hour, local.minute, local.second, tzinfo=ZoneInfo(zone))
+
+
+def _new_calendar(name: str) -> Calendar:
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("x-wr-calname", name)
+    return cal
+
+
+def _deadline_event(view, roadmap: Roadmap) -> Event:
+    event = Event()
+    event.add("uid", f"{roadmap.slug}.{view.milestone}.{view.member_state.lower()}@roadmap-tracker")
+    event.add("dtstamp", roadmap.loaded_at)
+    event.add("dtstart", _local(view.deadline, view.owner_timezone))
+    event.add("summary", f"Deadline: {view.milestone_title} ({view.member_state_name})")
+    event.add(
+        "description",
+        f"{roadmap.title}\n{view.milestone_title}\n{view.member_state_name} ({view.member_state}), "
+        f"owner: {view.owner} ({view.recipient}), state: {view.classification.value}\n"
+        f"{view.milestone_title_ar}\n{view.member_state_name_ar}\n"
+        f"الموعد النهائي {view.due_day.isoformat()} الموافق {hijri_date(view.due_day)} هـ",
+    )
+    event.add("categories", [view.milestone, view.owner])
+    for days in view.reminder_days:
+        alarm = Alarm()
+        alarm.add("action", "DISPLAY")
+        alarm.add("description", f"{view.milestone_title} ({view.member_state_name}) due in {days} days")
+        alarm.add("trigger", dt.timedelta(days=-days))
+        event.add_component(alarm)
+    return event
+
+
+def _agenda_events(session: Session, roadmap: Roadmap) -> list[Event]:
+    events = []
+    sessions = session.exec(
+        select(AgendaSession).where(AgendaSession.roadmap_id == roadmap.id).order_by(AgendaSession.starts_at)
+    )
+    for number, item in enumerate(sessions, start=1):
+        event = Event()
+        event.add("uid", f"{roadmap.slug}.agenda.{number}@roadmap-tracker")
+        event.add("dtstamp", roadmap.loaded_at)
+        event.add("dtstart", _local(item.starts_at, roadmap.event_timezone))
+        event.add("dtend", _local(item.ends_at, roadmap.event_timezone))
+        event.add("summary", item.title)
+        event.add("description", f"{item.title}\n{item.title_ar}\n{roadmap.title}")
+        events.append(event)
+    return events
+
+
+def _roadmaps(session: Session, roadmap: str | None) -> list[Roadmap]:
+    query = select(Roadmap).order_by(Roadmap.slug)
+    if roadmap:
+        query = query.where(Roadmap.slug == roadmap)
+    found = list(session.exec(query))
+    if roadmap and not found:
+        raise IcsError(f"unknown roadmap {roadmap!r}")
+    return found
+
+
+def build_calendar(
+    session: Session,
+    *,
+    member_state: str | None = None,
+    roadmap: str | None = None,
+    as_of: dt.datetime | None = None,
+) -> bytes:
+    """Return an RFC 5545 calendar (bytes, CRLF lines) of deadlines and agenda sessions.
+
+    Args:
+        member_state: ISO alpha-2 code to restrict the deadlines to; None for all member states.
+        roadmap: roadmap slug; None for every roadmap.
+        as_of: aware instant used to show each deadline's state in its description (default now).
+
+    Raises:
+        IcsError: unknown member state or roadmap.
+    """
+    as_of = as_of or dt.datetime.now(dt.timezone.utc)
+    code = member_state.upper() if member_state else None
+    if code and session.get(MemberState, code) is None:
+        raise IcsError(f"unknown member state {member_state!r}")
+    cal = _new_calendar("Roadmap deadlines" + (f" ({code})" if code else ""))
+    for rm in _roadmaps(session, roadmap):
+        for view in iter_status_views(session, rm, as_of):
+            if code is None or view.member_state == code:
+                cal.add_component(_deadline_event(view, rm))
+        for event in _agenda_events(session, rm):
+            cal.add_component(event)
+    cal.add_missing_timezones()
+    return cal.to_ical()
+
+
+def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.datetime) -> list[Path]:
+    """Write ``<out_dir>/<slug>/all.ics`` and one ``<cc>.ics`` per member state in one pass over
+    the roadmap's rows; return the paths (``all.ics`` first, then by code).
+
+    Files are written to a temporary name and renamed, so a subscriber never reads half a file.
+    """
+    target = out_dir / roadmap.slug
+    target.mkdir(parents=True, exist_ok=True)
+    calendars = {"all": _new_calendar(f"{roadmap.title}: deadlines")}
+    for view in iter_status_views(session, roadmap, as_of):
+        event = _deadline_event(view, roadmap)
+        calendars["all"].add_component(event)
+        code = view.member_state.lower()
+        if code not in calendars:
+            calendars[code] = _new_calendar(f"{roadmap.title}: deadlines ({view.member_state})")
+        calendars[code].add_component(event)
+    agenda = _agenda_events(session, roadmap)
+    written = []
+    for name in ["all"] + sorted(k for k in calendars if k != "all"):
+        cal = calendars[name]
+        for event in agenda:
+            cal.add_component(event)
+        cal.add_missing_timezones()
+        path = target / f"{name}.ics"
+        partial = target / f"{name}.ics.part"
+        partial.write_bytes(cal.to_ical())
+        os.replace(partial, path)
+        written.append(path)
+    return written

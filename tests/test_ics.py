@@ -1,0 +1,71 @@
+"""Calendar feeds: parsed back with icalendar, times checked as instants."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from icalendar import Calendar
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.ics import build_calendar, write_feeds
+from models.db import session_scope
+from models.tables import Roadmap
+
+UTC = dt.timezone.utc
+
+
+def _events(data: bytes) -> dict[str, object]:
+    return {str(c["uid"]): c for c in Calendar.from_ical(data).walk("VEVENT")}
+
+
+def test_jordan_calendar_holds_deadlines_with_alarms_and_the_agenda(seeded, tmp_path):
+    out = tmp_path / "jo.ics"
+    result = CliRunner().invoke(app, ["calendar", "--member-state", "JO", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    events = _events(out.read_bytes())
+
+    invitation = events["gcm-arab-2024.invitations.jo@roadmap-tracker"]
+    start = invitation["dtstart"].dt
+    # Mission-owned: the deadline is the end of 31 May in Geneva (the owner's zone), i.e. 21:59:59Z.
+    assert start.astimezone(UTC) == dt.datetime(2024, 5, 31, 21, 59, 59, tzinfo=UTC)
+    assert invitation["dtstart"].params["TZID"] == "Europe/Zurich"
+    triggers = sorted(alarm["trigger"].dt for alarm in invitation.walk("VALARM"))
+    assert triggers == [dt.timedelta(days=-d) for d in (14, 7, 3, 1, 0)]
+
+    nomination = events["gcm-arab-2024.nominations.jo@roadmap-tracker"]
+    assert nomination["dtstart"].params["TZID"] == "Asia/Amman"  # office-owned: Amman time
+    assert nomination["dtstart"].dt.astimezone(UTC) == dt.datetime(2024, 6, 30, 20, 59, 59, tzinfo=UTC)
+
+    assert not any(uid.endswith(".tn@roadmap-tracker") for uid in events)  # only Jordan's deadlines
+    july_4 = sorted(
+        (e["dtstart"].dt, e["dtend"].dt, str(e["summary"]))
+        for uid, e in events.items() if ".agenda." in uid and e["dtstart"].dt.date() == dt.date(2024, 7, 4)
+    )
+    assert [(s.strftime("%H:%M"), e.strftime("%H:%M")) for s, e, _ in july_4] == [
+        ("09:00", "10:30"), ("10:45", "12:30"), ("14:00", "15:30"), ("15:45", "16:30"), ("16:30", "16:50"), ("16:50", "17:00"),
+    ]
+    # Cairo is on summer time (UTC+3) in July 2024: 09:00 local is 06:00Z.
+    assert july_4[0][0].astimezone(UTC) == dt.datetime(2024, 7, 4, 6, 0, tzinfo=UTC)
+    assert july_4[0][0].tzinfo.key == "Africa/Cairo"
+    assert july_4[-1][2] == "Closing session"
+    tzids = {str(tz["tzid"]) for tz in Calendar.from_ical(out.read_bytes()).walk("VTIMEZONE")}
+    assert tzids == {"Europe/Zurich", "Asia/Amman", "Africa/Cairo"}
+
+
+def test_feeds_are_written_per_member_state(seeded, tmp_path):
+    with session_scope() as session:
+        roadmap = session.exec(select(Roadmap)).one()
+        paths = write_feeds(session, roadmap, tmp_path, dt.datetime(2024, 6, 5, tzinfo=UTC))
+    assert sorted(p.name for p in paths) == sorted(["all.ics"] + [f"{c}.ics" for c in "ae bh dj dz iq jo kw lb ly mr qa sa sd so tn ye".split()])
+    everything = _events((tmp_path / "gcm-arab-2024" / "all.ics").read_bytes())
+    assert len(everything) == 96 + 11
+
+
+def test_unknown_member_state_is_a_clear_error(seeded):
+    result = CliRunner().invoke(app, ["calendar", "--member-state", "XX"])
+    assert result.exit_code == 2
+    assert "unknown member state 'XX'" in result.stderr
+    with session_scope() as session:
+        assert build_calendar(session, member_state="jo").startswith(b"BEGIN:VCALENDAR")
