@@ -204,5 +204,30 @@ def report(
         typer.echo(f"wrote {path}")
 
 
+automations_app = typer.Typer(help="Prefect automations that alert the coordinators.")
+app.add_typer(automations_app, name="automations")
+
+
+@automations_app.command("apply")
+def automations_apply(
+    url: Optional[str] = typer.Option(
+        None, "--url", envvar="ROADMAP_COORDINATORS_APPRISE_URL", show_default=False,
+        help="The coordinators' Apprise URL (or ROADMAP_COORDINATORS_APPRISE_URL).",
+    ),
+) -> None:
+    """Create the automations (nightly check failed; no nightly check in 25 hours) on the Prefect
+    server in PREFECT_API_URL, alerting the coordinators through Apprise."""
+    from flows.alerts import apply_automations
+
+    if not url:
+        _fail("give the coordinators' Apprise URL with --url or ROADMAP_COORDINATORS_APPRISE_URL")
+    try:
+        names = apply_automations(url)
+    except ValueError as exc:
+        _fail(str(exc))
+    for name in names:
+        typer.echo(f"automation ready: {name}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
