@@ -26,11 +26,11 @@ DEMO_AS_OF = "2024-05-27T09:00:00+03:00"
 DEMO_DATABASE = "roadmap-demo.db"
 
 app = typer.Typer(help="roadmap-tracker: the preparation roadmap of an intergovernmental conference.", no_args_is_help=True)
-err = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """Print one unwrapped line "error: ..." on stderr and exit with status 2."""
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
@@ -77,6 +77,7 @@ def mark(
     state: str = typer.Argument(..., help="pending, in_progress, done or waived."),
     note: Optional[str] = typer.Option(None, "--note", help="e.g. the note verbale number."),
     roadmap: Optional[str] = typer.Option(None, "--roadmap", help="Roadmap slug, when several have the milestone."),
+    at: Optional[str] = typer.Option(None, "--at", help="When it happened, ISO-8601; no offset = the owner's zone."),
     by: str = typer.Option(os.environ.get("USER", "cli"), "--by", help="Who records the change."),
 ) -> None:
     """Record where a member state stands on a milestone."""
@@ -87,11 +88,28 @@ def mark(
         with session_scope() as session:
             row = record_status(
                 session, milestone=milestone, member_state=member_state, state=state, note=note,
-                changed_by=f"cli:{by}", roadmap=roadmap,
+                changed_by=f"cli:{by}", roadmap=roadmap, at=at,
             )
             typer.echo(f"{milestone} {row.member_state_code}: {row.state}" + (f" ({row.note})" if row.note else ""))
     except StatusError as exc:
         _fail(str(exc))
+
+
+@app.command("import-statuses")
+def import_statuses_command(
+    file: Path = typer.Argument(..., help="CSV with columns milestone, member_state, state[, note, roadmap, at]."),
+    by: str = typer.Option(os.environ.get("USER", "cli"), "--by", help="Who records the changes."),
+) -> None:
+    """Record many statuses from a CSV file: all rows or none (the first bad row is named by line)."""
+    from models.db import session_scope
+    from models.status_import import StatusImportError, import_statuses
+
+    try:
+        with session_scope() as session:
+            count = import_statuses(session, file, changed_by=f"csv:{by}")
+    except StatusImportError as exc:
+        _fail(str(exc))
+    typer.echo(f"imported {count} statuses from {file}")
 
 
 @app.command()

@@ -25,7 +25,8 @@ def nightly_schedule() -> Cron:
 
 def deployments() -> list:
     """Return the runner deployments (nightly check, record status) for ``prefect.serve``."""
-    from flows.nightly import nightly_status_check, record_status
+    from flows.nightly import nightly_status_check
+    from flows.record import record_status
     from flows.portfolio import nightly_portfolio_check
 
     return [

@@ -38,8 +38,7 @@ from models.db import session_scope
 from models.deadlines import parse_instant
 from models.transactions import in_transaction
 from models.status import Classification, iter_milestone_views
-from models.status import record_status as record_status_row
-from models.tables import Milestone, Roadmap, State, Status
+from models.tables import Milestone, Roadmap, Status
 from notifications.channels import ChannelConfigError, load_channels
 
 #: Prefect Secret block holding the Apprise YAML config, when set (issue 4: secrets).
@@ -280,27 +279,3 @@ def nightly_status_check(
         "statuses": statuses,
         "reminders": report.as_dict(),
     }
-
-
-@flow(name="record-status")
-def record_status(
-    milestone: str,
-    member_state: str,
-    state: State,
-    note: str | None = None,
-    roadmap: str | None = None,
-    changed_by: str = "prefect-ui",
-) -> dict:
-    """Record where one member state stands on one milestone (e.g. invitations, JO, done).
-
-    Returns ``{"milestone", "member_state", "state", "note"}``.
-
-    Raises:
-        models.status.StatusError: unknown milestone, member state or roadmap.
-    """
-    with session_scope() as session:
-        row = record_status_row(
-            session, milestone=milestone, member_state=member_state, state=State(state).value, note=note,
-            changed_by=changed_by, roadmap=roadmap,
-        )
-        return {"milestone": milestone, "member_state": row.member_state_code, "state": row.state, "note": row.note}

@@ -25,6 +25,7 @@ import pendulum
 from sqlmodel import Session, select
 
 from models.calendars import WorkingCalendar
+from models.deadlines import parse_instant
 from models.parties import party_for
 from models.tables import MemberState, Milestone, Roadmap, State, Status, StatusChange, utc_now
 
@@ -297,7 +298,7 @@ def record_status(
     note: str | None = None,
     changed_by: str = "",
     roadmap: str | None = None,
-    at: dt.datetime | None = None,
+    at: dt.datetime | str | None = None,
 ) -> Status:
     """Record a new state for one (milestone, member state) and keep the change in history.
 
@@ -308,10 +309,13 @@ def record_status(
         note: replaces the note when given (e.g. the note verbale number); None keeps it.
         changed_by: who records it.
         roadmap: roadmap slug; optional when only one roadmap has that milestone key.
-        at: aware instant of the change (default: now).
+        at: when it happened (default: now): an aware datetime, or ISO-8601 text; text without a
+            UTC offset is read in the owner's zone for this member state (e.g. the mission's
+            Europe/Zurich), as a person filling in a form would mean it.
 
     Raises:
-        StatusError: unknown state, roadmap, milestone or member state, or an ambiguous milestone.
+        StatusError: unknown state, roadmap, milestone or member state, an ambiguous milestone,
+            a note over 2000 characters, or ``at`` that is not ISO-8601 or is naive.
     """
     try:
         new_state = State(state)
@@ -332,6 +336,13 @@ def record_status(
         slugs = ", ".join(sorted(r.slug for _, _, r in found))
         raise StatusError(f"milestone {milestone!r} exists in several roadmaps ({slugs}): name one with --roadmap")
     status, _, _ = found[0]
+    if isinstance(at, str):
+        try:
+            at = parse_instant(at, default_timezone=status.owner_timezone)
+        except ValueError as exc:
+            raise StatusError(str(exc)) from None
+    elif at is not None and at.tzinfo is None:
+        raise StatusError(f"naive datetime {at!r}: give a UTC offset")
     old_state = status.state
     status.state = new_state.value
     status.changed_at = at or utc_now()

@@ -1,0 +1,81 @@
+"""Bulk status updates from a CSV file, all or nothing.
+
+Columns (header row required, any order): ``milestone``, ``member_state``, ``state``, and
+optionally ``note``, ``roadmap`` (slug) and ``at`` (ISO-8601; without an offset it is read in
+the owner's zone). UTF-8, with or without the byte-order mark spreadsheets write. The file is
+read with the standard library's ``csv`` module.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from sqlmodel import Session
+
+from models.status import StatusError, record_status
+
+REQUIRED = ("milestone", "member_state", "state")
+OPTIONAL = ("note", "roadmap", "at")
+#: Largest CSV accepted (bytes): thousands of rows fit in far less.
+MAX_BYTES = 5 * 1024 * 1024
+
+
+class StatusImportError(ValueError):
+    """A CSV import that was refused; the message names the file, the line and the column."""
+
+
+def import_statuses(session: Session, path: str | Path, changed_by: str = "csv") -> int:
+    """Record every row of ``path`` in ``session`` (no commit: the caller commits once, so a bad
+    row anywhere leaves the database unchanged). Returns the number of rows recorded.
+
+    Raises:
+        StatusImportError: unreadable file, missing or unknown column, empty required value, or a
+            row ``record_status`` refuses; the first problem, with its line number.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise StatusImportError(f"{path}: cannot read file: {exc.strerror}") from None
+    if size > MAX_BYTES:
+        raise StatusImportError(f"{path}: file is larger than {MAX_BYTES} bytes")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = [name.strip() for name in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise StatusImportError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {header})")
+            unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
+            if unknown:
+                raise StatusImportError(f"{path}: line 1: unknown column(s) {', '.join(unknown)}")
+            reader.fieldnames = header
+            count = 0
+            for row in reader:
+                line = reader.line_num
+                if None in row:
+                    raise StatusImportError(f"{path}: line {line}: more values than columns")
+                values = {k: (v or "").strip() for k, v in row.items()}
+                for column in REQUIRED:
+                    if not values.get(column):
+                        raise StatusImportError(f"{path}: line {line}: column {column!r} is empty")
+                try:
+                    record_status(
+                        session,
+                        milestone=values["milestone"],
+                        member_state=values["member_state"],
+                        state=values["state"],
+                        note=values.get("note") or None,
+                        roadmap=values.get("roadmap") or None,
+                        at=values.get("at") or None,
+                        changed_by=changed_by,
+                    )
+                except StatusError as exc:
+                    raise StatusImportError(f"{path}: line {line}: {exc}") from None
+                count += 1
+    except UnicodeDecodeError:
+        raise StatusImportError(f"{path}: file is not UTF-8") from None
+    except csv.Error as exc:
+        raise StatusImportError(f"{path}: line {reader.line_num}: {exc}") from None
+    return count

@@ -1,0 +1,111 @@
+"""Recording statuses: the record-status flow's typed parameters, `mark --at`, CSV imports."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from prefect.exceptions import ParameterTypeError
+from prefect.utilities.callables import parameter_schema
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.record import record_status
+from models.db import get_engine
+from models.tables import Milestone, Status, StatusChange
+
+runner = CliRunner()
+CODES = sorted("ae bh dj dz iq jo kw lb ly mr qa sa sd so tn ye".upper().split())
+
+
+def _status(url, milestone, code):
+    with Session(get_engine(url)) as session:
+        return session.exec(
+            select(Status).join(Milestone).where(Milestone.key == milestone, Status.member_state_code == code)
+        ).one()
+
+
+def test_record_status_parameters_are_choices_in_the_ui():
+    schema = parameter_schema(record_status.fn).model_dump()
+    props = schema["properties"]
+    assert props["milestone"]["enum"] == [
+        "orientation-briefing", "save-the-date", "invitations", "nominations", "travel", "conference",
+    ]
+    assert props["member_state"]["enum"] == CODES
+    assert schema["definitions"]["State"]["enum"] == ["pending", "in_progress", "done", "waived"]
+    with pytest.raises(ParameterTypeError, match="milestone: Input should be 'orientation-briefing'"):
+        record_status.validate_parameters({"milestone": "visas", "member_state": "JO", "state": "done"})
+    with pytest.raises(ParameterTypeError, match="state: Input should be 'pending'"):
+        record_status.validate_parameters({"milestone": "invitations", "member_state": "JO", "state": "finished"})
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_record_status_flow_changes_the_row(seeded):
+    result = record_status(milestone="invitations", member_state="JO", state="done", note="NV 2024/051")
+    assert result == {"milestone": "invitations", "member_state": "JO", "state": "done", "note": "NV 2024/051"}
+    row = _status(seeded, "invitations", "JO")
+    assert (row.state, row.note, row.changed_by) == ("done", "NV 2024/051", "prefect-ui")
+
+
+def test_mark_at_without_offset_is_read_in_the_owners_zone(seeded):
+    # Invitations are mission-owned: Geneva time. 28 May 2024 10:00 in Geneva is 08:00 UTC.
+    result = runner.invoke(app, ["mark", "invitations", "JO", "done", "--at", "2024-05-28T10:00"])
+    assert result.exit_code == 0, result.output
+    assert _status(seeded, "invitations", "JO").changed_at == dt.datetime(2024, 5, 28, 8, 0, tzinfo=dt.timezone.utc)
+    # Nominations are office-owned: Amman time (UTC+3).
+    assert runner.invoke(app, ["mark", "nominations", "JO", "in_progress", "--at", "2024-06-03T10:00"]).exit_code == 0
+    assert _status(seeded, "nominations", "JO").changed_at == dt.datetime(2024, 6, 3, 7, 0, tzinfo=dt.timezone.utc)
+    bad = runner.invoke(app, ["mark", "travel", "JO", "done", "--at", "3 June"])
+    assert bad.exit_code == 2 and "not an ISO-8601 timestamp: '3 June'" in bad.stderr
+
+
+def _changes(url) -> int:
+    with Session(get_engine(url)) as session:
+        return len(session.exec(select(StatusChange)).all())
+
+
+def test_csv_import_is_all_or_nothing_and_names_the_first_bad_line(seeded, tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "\ufeffmilestone,member_state,state,note\n"
+        "invitations,JO,done,NV 2024/051\n"
+        "invitations,tn,done,\"NV 2024/047, signed\"\n"
+        "nominations,JO,in_progress,\n",
+        encoding="utf-8",
+    )
+    before = _changes(seeded)
+    result = runner.invoke(app, ["import-statuses", str(good)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"imported 3 statuses from {good}"
+    assert _changes(seeded) == before + 3
+    assert _status(seeded, "invitations", "TN").note == "NV 2024/047, signed"
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "milestone,member_state,state\ninvitations,DZ,done\ninvitations,BH,done\ninvitations,XX,done\ninvitations,KW,done\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["import-statuses", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}: line 4: unknown member state 'XX'" in result.stderr
+    assert _changes(seeded) == before + 3  # nothing of bad.csv was recorded
+    assert _status(seeded, "invitations", "DZ").state == "pending"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("milestone,state\ninvitations,done\n", "line 1: missing column(s) member_state"),
+        ("milestone,member_state,state,colour\n", "line 1: unknown column(s) colour"),
+        ("milestone,member_state,state\ninvitations,,done\n", "line 2: column 'member_state' is empty"),
+        ("milestone,member_state,state\ninvitations,JO,done,extra\n", "line 2: more values than columns"),
+        ("milestone,member_state,state\ninvitations,JO,finished\n", "line 2: unknown state 'finished'"),
+    ],
+)
+def test_csv_errors_name_the_line(seeded, tmp_path, content, message):
+    path = tmp_path / "s.csv"
+    path.write_text(content, encoding="utf-8")
+    result = runner.invoke(app, ["import-statuses", str(path)])
+    assert result.exit_code == 2
+    assert message in result.stderr
