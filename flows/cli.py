@@ -34,18 +34,61 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
-def sync(file: Path = typer.Argument(DEFAULT_ROADMAP, help="Roadmap YAML file.")) -> None:
-    """Load a roadmap file into the database (idempotent; keeps every recorded status)."""
-    from models.sync import sync_roadmap_file
+def _progress_bar(description: str):
+    """A Rich progress bar on stderr (drawn only on a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    try:
-        report = sync_roadmap_file(file)
-    except RoadmapFileError as exc:
-        _fail(str(exc))
-    created = ", ".join(f"{n} {t}" for t, n in report.created.items()) or "nothing"
-    updated = ", ".join(f"{n} {t}" for t, n in report.updated.items()) or "nothing"
-    typer.echo(f"{report.roadmap}: created {created}; updated {updated}")
+    return Progress(
+        TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+
+
+def _roadmap_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        files += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    return files
+
+
+@app.command()
+def sync(
+    files: list[Path] = typer.Argument(None, help="Roadmap YAML files or folders of them (default: the seed roadmap)."),
+) -> None:
+    """Load roadmap files into the database (idempotent; keeps every recorded status).
+
+    Every file is validated first; then all are written in one transaction: all or nothing.
+    """
+    from models.db import session_scope
+    from models.roadmap_file import load_roadmap_file
+    from models.sync import upsert_roadmap
+
+    paths = _roadmap_files(files or [DEFAULT_ROADMAP])
+    if not paths:
+        _fail(f"no roadmap file (*.yaml) in {', '.join(map(str, files))}")
+    with _progress_bar("validating") as bar:
+        task = bar.add_task("validating", total=len(paths))
+        specs = []
+        for path in paths:
+            try:
+                specs.append((path, load_roadmap_file(path)))
+            except RoadmapFileError as exc:
+                _fail(str(exc))
+            bar.advance(task)
+    slugs = [spec.slug for _, spec in specs]
+    duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
+    if duplicates:
+        _fail(f"several files have the slug {duplicates[0]!r}: " + ", ".join(str(p) for p, s in specs if s.slug == duplicates[0]))
+    reports = []
+    with _progress_bar("loading") as bar, session_scope() as session:
+        task = bar.add_task("loading", total=len(specs))
+        for path, spec in specs:
+            reports.append(upsert_roadmap(session, spec, source_file=str(path)))
+            bar.advance(task)
+    for report in reports:
+        created = ", ".join(f"{n} {t}" for t, n in report.created.items()) or "nothing"
+        updated = ", ".join(f"{n} {t}" for t, n in report.updated.items()) or "nothing"
+        typer.echo(f"{report.roadmap}: created {created}; updated {updated}")
 
 
 @app.command()
@@ -61,7 +104,12 @@ def check(
         resolve_as_of(as_of)
     except ValueError as exc:
         _fail(f"--as-of: {exc}")
-    result = nightly_status_check(as_of=as_of)
+    from flows.progress import listening
+
+    with _progress_bar("checking") as bar:
+        task = bar.add_task("checking", total=None)
+        with listening(lambda done, total: bar.update(task, completed=done, total=total)):
+            result = nightly_status_check(as_of=as_of)
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return

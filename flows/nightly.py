@@ -29,6 +29,7 @@ from sqlalchemy import func, update
 from sqlmodel import select
 
 from flows.dashboard import artifact_key, matrix_rows, progress_percent, summary_markdown
+from flows import progress
 from flows.events import emit_reminder_event, emit_status_event
 from flows.ics import calendar_dir, write_feeds
 from flows.report import bars_from_tallies, render_timeline
@@ -248,6 +249,7 @@ def nightly_status_check(
     run_id = str(flow_run.get_id() or uuid.uuid4())
     refs = list_roadmaps(roadmaps)
     tallies: dict[str, list[MilestoneTally]] = {}
+    total_rows, rows_through = sum(ref.rows for ref in refs), 0
     for ref in refs:
         progress_id = create_progress_artifact(
             progress=0.0, key=artifact_key(ref.slug, "progress"),
@@ -259,6 +261,8 @@ def nightly_status_check(
             result = check_milestone(ref.slug, key, moment, include_statuses)
             tallies[ref.slug].append(result)
             done += result.done
+            rows_through += result.rows
+            progress.report(rows_through, total_rows)
             if progress_id:
                 update_progress_artifact(progress_id, progress_percent(done, ref.rows))
     planned = [p for ts in tallies.values() for t in ts for p in t.reminders]
