@@ -113,7 +113,7 @@ def send_planned(
     reasons = reasons or {}
     report = ReminderReport()
     for recipient in sorted(plan):
-        def claim_all(session) -> tuple[list[tuple[int, PlannedReminder]], int]:
+        def claim_all(session, recipient=recipient) -> tuple[list[tuple[int, PlannedReminder]], int]:
             claimed, already = [], 0
             for planned in plan[recipient]:
                 outcome = claim(
@@ -136,9 +136,10 @@ def send_planned(
                            body_html=render_digest_html(recipient, items, as_of))
         ids = [log_id for log_id, _ in claimed]
         if delivery.ok:
-            in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
+            in_transaction(lambda session, ids=ids: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
         else:
-            in_transaction(lambda session: mark_failed(session, ids, run_id=run_id, reason=delivery.reason), database_url)
+            reason = delivery.reason
+            in_transaction(lambda session, ids=ids, reason=reason: mark_failed(session, ids, run_id=run_id, reason=reason), database_url)
         if delivery.ok:
             report.sent += len(ids)
             report.messages += 1

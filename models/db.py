@@ -16,7 +16,7 @@ from typing import Iterator
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 DEFAULT_DATABASE_URL = "sqlite:///roadmap.db"
 

@@ -7,7 +7,6 @@ import datetime as dt
 import multiprocessing
 import queue
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
