@@ -12,6 +12,7 @@ import datetime as dt
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable
 
 from models.calendars import holiday_before
@@ -109,13 +110,7 @@ class MilestoneTally:
             self.transitions.setdefault(c.value, []).append(view.status_id)
             self.newly.setdefault(c.value, _Bounded(ATTENTION_LIMIT)).add(0, view)
         if c in ACTIONABLE:
-            window = current_window(
-                due_day=view.due_day,
-                today=view.today,
-                reminder_days=view.reminder_days,
-                overdue_every_days=view.overdue_every_days,
-                calendar=view.calendar,
-            )
+            window = _window(view.due_day, view.today, view.reminder_days, view.overdue_every_days, view.calendar)
             if window is not None:
                 self.reminders.append(PlannedReminder(view, view.recipient, window))
         if c is Classification.overdue and -view.working_days_left > ESCALATE_AFTER_WORKING_DAYS:
@@ -139,15 +134,29 @@ def holiday_flag(view: StatusView) -> str | None:
     Two cases: the deadline falls within 2 working days after a public holiday; a window
     (e.g. "June 2024") contains public holidays (Eid al-Adha 2024 in the June window).
     """
-    near = holiday_before(view.calendar, view.due_day, 2)
+    return _holiday_flag(view.calendar, view.due_day, view.opens_day)
+
+
+@lru_cache(maxsize=16384)
+def _holiday_flag(calendar, due_day: dt.date, opens_day: dt.date | None) -> str | None:
+    near = holiday_before(calendar, due_day, 2)
     if near:
-        return f"deadline {view.due_day} is within 2 working days after {near[1]} ({near[0]})"
-    if view.opens_day:
-        inside = view.calendar.holidays_between(view.opens_day, view.due_day)
+        return f"deadline {due_day} is within 2 working days after {near[1]} ({near[0]})"
+    if opens_day:
+        inside = calendar.holidays_between(opens_day, due_day)
         if inside:
             names = sorted({name for _, name in inside})
-            return f"window {view.opens_day} to {view.due_day} contains {len(inside)} public holiday days: " + ", ".join(names)
+            return f"window {opens_day} to {due_day} contains {len(inside)} public holiday days: " + ", ".join(names)
     return None
+
+
+@lru_cache(maxsize=65536)
+def _window(due_day, today, reminder_days, overdue_every_days, calendar) -> str | None:
+    # Rows of one milestone share a handful of (due day, today, calendar) combinations.
+    return current_window(
+        due_day=due_day, today=today, reminder_days=reminder_days,
+        overdue_every_days=overdue_every_days, calendar=calendar,
+    )
 
 
 def tally(roadmap: str, milestone: str, views: Iterable[StatusView], keep_statuses: bool = False) -> MilestoneTally:
