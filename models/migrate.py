@@ -21,7 +21,8 @@ do nothing.
 
 A database that has the tables but no Alembic revision (made by ``create_all`` before
 migrations existed) is stamped with the revision its schema matches, then upgraded: ``0002``
-when ``status`` has ``last_classification``, else ``0001``.
+when ``status`` has ``last_classification``, ``0003`` when ``roadmap`` also has ``declared_slug``,
+else ``0001`` (see :data:`SCHEMA_MARKERS`).
 
 Command line: ``alembic -c models/migrations/alembic.ini <command>`` (for ``revision
 --autogenerate``, ``history``, ``downgrade``); it does not take the lock.
@@ -51,9 +52,9 @@ PG_ADVISORY_LOCK_KEY = 0x524D_5452_4B4D_4947  # "RMTRKMIG"
 #: Revision of the first schema (the tables as of commit 16eb8e5).
 INITIAL_REVISION = "0001"
 
-#: Revision whose schema ``create_all`` made once ``status.last_classification`` existed (the
-#: last schema ever made by ``create_all``: since then every database goes through Alembic).
-CREATE_ALL_LAST_REVISION = "0002"
+#: (revision, table, column): the newest revision whose column a ``create_all`` database has
+#: tells its schema, newest first. A revision that adds a column adds a marker here.
+SCHEMA_MARKERS = (("0003", "roadmap", "declared_slug"), ("0002", "status", "last_classification"))
 
 #: Tables of the initial schema; all of them exist in a database made by ``create_all``.
 INITIAL_TABLES = frozenset(
@@ -121,8 +122,11 @@ def _stamp_unversioned(connection: Connection, config: Config) -> None:
             f"database has roadmap-tracker tables but no Alembic revision and lacks {missing}; "
             "cannot tell which revision it is at"
         )
-    columns = {column["name"] for column in inspector.get_columns("status")}
-    revision = CREATE_ALL_LAST_REVISION if "last_classification" in columns else INITIAL_REVISION
+    revision = INITIAL_REVISION
+    for marker_revision, table, column in SCHEMA_MARKERS:
+        if column in {c["name"] for c in inspector.get_columns(table)}:
+            revision = marker_revision
+            break
     command.stamp(config, revision)
 
 

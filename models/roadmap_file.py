@@ -26,6 +26,12 @@ from models.tables import NonWorkingDay, Owner, State
 
 #: Largest roadmap file accepted. A real roadmap is a few kB; this bounds memory on bad input.
 MAX_FILE_BYTES = 2 * 1024 * 1024
+#: Deepest YAML nesting accepted (a roadmap needs four levels); bounds PyYAML's recursive composer.
+MAX_YAML_DEPTH = 20
+#: Dates a roadmap may use (deadlines, windows, agenda): far from the ends of ``datetime.date``,
+#: so that no conversion to an owner's zone or UTC overflows.
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SLUG_CLEAN = re.compile(r"[^a-z0-9]+")
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
@@ -40,6 +46,8 @@ class RoadmapFileError(ValueError):
     """
 
     def __init__(self, file: str | Path, field: str, value: Any, reason: str):
+        if len(reason) > 300:  # a validator's message may quote a long value; the value is shown below
+            reason = reason[:297] + "..."
         self.file, self.field, self.value, self.reason = str(file), field, value, reason
         where = f"{self.file}: {field}" if field else self.file
         shown = repr(value)
@@ -156,8 +164,8 @@ class MilestoneSpec(_Strict):
     title: str = Field(min_length=1, max_length=300)
     title_ar: str = Field(default="", max_length=300)
     owner: Owner
-    deadline: str
-    opens: str | None = None
+    deadline: str = Field(max_length=200)
+    opens: str | None = Field(default=None, max_length=200)
     depends_on: list[str] = Field(default_factory=list, max_length=50)
     reminders: ReminderPolicySpec | None = None
     non_working_day: NonWorkingDay = NonWorkingDay.none
@@ -182,12 +190,27 @@ class AgendaItemSpec(_Strict):
     title: str = Field(min_length=1, max_length=300)
     title_ar: str = Field(default="", max_length=300)
 
+    @field_validator("date")
+    @classmethod
+    def _in_range(cls, day: dt.date) -> dt.date:
+        if not FIRST_DATE <= day <= LAST_DATE:
+            raise ValueError(f"dates must fall between {FIRST_DATE} and {LAST_DATE}")
+        return day
+
     @field_validator("start", "end", mode="before")
     @classmethod
     def _hhmm(cls, value: Any) -> Any:
         # YAML 1.1 reads an unquoted 09:00 as a sexagesimal integer (540).
         if isinstance(value, int):
             raise ValueError("write times in quotes, e.g. '09:00'")
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _local(cls, value: dt.time) -> dt.time:
+        # "09:00Z" parses to an aware time, which cannot be compared with a naive one.
+        if value.tzinfo is not None:
+            raise ValueError("write local times without a UTC offset, e.g. '09:00' (the venue's zone applies)")
         return value
 
     @model_validator(mode="after")
@@ -211,6 +234,17 @@ class RoadmapSpec(_Strict):
     milestones: list[MilestoneSpec] = Field(min_length=1, max_length=500)
     agenda: list[AgendaItemSpec] = Field(default_factory=list, max_length=500)
     due: dict[str, LocalDates] = Field(default_factory=dict, exclude=True)
+    #: The slug exactly as written in the file (``slug`` is its normalised form).
+    declared_slug: str = Field(default="", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_computed_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in ("due", "declared_slug"):
+                if name in data:
+                    raise ValueError(f"unknown field {name!r}: it is computed, not written")
+        return data
 
     @field_validator("slug")
     @classmethod
@@ -218,6 +252,8 @@ class RoadmapSpec(_Strict):
         clean = normalise_slug(slug)
         if not clean:
             raise ValueError(f"slug {slug!r} has no letters or digits")
+        if len(clean) > 64:
+            raise ValueError(f"slug is {len(clean)} characters long once normalised: at most 64")
         return clean
 
     def policy(self, milestone: MilestoneSpec) -> ReminderPolicySpec:
@@ -228,7 +264,11 @@ class RoadmapSpec(_Strict):
 def _loc(loc: tuple) -> str:
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int) or not _PLAIN_KEY.match(str(part)):
+            # An index, or a key that is not a plain name ("na\nme", "", 3.5): shown quoted.
+            path += f"[{part}]" if isinstance(part, int) else f"[{str(part)!r}]"
+        else:
+            path += f".{part}" if path else part
     return path
 
 
@@ -242,7 +282,11 @@ def _value_at(data: Any, loc: tuple) -> Any:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses YAML aliases: a roadmap needs none, and they enable YAML bombs."""
+    """SafeLoader that refuses YAML aliases (a roadmap needs none, and they enable YAML bombs)
+    and nesting deeper than ``MAX_YAML_DEPTH``, and reports a scalar it cannot convert
+    (``2024-02-30``, a 5000-digit number) as a YAML error at its line instead of a ``ValueError``."""
+
+    _depth = 0
 
     def compose_node(self, parent, index):  # noqa: D401 - PyYAML hook
         if self.check_event(yaml.AliasEvent):
@@ -250,7 +294,23 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.MarkedYAMLError(
                 None, None, "YAML aliases (*name) are not allowed in a roadmap file", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.MarkedYAMLError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):  # noqa: D401 - PyYAML hook
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r:.60}: {exc}", node.start_mark
+            ) from None
 
 
 def read_yaml(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> Any:
@@ -297,6 +357,11 @@ def load_roadmap_file(path: str | Path) -> RoadmapSpec:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise RoadmapFileError(path, "", type(data).__name__, "a roadmap file is a mapping of fields")
+    nul = next(_nul_texts(data, ()), None)
+    if nul is not None:
+        raise RoadmapFileError(
+            path, _loc(nul), _value_at(data, nul), "text holds a NUL character (\\x00), which the database cannot store"
+        )
     try:
         spec = RoadmapSpec.model_validate(data)
     except ValidationError as exc:
@@ -306,7 +371,23 @@ def load_roadmap_file(path: str | Path) -> RoadmapSpec:
         raise RoadmapFileError(path, _loc(loc), _value_at(data, loc), first["msg"]) from None
     _check_unique(path, spec)
     spec.due = _resolve(path, spec)
+    spec.declared_slug = str(data["slug"]).strip()[:64]
     return spec
+
+
+def _nul_texts(data: Any, loc: tuple):
+    """Yield the location of every key or string value holding NUL (PostgreSQL refuses it in text)."""
+    if isinstance(data, str):
+        if "\x00" in data:
+            yield loc
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and "\x00" in key:
+                yield loc + (key,)
+            yield from _nul_texts(value, loc + (key,))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _nul_texts(value, loc + (index,))
 
 
 def _check_unique(path: str | Path, spec: RoadmapSpec) -> None:
@@ -372,11 +453,16 @@ def _resolve(path: str | Path, spec: RoadmapSpec) -> dict[str, LocalDates]:
             visit(ref)
         visiting.pop()
         due_rule, opens_rule = parsed[key]
+        i = index_of[key]
         due = _apply(due_rule, resolved)
         opens = _apply(opens_rule, resolved) if opens_rule is not None else None
         result = LocalDates(due=due.due, opens=opens.due if opens else due.opens)
+        for field, day in (("deadline", result.due), ("opens" if opens else "deadline", result.opens)):
+            if day is not None and not FIRST_DATE <= day <= LAST_DATE:
+                raise RoadmapFileError(
+                    path, f"milestones[{i}].{field}", str(day), f"dates must fall between {FIRST_DATE} and {LAST_DATE}"
+                )
         if result.opens and result.opens > result.due:
-            i = index_of[key]
             raise RoadmapFileError(
                 path, f"milestones[{i}].opens", str(result.opens), f"opens after its deadline {result.due}"
             )

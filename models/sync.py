@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from models.db import session_scope
 from models.deadlines import end_of_local_day, start_of_local_day
 from models.parties import party_for
-from models.roadmap_file import RoadmapSpec, load_roadmap_file
+from models.roadmap_file import RoadmapFileError, RoadmapSpec, load_roadmap_file
 from models.tables import (
     AgendaSession,
     MemberState,
@@ -71,10 +71,22 @@ def sync_roadmap_file(path: str | Path, database_url: str | None = None) -> Sync
 
 
 def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -> SyncReport:
-    """Write ``spec`` into ``session`` (no commit). See the module docstring for the rules."""
+    """Write ``spec`` into ``session`` (no commit). See the module docstring for the rules.
+
+    Raises:
+        RoadmapFileError: the slug normalises to that of a roadmap declared with another slug
+            (Prefect artifact keys allow only ``[a-z0-9-]``, so the two would share artifacts).
+    """
     report = SyncReport(spec.slug)
     roadmap = session.exec(select(Roadmap).where(Roadmap.slug == spec.slug)).first()
+    if roadmap is not None and roadmap.declared_slug and spec.declared_slug and roadmap.declared_slug != spec.declared_slug:
+        raise RoadmapFileError(
+            source_file, "slug", spec.declared_slug,
+            f"normalises to {spec.slug!r}, the slug of the roadmap written {roadmap.declared_slug!r}"
+            f" (loaded from {roadmap.source_file or 'another file'}): choose another slug",
+        )
     roadmap_values = dict(
+        declared_slug=spec.declared_slug or None,
         title=spec.title,
         title_ar=spec.title_ar,
         coordinator_timezone=spec.coordinator.timezone,

@@ -67,6 +67,8 @@ class Roadmap(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     #: Stable short name from the file; also the prefix of the roadmap's artifact keys.
     slug: str = Field(unique=True, index=True, max_length=64)
+    #: The slug as written in the file, before normalisation (tells apart slugs that normalise alike).
+    declared_slug: str | None = Field(default=None, max_length=64)
     #: Event title in English.
     title: str
     #: Event title in Arabic.

@@ -214,9 +214,9 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
 
 def test_models_and_migrations_agree(database_url):
     upgrade(database_url, INITIAL_REVISION)
-    # The check is live: at 0001 it sees the two columns 0002 adds.
+    # The check is live: at 0001 it sees the columns 0002 and 0003 add.
     added = sorted(op[3].name for op in _differences(database_url) if op[0] == "add_column")
-    assert added == ["last_checked_at", "last_classification"]
+    assert added == ["declared_slug", "last_checked_at", "last_classification"]
     upgrade(database_url)
     assert _differences(database_url) == []
 

@@ -9,6 +9,7 @@ import yaml
 from sqlmodel import Session, SQLModel, select
 
 from models.db import UTCDateTime, get_engine, session_scope
+from models.roadmap_file import RoadmapFileError
 from models.status import record_status
 from models.sync import sync_roadmap_file
 from models.tables import Milestone, Status, StatusChange
@@ -98,3 +99,42 @@ def test_metadata_has_no_stray_tables():
     assert sorted(SQLModel.metadata.tables) == [
         "agenda_session", "member_state", "milestone", "reminder_log", "roadmap", "status", "status_change",
     ]
+
+
+def test_two_slugs_that_normalise_alike_are_rejected(seeded, tmp_path):
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    data["slug"] = "GCM Arab 2024"
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    before = _rows(seeded)
+    with pytest.raises(RoadmapFileError) as info:
+        sync_roadmap_file(twin)
+    message = str(info.value)
+    assert message.startswith(f"{twin}: slug: normalises to 'gcm-arab-2024', the slug of the roadmap written 'gcm-arab-2024'")
+    assert "'GCM Arab 2024'" in message
+    assert _rows(seeded) == before
+
+
+def test_deadline_on_a_non_working_day_moves_in_the_owners_calendar(database_url, tmp_path):
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    nominations = next(m for m in data["milestones"] if m["key"] == "nominations")
+    nominations.update(deadline="2024-06-14", non_working_day="previous_working_day")  # a Friday
+    travel = next(m for m in data["milestones"] if m["key"] == "travel")
+    travel.update(deadline="2024-06-15", non_working_day="next_working_day")  # Saturday, Day of Arafah
+    path = tmp_path / "rolled.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    sync_roadmap_file(path)
+    with Session(get_engine(database_url)) as session:
+        rows = session.exec(select(Status, Milestone).join(Milestone)).all()
+        local = {
+            (m.key, s.member_state_code): s.deadline.astimezone(__import__("zoneinfo").ZoneInfo(s.owner_timezone)).date()
+            for s, m in rows
+        }
+    # Friday is the weekend in Jordan and Saudi Arabia, a working day in Tunisia.
+    assert local[("nominations", "JO")] == dt.date(2024, 6, 13)
+    assert local[("nominations", "SA")] == dt.date(2024, 6, 13)
+    assert local[("nominations", "TN")] == dt.date(2024, 6, 14)
+    # After Saturday 15 June: Jordan's Eid al-Adha holidays run to 18 June; Tunisia's too (Sun-Tue).
+    assert local[("travel", "JO")] == dt.date(2024, 6, 19)
+    assert local[("travel", "TN")] == dt.date(2024, 6, 19)
+    assert local[("travel", "LB")] == dt.date(2024, 6, 18)  # Lebanon: Eid al-Adha 16-17 June only
