@@ -69,6 +69,8 @@ def _month(name: str, year: str, rule: str) -> tuple[int, int]:
     number = _MONTHS.get(name.lower())
     if number is None:
         raise DeadlineRuleError(f"unknown month {name!r} in deadline rule {rule!r}")
+    if int(year) < 1:
+        raise DeadlineRuleError(f"impossible date {rule!r}: year {year} is out of range")
     return int(year), number
 
 
@@ -157,7 +159,8 @@ def parse_instant(text: str, default_timezone: str | None = None) -> pendulum.Da
     A bare date (``2024-06-05``) means its start (00:00) in the same way.
 
     Raises:
-        ValueError: not ISO-8601, or no offset and no ``default_timezone``. The message quotes ``text``.
+        ValueError: not ISO-8601, no offset and no ``default_timezone``, or an instant that has no
+            UTC equivalent (``0001-01-01T00:00:00+01:00``). The message quotes ``text``.
     """
     try:
         parsed = dt.datetime.fromisoformat(str(text).strip())
@@ -166,5 +169,12 @@ def parse_instant(text: str, default_timezone: str | None = None) -> pendulum.Da
     if parsed.tzinfo is None:
         if default_timezone is None:
             raise ValueError(f"timestamp {text!r} has no UTC offset: add one, e.g. {text}+02:00 or {text}Z")
-        return pendulum.instance(parsed, tz=default_timezone)
-    return pendulum.instance(parsed)
+        moment = pendulum.instance(parsed, tz=default_timezone)
+    else:
+        moment = pendulum.instance(parsed)
+    try:
+        # How UTCDateTime stores it: must not fall outside years 1-9999 in UTC.
+        dt.datetime.fromtimestamp(moment.timestamp(), tz=dt.timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"timestamp {text!r} is out of range once converted to UTC") from None
+    return moment

@@ -12,6 +12,7 @@ Without a config, every recipient tag gets an ``outbox://<tag>`` channel (see :m
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -23,26 +24,67 @@ import notifications.outbox  # noqa: F401  (registers outbox://)
 
 #: Largest Apprise config accepted (bytes).
 MAX_CONFIG_BYTES = 256 * 1024
+#: Deepest YAML nesting accepted (a config needs four levels); bounds PyYAML's recursive composer.
+MAX_CONFIG_DEPTH = 20
+_SCHEMA = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}$")
 
 
 class ChannelConfigError(ValueError):
     """An Apprise config that cannot be used. The message names the source and entry, never a URL."""
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML feature this loader refuses; its problem text is ours, so it is safe to show."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (YAML bombs) and deep nesting, and reports a scalar it
+    cannot convert (a 5000-digit number, 2024-02-30) as a YAML error, not a ``ValueError``."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):  # noqa: D401 - PyYAML hook
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused(None, None, "YAML aliases (*name) are not allowed", self.peek_event().start_mark)
+        if self._depth >= MAX_CONFIG_DEPTH:
+            raise _Refused(
+                None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):  # noqa: D401 - PyYAML hook
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:
+            # The value itself is not quoted: it may be part of a URL.
+            raise _Refused(None, None, f"unreadable value ({exc})", node.start_mark) from None
+
+
 def _schema(url: str) -> str:
-    return url.split("://", 1)[0] + "://" if "://" in url else "(no schema)"
+    # Only something that looks like a schema: text before a later "://" may hold credentials.
+    schema = url.split("://", 1)[0]
+    return schema + "://" if "://" in url and _SCHEMA.match(schema) else "(no schema)"
+
+
+def _tag_text(tag) -> str:
+    text = str(tag)
+    return text if text.isprintable() else repr(text)
 
 
 def _tags(entry_value, global_tags) -> str:
-    tags: list[str] = []
+    tags: list = []
     items = entry_value if isinstance(entry_value, list) else [entry_value]
     for item in items:
         if isinstance(item, dict) and item.get("tag"):
             tag = item["tag"]
-            tags.extend(tag if isinstance(tag, list) else [str(tag)])
+            tags.extend(tag if isinstance(tag, list) else [tag])
     if not tags and global_tags:
-        tags.extend(global_tags if isinstance(global_tags, list) else [str(global_tags)])
-    return ", ".join(tags) or "(untagged)"
+        tags.extend(global_tags if isinstance(global_tags, list) else [global_tags])
+    return ", ".join(_tag_text(tag) for tag in tags) or "(untagged)"
 
 
 def parse_apprise_yaml(text: str, source: str) -> apprise.Apprise:
@@ -56,11 +98,13 @@ def parse_apprise_yaml(text: str, source: str) -> apprise.Apprise:
     if len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
         raise ChannelConfigError(f"{source}: Apprise config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ChannelConfigError(f"{source}: not valid YAML{where}") from None
+        # Only problems worded here, or a bad character's (ReaderError): PyYAML's may quote a tag or URL.
+        problem = exc.problem if isinstance(exc, _Refused) else getattr(exc, "reason", None)
+        raise ChannelConfigError(f"{source}: not valid YAML{where}" + (f": {problem}" if problem else "")) from None
     if not isinstance(data, dict) or not isinstance(data.get("urls"), list):
         raise ChannelConfigError(f"{source}: an Apprise YAML config needs a 'urls:' list")
     if "include" in data:
@@ -110,6 +154,8 @@ def load_channels(
     path = config_path or os.environ.get("ROADMAP_APPRISE_CONFIG")
     if path:
         try:
+            if Path(path).stat().st_size > MAX_CONFIG_BYTES:
+                raise ChannelConfigError(f"{path}: Apprise config is larger than {MAX_CONFIG_BYTES} bytes")
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ChannelConfigError(f"{path}: cannot read Apprise config: {exc}") from None
