@@ -50,7 +50,7 @@ MEMBER_STATES = [
     "SD Sudan", "SO Somalia", "TN Tunisia", "YE Yemen",
 ]
 
-SERVER_START_TIMEOUT_S = 90
+SERVER_START_TIMEOUT_S = 240
 RENDER_TIMEOUT_S = 60
 CHECK_TIMEOUT_S = 300
 #: An empty UI shell (navigation and background only) measured ~49 kB here; the matrix and
