@@ -6,11 +6,14 @@ Workers of a process work pool, on as many machines as needed, pick those runs u
 writes its own rows. Reminders stay exactly-once across workers because every reminder is
 claimed in the shared database (PostgreSQL) before it is sent. A recipient with items in two
 groups gets two digests that night (one per group), never the same item twice.
+The child deployment's concurrency limit caps how many groups run at once (a limit of 1 runs them
+one after the other): see docs/scaling.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
@@ -31,6 +34,19 @@ def groups(slugs: list[str], group_size: int) -> list[list[str]]:
     if group_size < 1:
         raise ValueError(f"group_size must be at least 1, got {group_size}")
     return [slugs[i : i + group_size] for i in range(0, len(slugs), group_size)]
+
+
+async def child_concurrency_limit(deployment: str) -> int | None:
+    """The concurrency limit of ``deployment`` (``<flow>/<deployment>``), or None when it has none
+    or cannot be read (run_deployment then reports the problem)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        async with get_client() as client:
+            found = await client.read_deployment_by_name(deployment)
+    except Exception:  # noqa: BLE001 - only a diagnostic
+        return None
+    return found.global_concurrency_limit.limit if found.global_concurrency_limit else None
 
 
 @flow(name="nightly-portfolio-check")
@@ -57,6 +73,17 @@ async def nightly_portfolio_check(
     slugs = [ref.slug for ref in list_roadmaps()]
     batches = groups(slugs, group_size)
     logger.info("checking %d roadmaps in %d child runs as of %s", len(slugs), len(batches), moment)
+
+    limit = await child_concurrency_limit(deployment)
+    if limit is not None and limit < len(batches):
+        # A limit of 1 (prefect.yaml's, meant for the single-machine schedule) turns the fan-out
+        # into one child at a time, however many workers there are.
+        logger.log(
+            logging.WARNING if limit == 1 else logging.INFO,
+            "deployment %s has a concurrency limit of %d: at most %d of the %d child runs run at once, "
+            "the others wait for a slot; on many machines raise it to the flow runs all workers may "
+            "run together (docs/scaling.md)", deployment, limit, limit, len(batches),
+        )
 
     async def child(batch: list[str]) -> FlowRun:
         return await run_deployment(
