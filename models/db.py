@@ -46,7 +46,7 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value!r}: store aware datetimes only")
-        utc = dt.datetime.fromtimestamp(value.timestamp(), tz=dt.timezone.utc)
+        utc = value.astimezone(dt.timezone.utc)  # exact, unlike a float timestamp far from 1970
         if dialect.name == "sqlite":
             return utc.replace(tzinfo=None)
         return utc

@@ -324,6 +324,9 @@ def record_status(
         raise StatusError(f"unknown state {state!r}: expected one of {allowed}") from None
     if note is not None and len(note) > 2000:
         raise StatusError(f"note is {len(note)} characters long: at most 2000")
+    for name, value in (("milestone", milestone), ("member state", member_state), ("note", note or "")):
+        if "\x00" in value:
+            raise StatusError(f"{name} {value[:60]!r} contains a NUL character")
     query = select(Status, Milestone, Roadmap).join(Milestone, Status.milestone_id == Milestone.id).join(
         Roadmap, Milestone.roadmap_id == Roadmap.id
     ).where(Milestone.key == milestone, Status.member_state_code == member_state.upper(), Milestone.active)

@@ -6,10 +6,6 @@ Hypothesis properties feed the deadline-rule parser, the roadmap loader (alone, 
 number of cases each property tried is printed in pytest's terminal summary
 (``tests/hypothesis_report.py``). Specific cases: empty files, a YAML bomb, deep nesting, 10 MB
 files, names mixing Arabic and Latin text, the 2000-character note limit.
-
-A known bug outside the files this suite may change (``models/status.py``: NUL characters on
-PostgreSQL) is pinned by an ``xfail(strict=True)`` test below; the ``roadmap mark`` property keeps
-away from exactly its trigger (see ``_avoid_known_status_bug``).
 """
 
 from __future__ import annotations
@@ -375,12 +371,6 @@ def test_sync_of_mutated_file_loads_or_changes_nothing(seeded, tmp_path, case):
 # ---------------------------------------------------------------------------------------------
 
 
-def _avoid_known_status_bug(text: str | None, backend: str) -> str | None:
-    """Keep the property away from the trigger of the bug pinned by the xfail test below: NUL on
-    PostgreSQL (models/status.py). NUL is still tried on SQLite."""
-    return text.replace("\x00", "\u2400") if text is not None and backend == "postgresql" else text
-
-
 def _mark(args: list[str], **kwargs):
     return runner.invoke(app, args, **kwargs)
 
@@ -432,7 +422,7 @@ def test_mark_records_or_fails_with_one_error_line_and_changes_nothing(seeded, m
     backend = _backend(seeded)
     CASES[f"mark[{backend}]"] += 1
     milestone, member_state, state, note, at = (
-        _avoid_known_status_bug(a, backend) for a in (milestone, member_state, state, note, at)
+        a for a in (milestone, member_state, state, note, at)
     )
     valid = milestone in KEYS and member_state.upper() in CODES and state in STATES and (note is None or len(note) <= 2000)
     when = None
@@ -488,16 +478,7 @@ def test_mark_error_is_one_line_whatever_the_width(seeded, monkeypatch):
     [["mark", "invi\x00tations", "JO", "done"], ["mark", "--note=NV\x002024/051", "invitations", "JO", "done"]],
     ids=["nul-in-milestone", "nul-in-note"],
 )
-def test_mark_with_a_nul_character_fails_cleanly(seeded, request, args):
-    if _backend(seeded) == "postgresql":
-        request.applymarker(pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "models/status.py bug: record_status passes text with NUL (\\x00) to PostgreSQL, which "
-                "refuses it (psycopg.DataError, a traceback, exit 1). Fix: refuse NUL in milestone, "
-                "member state and note with a StatusError."
-            ),
-        ))
+def test_mark_with_a_nul_character_fails_cleanly(seeded, args):
     before = _snapshot(seeded)
     result = _mark(args)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
