@@ -28,6 +28,12 @@ DEMO_DATABASE = "roadmap-demo.db"
 app = typer.Typer(help="roadmap-tracker: the preparation roadmap of an intergovernmental conference.", no_args_is_help=True)
 
 
+def _console(color: bool) -> Console:
+    """Console for tables: the terminal's width, or 160 columns when the output is a file or pipe."""
+    probe = Console()
+    return Console(no_color=not color, highlight=False, width=None if probe.is_terminal else 160)
+
+
 def _fail(message: str) -> None:
     """Print one unwrapped line "error: ..." on stderr and exit with status 2."""
     typer.echo(f"error: {message}", err=True)
@@ -115,7 +121,7 @@ def check(
         return
     from flows.terminal import print_check
 
-    print_check(result, Console(no_color=not color, highlight=False))
+    print_check(result, _console(color))
 
 
 @app.command()
@@ -177,7 +183,7 @@ def status(
         moment = resolve_as_of(as_of)
     except ValueError as exc:
         _fail(f"--as-of: {exc}")
-    console = Console(no_color=not color, highlight=False)
+    console = _console(color)
     with session_scope() as session:
         for roadmap in session.exec(select(Roadmap).order_by(Roadmap.slug)).all():
             print_matrix(roadmap.title, list(iter_status_views(session, roadmap, moment)), moment, console)
@@ -203,7 +209,7 @@ def demo(
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     os.environ["ROADMAP_DATABASE_URL"] = f"sqlite:///{database}"
-    console = Console(no_color=not color, highlight=False)
+    console = _console(color)
     from models.db import session_scope
     from models.status import record_status
     from models.sync import sync_roadmap_file
