@@ -16,6 +16,8 @@ NIGHTLY_TIMEZONE = "Africa/Cairo"
 NIGHTLY_SCHEDULE_SLUG = "nightly-0500-cairo"
 RECORD_DEPLOYMENT = "record-status"
 PORTFOLIO_DEPLOYMENT = "nightly-portfolio-check"
+#: The child deployment of the portfolio fan-out: the nightly flow, unscheduled and unlimited.
+PORTFOLIO_GROUP_DEPLOYMENT = "portfolio-group"
 
 
 def nightly_schedule() -> Cron:
@@ -40,6 +42,9 @@ def deployments() -> list:
         nightly_portfolio_check.to_deployment(
             name=PORTFOLIO_DEPLOYMENT, concurrency_limit=1,
             description="Fans the nightly check out over the portfolio, one child run per group of roadmaps.",
+        ),
+        nightly_status_check.to_deployment(
+            name=PORTFOLIO_GROUP_DEPLOYMENT, description="Checks one group of roadmaps for nightly-portfolio-check.",
         ),
     ]
 

@@ -22,7 +22,7 @@ from prefect.deployments import run_deployment
 from flows.nightly import list_roadmaps, resolve_as_of
 
 #: The deployment each group runs as (``<flow name>/<deployment name>``).
-CHILD_DEPLOYMENT = "nightly-status-check/nightly-status-check"
+CHILD_DEPLOYMENT = "nightly-status-check/portfolio-group"
 
 
 def groups(slugs: list[str], group_size: int) -> list[list[str]]:

@@ -20,11 +20,16 @@ def _prefect_yaml() -> dict:
 def test_prefect_yaml_and_serve_agree():
     declared = _prefect_yaml()
     served = {d.name: d for d in deployments()}
-    assert set(declared) == set(served) == {"nightly-status-check", "record-status", "nightly-portfolio-check"}
+    assert set(declared) == set(served) == {
+        "nightly-status-check", "record-status", "nightly-portfolio-check", "portfolio-group",
+    }
     for name, spec in declared.items():
         module, function = spec["entrypoint"].removesuffix(".py").replace("/", ".").split(":")
         flow = getattr(importlib.import_module(module.replace(".py", "")), function)
         assert flow.name == served[name].flow_name, name
+    # The portfolio's children must run side by side: no schedule, no limit of 1.
+    assert "concurrency_limit" not in declared["portfolio-group"] and "schedules" not in declared["portfolio-group"]
+    assert served["portfolio-group"].concurrency_limit is None and not served["portfolio-group"].schedules
     nightly_yaml = declared["nightly-status-check"]
     assert nightly_yaml["concurrency_limit"] == 1
     assert nightly_yaml["schedules"] == [
