@@ -2,7 +2,8 @@
 
 Events: ``roadmap.milestone.overdue`` and ``roadmap.milestone.done`` (emitted when a status row
 becomes overdue or done, not every night it stays so), ``roadmap.reminder.sent`` and
-``roadmap.reminder.failed`` (one per reminder item). The resource is the status row
+``roadmap.reminder.failed`` (one per reminder item, up to a budget per run; beyond it one summary
+event carries the count). Status events are bounded too: at most 200 per milestone and night. The resource is the status row
 (``roadmap.status.<roadmap>.<milestone>.<cc>``) with labels ``roadmap.slug``,
 ``roadmap.milestone`` and ``roadmap.member_state``; the roadmap, the milestone and the member
 state are also related resources with roles ``roadmap``, ``milestone``, ``member-state``.
@@ -55,3 +56,13 @@ def emit_reminder_event(kind: str, view: StatusView, recipient: str, window: str
     if reason:
         payload["reason"] = reason
     emit_event(event=f"roadmap.reminder.{kind}", resource=resource, related=related, payload=payload)
+
+
+def emit_summary_event(event: str, run_id: str, count: int) -> None:
+    """Emit one ``event`` standing for ``count`` items beyond the per-run budget (large portfolios):
+    the resource is the check run, the payload holds the count."""
+    emit_event(
+        event=event,
+        resource={"prefect.resource.id": f"roadmap.check-run.{run_id}", "prefect.resource.name": "nightly check"},
+        payload={"items_not_emitted_one_by_one": count},
+    )

@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 
 import pendulum
-from icalendar import Alarm, Calendar, Event
+from functools import lru_cache
+
+from icalendar import Alarm, Calendar, Event, Timezone
 from sqlmodel import Session, select
 
 from models.status import iter_status_views
@@ -60,7 +62,7 @@ def _deadline_event(view, roadmap: Roadmap) -> Event:
     event.add(
         "description",
         f"{roadmap.title}\n{view.milestone_title}\n{view.member_state_name} ({view.member_state}), "
-        f"owner: {view.owner} ({view.recipient}), state: {view.classification.value}\n"
+        f"owner: {view.owner} ({view.recipient})\n"
         f"{view.milestone_title_ar}\n{view.member_state_name_ar}\n"
         f"الموعد النهائي {view.due_day.isoformat()} الموافق {hijri_date(view.due_day)} هـ",
     )
@@ -89,6 +91,23 @@ def _agenda_events(session: Session, roadmap: Roadmap) -> list[Event]:
         event.add("description", f"{item.title}\n{item.title_ar}\n{roadmap.title}")
         events.append(event)
     return events
+
+
+@lru_cache(maxsize=256)
+def _vtimezone(tzid: str) -> Timezone:
+    # Building a VTIMEZONE from the zone database is slow (tens of ms): once per zone per process.
+    return Timezone.from_tzid(tzid)
+
+
+def _add_timezones(cal: Calendar) -> None:
+    """Add one VTIMEZONE per TZID the calendar's events use (what ``add_missing_timezones`` does, cached)."""
+    tzids = set()
+    for event in cal.walk("VEVENT"):
+        for name in ("dtstart", "dtend"):
+            if name in event and "TZID" in event[name].params:
+                tzids.add(str(event[name].params["TZID"]))
+    for tzid in sorted(tzids):
+        cal.add_component(_vtimezone(tzid))
 
 
 def _roadmaps(session: Session, roadmap: str | None) -> list[Roadmap]:
@@ -129,7 +148,7 @@ def build_calendar(
                 cal.add_component(_deadline_event(view, rm))
         for event in _agenda_events(session, rm):
             cal.add_component(event)
-    cal.add_missing_timezones()
+    _add_timezones(cal)
     return cal.to_ical()
 
 
@@ -137,10 +156,17 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
     """Write ``<out_dir>/<slug>/all.ics`` and one ``<cc>.ics`` per member state in one pass over
     the roadmap's rows; return the paths (``all.ics`` first, then by code).
 
+    A feed holds deadlines and the agenda, which change only when the roadmap is loaded again:
+    when the feeds of this load (``roadmap.loaded_at``) are already there, nothing is rewritten.
     Files are written to a temporary name and renamed, so a subscriber never reads half a file.
     """
     target = out_dir / roadmap.slug
     target.mkdir(parents=True, exist_ok=True)
+    stamp = target / ".loaded_at"
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == roadmap.loaded_at.isoformat():
+        existing = sorted(target.glob("*.ics"), key=lambda p: (p.name != "all.ics", p.name))
+        if existing:
+            return existing
     calendars = {"all": _new_calendar(f"{roadmap.title}: deadlines")}
     for view in iter_status_views(session, roadmap, as_of):
         event = _deadline_event(view, roadmap)
@@ -155,10 +181,11 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
         cal = calendars[name]
         for event in agenda:
             cal.add_component(event)
-        cal.add_missing_timezones()
+        _add_timezones(cal)
         path = target / f"{name}.ics"
         partial = target / f"{name}.ics.part"
         partial.write_bytes(cal.to_ical())
         os.replace(partial, path)
         written.append(path)
+    stamp.write_text(roadmap.loaded_at.isoformat(), encoding="utf-8")
     return written

@@ -25,12 +25,13 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 from sqlalchemy import func, update
 from sqlmodel import select
 
 from flows.dashboard import artifact_key, matrix_rows, progress_percent, summary_markdown
 from flows import progress
-from flows.events import emit_reminder_event, emit_status_event
+from flows.events import emit_reminder_event, emit_status_event, emit_summary_event
 from flows.ics import calendar_dir, write_feeds
 from flows.report import bars_from_tallies, render_timeline
 from flows.reminders import ReminderReport, by_recipient, escalations, send_planned
@@ -129,8 +130,27 @@ def _channel_config() -> tuple[str | None, str]:
     return str(Secret.load(name).get()), f"Prefect Secret block {name!r}"
 
 
-def _on_result(kind: str, item: PlannedReminder, reason: str) -> None:
-    emit_reminder_event(kind, item.view, item.recipient, item.window, reason)
+#: Reminder events emitted per run and kind, one per item; beyond it, one summary event per kind.
+REMINDER_EVENTS_PER_RUN = 1000
+
+
+class _ReminderEvents:
+    """Emits ``roadmap.reminder.*`` per item up to :data:`REMINDER_EVENTS_PER_RUN` per kind, then counts."""
+
+    def __init__(self) -> None:
+        self.emitted: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+
+    def __call__(self, kind: str, item: PlannedReminder, reason: str) -> None:
+        if self.emitted.get(kind, 0) < REMINDER_EVENTS_PER_RUN:
+            self.emitted[kind] = self.emitted.get(kind, 0) + 1
+            emit_reminder_event(kind, item.view, item.recipient, item.window, reason)
+        else:
+            self.skipped[kind] = self.skipped.get(kind, 0) + 1
+
+    def flush(self, run_id: str) -> None:
+        for kind, count in self.skipped.items():
+            emit_summary_event(f"roadmap.reminder.{kind}", run_id, count)
 
 
 @task(name="send-reminders")
@@ -148,8 +168,10 @@ def send_reminders(planned: list[PlannedReminder], overdue_escalations: list[Pla
         report.failed = len(planned)
         report.failures.append(f"channel configuration: {exc}")
         return report
+    events = _ReminderEvents()
     if plan:
-        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=_on_result)
+        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=events)
+    events.flush(run_id)
     to_escalate, reasons = escalations(planned, overdue_escalations)
     if to_escalate:
         escalated = send_planned(by_recipient(to_escalate), hub=hub, as_of=as_of, run_id=run_id, reasons=reasons)
@@ -202,8 +224,7 @@ def publish_feeds(roadmap: str, title: str, tallies: list[MilestoneTally], as_of
     folder = report_dir() / roadmap
     folder.mkdir(parents=True, exist_ok=True)
     bars = bars_from_tallies(tallies)
-    png = render_timeline(bars, as_of, folder / "timeline.png")
-    svg = render_timeline(bars, as_of, folder / "timeline.svg")
+    png = render_timeline(bars, as_of, folder / "timeline.png")  # `roadmap report` also writes an SVG
     shares = ", ".join(f"{b.key} {round(100 * b.share_done)}% done" for b in bars)
     image = (
         f"![Timeline of {title}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
@@ -215,7 +236,7 @@ def publish_feeds(roadmap: str, title: str, tallies: list[MilestoneTally], as_of
     create_markdown_artifact(
         key=artifact_key(roadmap, "timeline"),
         markdown=f"# {title}: timeline as of {as_of.date().isoformat()}\n\n{image}\n\n{shares}\n\n"
-        f"[SVG]({published_url(svg)}) · [calendar of all deadlines]({published_url(feeds[0])})",
+        f"[calendar of all deadlines]({published_url(feeds[0])})",
         description=f"{title}: milestones on a date axis, shaded by their share done",
     )
     create_link_artifact(
@@ -267,11 +288,12 @@ def nightly_status_check(
                 update_progress_artifact(progress_id, progress_percent(done, ref.rows))
     planned = [p for ts in tallies.values() for t in ts for p in t.reminders]
     overdue_escalations = [p for ts in tallies.values() for t in ts for p in t.escalations]
-    report = send_reminders(planned, overdue_escalations, moment, run_id)
+    # quote(): Prefect would otherwise walk every row of these lists looking for futures.
+    report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id)
     for ref in refs:
-        publish_artifacts(ref.slug, ref.title, tallies[ref.slug], moment, report.failures)
+        publish_artifacts(ref.slug, ref.title, quote(tallies[ref.slug]), moment, report.failures)
         if publish and ref.rows:
-            publish_feeds(ref.slug, ref.title, tallies[ref.slug], moment)
+            publish_feeds(ref.slug, ref.title, quote(tallies[ref.slug]), moment)
     rows = sum(ref.rows for ref in refs)
     logger.info("checked %d status rows in %d roadmaps as of %s", rows, len(refs), moment.isoformat())
     statuses = []
