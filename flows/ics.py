@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from pathlib import Path
 
 import pendulum
@@ -183,9 +184,11 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
             cal.add_component(event)
         _add_timezones(cal)
         path = target / f"{name}.ics"
-        partial = target / f"{name}.ics.part"
+        partial = target / f".{name}.{uuid.uuid4().hex}.part"  # unique: runs may write at once
         partial.write_bytes(cal.to_ical())
         os.replace(partial, path)
         written.append(path)
-    stamp.write_text(roadmap.loaded_at.isoformat(), encoding="utf-8")
+    partial = target / f".loaded_at.{uuid.uuid4().hex}.part"
+    partial.write_text(roadmap.loaded_at.isoformat(), encoding="utf-8")
+    os.replace(partial, stamp)
     return written

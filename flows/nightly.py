@@ -224,7 +224,10 @@ def publish_feeds(roadmap: str, title: str, tallies: list[MilestoneTally], as_of
     folder = report_dir() / roadmap
     folder.mkdir(parents=True, exist_ok=True)
     bars = bars_from_tallies(tallies)
-    png = render_timeline(bars, as_of, folder / "timeline.png")  # `roadmap report` also writes an SVG
+    # Drawn under a unique name, then renamed: concurrent runs never write one file at once.
+    partial = render_timeline(bars, as_of, folder / f".timeline.{uuid.uuid4().hex}.png")
+    png = folder / "timeline.png"  # `roadmap report` also writes an SVG
+    os.replace(partial, png)
     shares = ", ".join(f"{b.key} {round(100 * b.share_done)}% done" for b in bars)
     image = (
         f"![Timeline of {title}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
