@@ -1,0 +1,626 @@
+"""Benchmark of the nightly status check at portfolio scale (issue "Scale").
+
+    python benchmarks/nightly_check.py --rows 100000 --db postgresql
+    python benchmarks/nightly_check.py --rows 10000 --db sqlite --py-spy /tmp/check.txt
+
+One run:
+
+1. generates a synthetic portfolio of ``--rows`` status rows (see ``synth_portfolio.py``) in a
+   fresh SQLite file (temporary folder) or a fresh PostgreSQL database, schema from
+   ``models.db.get_engine`` (Alembic);
+2. starts a temporary Prefect server (the one Prefect starts itself when no ``PREFECT_API_URL``
+   is set: ``SubprocessASGIServer``) in a temporary ``PREFECT_HOME``, and a local HTTP sink that
+   answers 200 to every Apprise ``json://`` channel (one per recipient tag, in a generated
+   Apprise YAML config named by ``ROADMAP_APPRISE_CONFIG``);
+3. with ``--prior-nights 1`` (default), runs the check once at as-of minus one day, in its own
+   child process (the "first night": every row changes classification, every due reminder is
+   new); then runs the timed check at ``--as-of`` in a fresh child process (the steady night:
+   only yesterday's changes, reminders of windows that started tonight). Each child warms up
+   (imports, engine, one tiny flow) and times only the ``nightly_status_check`` call; it reports
+   its own peak RSS (``VmHWM``) and counts the task runs of its flow run through the Prefect client;
+4. measures the SQL floor: the best of 3 single streamed queries reading every active status row
+   with its milestone and member state (the columns the check reads), fully fetched;
+5. measures reminder delivery: ``flows.reminders.send_planned`` (claim, render, Apprise notify,
+   mark sent) against a plain loop of ``Apprise.notify`` with the same rendered messages to the
+   same tags and sink; best of 2 each;
+6. prints a table, then as the last line:
+   ``rows=N check_s=A floor_s=B check/floor=R1 delivery/apprise=R2 peak_rss_mb=M prefect_task_runs=T``
+
+``--py-spy FILE`` samples the timed child with py-spy (``--format raw``: collapsed stacks) and
+prints the hottest functions within ``nightly_status_check``; ``--cprofile FILE`` dumps cProfile
+stats of the timed call (main thread only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_AS_OF = "2024-06-05T09:00:00+02:00"
+POSTGRES_ADMIN_URL = os.environ.get("ROADMAP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CHILD_MARK = "--child-run"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _proc_status_kb(field: str, pid: str = "self") -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class Sink:
+    """An HTTP server on 127.0.0.1 that answers 200 to everything and counts requests per path."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+        self.paths: Counter = Counter()
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with sink._lock:
+                    sink.count += 1
+                    sink.bytes += length
+                    sink.paths[self.path] += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_GET = do_PUT = _answer  # noqa: N815 - http.server API
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def snapshot(self) -> tuple[int, int]:
+        with self._lock:
+            return self.count, self.bytes
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def write_apprise_config(path: Path, codes: list[str], port: int) -> list[str]:
+    """One ``json://`` channel per recipient tag (mission-<cc>, office-<cc>, coordinators); returns the tags."""
+    tags = ["coordinators"] + [f"{kind}-{code.lower()}" for code in codes for kind in ("mission", "office")]
+    lines = ["version: 1", "urls:"]
+    for tag in tags:
+        lines.append(f'  - "json://127.0.0.1:{port}/{tag}":')
+        lines.append(f"      tag: {tag}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tags
+
+
+def fresh_database(kind: str, workdir: Path) -> tuple[str, callable]:
+    """Create an empty database; return its URL and a function that drops it."""
+    if kind == "sqlite":
+        return f"sqlite:///{workdir / 'roadmap-bench.db'}", lambda: None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"rt_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        from models.db import dispose_engines
+
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+def code_state() -> dict:
+    """HEAD commit and the product files that differ from it (other engineers edit the same tree)."""
+    import models
+
+    repo = Path(models.__file__).resolve().parent.parent
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "flows", "models", "notifications").splitlines()]
+    return {"head": git("rev-parse", "--short", "HEAD").strip(), "uncommitted": dirty}
+
+
+# --------------------------------------------------------------------------- the SQL floor
+
+
+def sql_floor(url: str, repeats: int = 3) -> tuple[float, int]:
+    """Best time of one streamed query reading every active status row with milestone and member state.
+
+    Per-row columns only: the status columns and the member state's, plus the milestone's id, roadmap,
+    key and owner (its JSON policy columns are per milestone, the check reads them once per milestone).
+    """
+    from sqlalchemy import select
+
+    from models.db import get_engine
+    from models.tables import MemberState, Milestone, Status
+
+    query = (
+        select(
+            Status.id, Status.state, Status.deadline, Status.opens_at, Status.owner_timezone, Status.note,
+            Status.last_classification,
+            Milestone.id, Milestone.roadmap_id, Milestone.key, Milestone.owner,
+            MemberState.code, MemberState.name, MemberState.name_ar, MemberState.mission_timezone,
+            MemberState.office_timezone, MemberState.weekend_override, MemberState.weekend_source,
+        )
+        .join(Milestone, Status.milestone_id == Milestone.id)
+        .join(MemberState, Status.member_state_code == MemberState.code)
+        .where(Milestone.active)
+    )
+    engine = get_engine(url)
+    best, count = float("inf"), 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=10_000).execute(query)
+            count = 0
+            for partition in result.partitions():
+                count += len(partition)
+        best = min(best, time.perf_counter() - started)
+    return best, count
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def delivery_benchmark(url: str, config_path: Path, tags: list[str], sink: Sink, as_of: dt.datetime,
+                       per_message: int, repeats: int = 2) -> dict:
+    """send_planned (claim + render + notify + mark sent) vs a plain Apprise.notify loop, same messages."""
+    from sqlmodel import select
+
+    from flows.reminders import send_planned
+    from flows.tally import ACTIONABLE, PlannedReminder
+    from models.db import session_scope
+    from models.status import iter_milestone_views
+    from models.tables import Milestone, Roadmap
+    from notifications.channels import load_channels
+    from notifications.digest import DigestItem, render_digest
+
+    wanted = len(tags) * per_message
+    views = []
+    with session_scope(url) as session:
+        for roadmap in session.exec(select(Roadmap).order_by(Roadmap.id)):
+            for milestone in session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id).order_by(Milestone.position)):
+                views.extend(v for v in iter_milestone_views(session, roadmap, milestone, as_of) if v.classification in ACTIONABLE)
+                if len(views) >= wanted:
+                    break
+            if len(views) >= wanted:
+                break
+    if not views:
+        raise RuntimeError("no actionable status row to build reminders from")
+    # a small portfolio has fewer actionable rows than messages: reuse rows (the claim key includes the recipient)
+    views = [views[i % len(views)] for i in range(wanted)]
+    per_tag = {tag: views[i * per_message:(i + 1) * per_message] for i, tag in enumerate(tags)}
+    messages = []
+    for tag, chunk in per_tag.items():
+        items = [DigestItem(
+            roadmap_title=v.roadmap_title, milestone_title=v.milestone_title, milestone_title_ar=v.milestone_title_ar,
+            member_state=v.member_state, member_state_name=v.member_state_name, member_state_name_ar=v.member_state_name_ar,
+            classification=v.classification.value, deadline=v.deadline, timezone=v.owner_timezone, days_left=v.days_left,
+            working_days_left=v.working_days_left, window="bench", reason="") for v in chunk]
+        subject, body = render_digest(tag, items, as_of)
+        messages.append((tag, subject, body))
+
+    stack_best = apprise_best = float("inf")
+    stack_report = None
+    for attempt in range(repeats):
+        hub = load_channels(tags, config_path=config_path)
+        sent_before = sink.snapshot()[0]
+        started = time.perf_counter()
+        for tag, subject, body in messages:
+            if not hub.notify(body=body, title=subject, tag=tag):
+                raise RuntimeError(f"plain Apprise notify to {tag} failed")
+        apprise_best = min(apprise_best, time.perf_counter() - started)
+        assert sink.snapshot()[0] - sent_before == len(messages)
+
+        window = f"bench-{uuid.uuid4().hex[:8]}"
+        plan = {tag: [PlannedReminder(v, tag, window) for v in chunk] for tag, chunk in per_tag.items()}
+        hub = load_channels(tags, config_path=config_path)
+        sent_before = sink.snapshot()[0]
+        started = time.perf_counter()
+        report = send_planned(plan, hub=hub, as_of=as_of, run_id=f"bench-delivery-{attempt}", database_url=url)
+        elapsed = time.perf_counter() - started
+        if report.messages != len(messages) or report.failed:
+            raise RuntimeError(f"send_planned delivered {report.messages} of {len(messages)} messages: {report.failures[:3]}")
+        assert sink.snapshot()[0] - sent_before == len(messages)
+        if elapsed < stack_best:
+            stack_best, stack_report = elapsed, report
+    n = len(messages)
+    return {
+        "messages": n,
+        "items": len(views),
+        "stack_s": stack_best,
+        "apprise_s": apprise_best,
+        "stack_rate": n / stack_best,
+        "apprise_rate": n / apprise_best,
+        "ratio": apprise_best / stack_best,
+        "items_sent": stack_report.sent,
+    }
+
+
+# --------------------------------------------------------------------------- the check, in a child process
+
+
+def child_main(argv: list[str]) -> None:
+    """Run one timed nightly check (the environment names the database, server and channels)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--as-of", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--cprofile")
+    args = parser.parse_args(argv)
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    from flows.nightly import nightly_status_check
+    from models.db import get_engine
+
+    get_engine()  # the schema check (Alembic) runs once per process: not part of the nightly cost
+
+    @flow(name="benchmark-warm-up")
+    def warm_up() -> int:
+        return 1
+
+    warm_up()
+    rss_before_kb = _proc_status_kb("VmRSS")
+    profiler = None
+    if args.cprofile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    out_load = os.getloadavg()
+    started = time.perf_counter()
+    state = nightly_status_check(as_of=args.as_of, include_statuses=False, return_state=True)
+    elapsed = time.perf_counter() - started
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(args.cprofile)
+    peak_kb = _proc_status_kb("VmHWM")
+    out: dict = {"check_s": elapsed, "load_avg_before": out_load, "load_avg_after": os.getloadavg(), "peak_rss_kb": peak_kb, "rss_before_kb": rss_before_kb,
+                 "state": state.type.value, "flow_run_id": str(state.state_details.flow_run_id)}
+    try:
+        out["result"] = state.result()
+    except BaseException as exc:  # noqa: BLE001 - report, do not hide
+        import traceback
+
+        out["error"] = "".join(traceback.format_exception(exc))
+    names: Counter = Counter()
+    seen: set = set()
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            page = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+                sort=TaskRunSort.ID_DESC, limit=200, offset=offset,
+            )
+            for run in page:
+                if run.id not in seen:
+                    seen.add(run.id)
+                    names[run.task_key.rsplit("-", 1)[0] if run.task_key else run.name] += 1
+            if len(page) < 200:
+                break
+            offset += 200
+    out["task_runs"] = len(seen)
+    out["task_runs_by_task"] = dict(names)
+    Path(args.out).write_text(json.dumps(out, default=str), encoding="utf-8")
+
+
+def run_check(env: dict, as_of: str, workdir: Path, label: str, py_spy: str | None, cprofile: str | None) -> dict:
+    out = workdir / f"{label}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_MARK, "--as-of", as_of, "--out", str(out)]
+    if cprofile:
+        cmd += ["--cprofile", cprofile]
+    if py_spy:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        cmd = [spy, "record", "--format", "raw", "--rate", "50", "--idle", "--output", py_spy, "--"] + cmd
+    with open(workdir / f"{label}.log", "w", encoding="utf-8") as log:
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(workdir))
+        wall = time.perf_counter() - started
+    if not out.exists():
+        tail = (workdir / f"{label}.log").read_text(encoding="utf-8", errors="replace")[-6000:]
+        raise RuntimeError(f"{label} check process exited with {proc.returncode} and no result; log tail:\n{tail}")
+    result = json.loads(out.read_text(encoding="utf-8"))
+    result["process_wall_s"] = wall
+    return result
+
+
+_PROJECT_DIRS = ("(flows/", "(models/", "(notifications/")
+
+
+def _where(names: list[str]) -> str:
+    """Part of the flow a sample belongs to: the first roadmap-tracker function under the flow
+    (as a task body or a flow-body call), else Prefect's own work around task bodies or in the flow."""
+    in_task = False
+    for name in names[1:]:
+        if name.startswith("run_task_sync (prefect/"):
+            in_task = True
+        if any(d in name for d in _PROJECT_DIRS):
+            return f"{'task' if in_task else 'flow body'}: {name}"
+    if in_task:
+        return "Prefect task-run orchestration (around task bodies)"
+    if any("_progress_artifact (prefect/" in n for n in names):
+        return "flow body: progress artifacts (create/update_progress_artifact)"
+    return "flow body: other Prefect calls"
+
+
+#: What kind of work a sample does (first match wins, looked up from the innermost frame outwards).
+_WHAT = [
+    ("waiting on the Prefect API (HTTP)", ("(httpx/", "(httpcore/")),
+    ("icalendar (ICS feeds)", ("(icalendar/",)),
+    ("matplotlib (timeline images)", ("(matplotlib/", "(PIL/")),
+    ("Prefect events (emit_event)", ("emit_event (prefect/events/",)),
+    ("Apprise tag matching (Apprise.find)", ("Apprise.find (apprise/",)),
+    ("Apprise sending (plugin, requests)", ("(apprise/plugins/", "(requests/", "(urllib3/")),
+    ("digest rendering (Jinja2, hijri)", ("render_digest", "(jinja2/", "(hijridate/")),
+    ("SQL (SQLAlchemy, driver)", ("(sqlalchemy/", "(sqlite3/", "(psycopg/", "(sqlmodel/")),
+    ("pendulum time-zone lookups", ("timezone (pendulum/", "Timezone.__new__ (pendulum/")),
+    ("pendulum arithmetic", ("(pendulum/",)),
+    ("holidays library", ("(holidays/",)),
+    ("Prefect parameter walking / hashing", ("visit_collection (prefect/", "hash_objects (prefect/", "(cloudpickle/")),
+    ("other Prefect machinery", ("(prefect/", "(pydantic/", "(pydantic_core/")),
+    ("roadmap-tracker code", ("(flows/", "(models/", "(notifications/")),
+]
+
+
+def _frame_name(frame: str) -> str:
+    # py-spy raw frames read "function (path/file.py:line)": drop the line to aggregate per function
+    return frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") and ":" in frame else frame
+
+
+def summarize_py_spy(path: str, top: int = 15) -> dict[str, list[tuple[str, float, float]]]:
+    """Read py-spy raw (collapsed) stacks and return, as % of the samples inside ``nightly_status_check``
+    (main thread, idle samples included, so waiting counts): ``where`` (part of the flow), ``what``
+    (kind of work), ``project`` (roadmap-tracker functions, inclusive and self %), ``self`` (top self time)."""
+    where: Counter = Counter()
+    what: Counter = Counter()
+    inclusive: Counter = Counter()
+    own: Counter = Counter()
+    total = 0
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if "nightly_status_check (" not in stack:
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        start = next(i for i, f in enumerate(frames) if f.startswith("nightly_status_check ("))
+        names = [_frame_name(f) for f in frames[start:]]
+        total += n
+        where[_where(names)] += n
+        kind = "other"
+        for name in reversed(names):
+            kind = next((label for label, keys in _WHAT if any(k in name for k in keys)), None)
+            if kind:
+                break
+        what[kind or "other"] += n
+        for name in set(names):
+            inclusive[name] += n
+        own[names[-1]] += n
+    if not total:
+        return {}
+    pct = lambda n: 100.0 * n / total  # noqa: E731
+    project = [(name, pct(n), pct(own[name])) for name, n in inclusive.most_common()
+               if any(d in name for d in _PROJECT_DIRS)][:top]
+    return {
+        "where": [(label, pct(n), 0.0) for label, n in where.most_common()],
+        "what": [(label, pct(n), 0.0) for label, n in what.most_common()],
+        "project": project,
+        "self": [(name, pct(inclusive[name]), pct(n)) for name, n in own.most_common(top)],
+        "samples": [("samples", float(total), 0.0)],
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000, help="status rows to generate (default 10000)")
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--seed", type=int, default=20240605)
+    parser.add_argument("--as-of", default=DEFAULT_AS_OF, help=f"instant of the timed check (default {DEFAULT_AS_OF})")
+    parser.add_argument("--keep", action="store_true", help="keep the generated database (and the work folder)")
+    parser.add_argument("--prior-nights", type=int, choices=[0, 1], default=1,
+                        help="1: run an untimed-for-the-ratio check at as-of minus 1 day first (steady state); 0: first night only")
+    parser.add_argument("--per-message", type=int, default=1, help="reminder items per digest in the delivery benchmark")
+    parser.add_argument("--py-spy", help="record the timed check with py-spy into this file (collapsed stacks)")
+    parser.add_argument("--cprofile", help="dump cProfile stats of the timed check into this file")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--floor-only", action="store_true",
+                        help="generate and measure the SQL floor only (no Prefect, no check): sizes the target where the check is too slow to run")
+    args = parser.parse_args()
+
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.pop("PREFECT_API_URL", None)
+    workdir = Path(tempfile.mkdtemp(prefix="roadmap-bench-"))
+    os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")
+    from rich.console import Console
+    from rich.table import Table
+
+    from models.deadlines import parse_instant
+
+    console = Console(stderr=False)
+    as_of = dt.datetime.fromtimestamp(parse_instant(args.as_of).timestamp(), tz=dt.timezone.utc)
+    url, drop = fresh_database(args.db, workdir)
+    figures: dict = {"rows": args.rows, "db": args.db, "seed": args.seed, "as_of": args.as_of, "code": code_state()}
+    sink = Sink()
+    server = None
+    try:
+        from synth_portfolio import generate
+
+        from models.db import dispose_engines, get_engine
+
+        console.log(f"generating {args.rows} status rows into {args.db} ({url.split('@')[-1]})")
+        stats = generate(get_engine(url), rows=args.rows, seed=args.seed, as_of=as_of)
+        dispose_engines()
+        figures.update(roadmaps=stats.roadmaps, milestones=stats.milestones, generate_s=stats.seconds,
+                       recorded_states=dict(stats.states))
+        console.log(f"generated {stats.rows} rows, {stats.roadmaps} roadmaps, {stats.milestones} milestones "
+                    f"in {stats.seconds:.1f} s; states {dict(stats.states)}")
+
+        if args.floor_only:
+            floor_s, floor_rows = sql_floor(url)
+            console.log(f"SQL floor (best of 3): {floor_s:.3f} s for {floor_rows} rows")
+            if args.json:
+                Path(args.json).write_text(json.dumps({**figures, "floor_s": floor_s}, default=str, indent=2), encoding="utf-8")
+            print(f"rows={args.rows} floor_s={floor_s:.3f} (floor only: the check was not run)")
+            return
+
+        config = workdir / "apprise.yaml"
+        tags = write_apprise_config(config, sorted(stats.member_states_used), sink.port)
+
+        from prefect.server.api.server import SubprocessASGIServer
+
+        started = time.perf_counter()
+        server = SubprocessASGIServer()
+        server.start(timeout=180)
+        console.log(f"temporary Prefect server at {server.api_url} in {time.perf_counter() - started:.1f} s")
+        env = {**os.environ, "PREFECT_API_URL": server.api_url, "ROADMAP_DATABASE_URL": url,
+               "ROADMAP_APPRISE_CONFIG": str(config), "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+
+        if args.prior_nights:
+            prior = (as_of - dt.timedelta(days=1)).isoformat()
+            console.log(f"first night: check as of {prior}")
+            before = sink.snapshot()
+            first = run_check(env, prior, workdir, "first-night", None, None)
+            figures["first_night"] = {**first, "sink_requests": sink.snapshot()[0] - before[0],
+                                      "sink_bytes": sink.snapshot()[1] - before[1]}
+            console.log(f"first night: {first['check_s']:.1f} s, {first['task_runs']} task runs, "
+                        f"peak RSS {first['peak_rss_kb'] / 1024:.0f} MB, result {first.get('result', first.get('error'))}")
+
+        console.log(f"timed check as of {args.as_of}")
+        before = sink.snapshot()
+        check = run_check(env, args.as_of, workdir, "check", args.py_spy, args.cprofile)
+        figures["check"] = {**check, "sink_requests": sink.snapshot()[0] - before[0],
+                            "sink_bytes": sink.snapshot()[1] - before[1]}
+        if check.get("error"):
+            console.print(f"[red]the check failed:[/red]\n{check['error']}")
+        console.log(f"check: {check['check_s']:.1f} s, result {check.get('result')}")
+
+        from sqlalchemy import func, select
+
+        from models.tables import Status
+
+        with get_engine(url).connect() as conn:
+            figures["classifications"] = dict(conn.execute(
+                select(Status.last_classification, func.count()).group_by(Status.last_classification)).all())
+
+        console.log("SQL floor (best of 3)")
+        floor_s, floor_rows = sql_floor(url)
+        figures.update(floor_s=floor_s, floor_rows=floor_rows)
+
+        console.log("delivery: send_planned vs plain Apprise")
+        figures["delivery"] = delivery_benchmark(url, config, tags, sink, as_of, args.per_message)
+    finally:
+        if server is not None:
+            server.stop()
+        sink.stop()
+        from models.db import dispose_engines
+
+        dispose_engines()
+        if args.keep:
+            console.log(f"kept database {url} and work folder {workdir}")
+        else:
+            drop()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    check = figures["check"]
+    delivery = figures["delivery"]
+    ratio = check["check_s"] / floor_s
+    peak_mb = check["peak_rss_kb"] / 1024
+    table = Table(title=f"nightly check, {args.rows} rows on {args.db} (as of {args.as_of}, seed {args.seed})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+    table.add_row("code", figures["code"]["head"], "uncommitted: " + (", ".join(figures["code"]["uncommitted"]) or "none"))
+    table.add_row("portfolio", f"{figures['roadmaps']} roadmaps", f"{figures['milestones']} milestones, generated in {figures['generate_s']:.1f} s")
+    table.add_row("recorded states", "", ", ".join(f"{k} {v}" for k, v in sorted(figures["recorded_states"].items())))
+    table.add_row("classifications", "", ", ".join(f"{k} {v}" for k, v in sorted(figures["classifications"].items(), key=str)))
+    if "first_night" in figures:
+        first = figures["first_night"]
+        table.add_row("first night check (as of -1 day)", f"{first['check_s']:.2f} s",
+                      f"{first['task_runs']} task runs, peak RSS {first['peak_rss_kb'] / 1024:.0f} MB, "
+                      f"reminders {first.get('result', {}).get('reminders')}, {first['sink_requests']} HTTP messages")
+    table.add_row("nightly check (timed)", f"{check['check_s']:.2f} s",
+                  f"reminders {check.get('result', {}).get('reminders')}, {check['sink_requests']} HTTP messages "
+                  f"({check['sink_bytes'] / 1e6:.1f} MB)")
+    table.add_row("machine load (1-min average)", f"{check['load_avg_before'][0]:.1f} -> {check['load_avg_after'][0]:.1f}",
+                  f"{os.cpu_count()} cores; other processes share them")
+    table.add_row("SQL floor (best of 3)", f"{floor_s:.3f} s", f"{floor_rows} rows streamed")
+    table.add_row("check / floor", f"{ratio:.1f}", "target <= 2 at 1M rows")
+    table.add_row("send_planned", f"{delivery['stack_rate']:.0f} msg/s", f"{delivery['messages']} messages, {delivery['items']} items")
+    table.add_row("plain Apprise.notify", f"{delivery['apprise_rate']:.0f} msg/s", "same messages, same sink")
+    table.add_row("delivery / apprise", f"{delivery['ratio']:.2f}", "target >= 0.8")
+    table.add_row("peak RSS of the check process", f"{peak_mb:.0f} MB",
+                  f"RSS before the flow call {check['rss_before_kb'] / 1024:.0f} MB; target < 300 MB at 1M rows")
+    table.add_row("Prefect task runs", str(check["task_runs"]), json.dumps(check["task_runs_by_task"]))
+    console.print(table)
+    if args.py_spy:
+        summary = summarize_py_spy(args.py_spy)
+        figures["py_spy"] = summary
+        titles = {"where": "where in the flow", "what": "kind of work", "project": "roadmap-tracker functions",
+                  "self": "self time"}
+        for part, title in titles.items():
+            hot = Table(title=f"py-spy, % of the check's wall time: {title}")
+            hot.add_column("function" if part in ("project", "self") else title)
+            hot.add_column("inclusive %" if part in ("project", "self") else "%", justify="right")
+            if part in ("project", "self"):
+                hot.add_column("self %", justify="right")
+            for name, value, own in summary.get(part, []):
+                hot.add_row(name, f"{value:.1f}", *([f"{own:.1f}"] if part in ("project", "self") else []))
+            console.print(hot)
+    figures.update(check_floor=ratio, peak_rss_mb=peak_mb)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, default=str, indent=2), encoding="utf-8")
+    print(f"rows={args.rows} check_s={check['check_s']:.2f} floor_s={floor_s:.3f} check/floor={ratio:.1f} "
+          f"delivery/apprise={delivery['ratio']:.2f} peak_rss_mb={peak_mb:.0f} prefect_task_runs={check['task_runs']}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == CHILD_MARK:
+        child_main(sys.argv[2:])
+    else:
+        main()
