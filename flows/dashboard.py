@@ -83,6 +83,22 @@ def summary_markdown(
     """Markdown summary: overdue first (most days overdue first), then due this week, blocked,
     channels that failed, holidays that weigh on deadlines, counts per milestone, and what
     changed since the previous check."""
+    head, tail = summary_parts(title, tallies, as_of)
+    return head + failures_section(failed_channels) + tail
+
+
+def failures_section(failed_channels: list[str] | None) -> str:
+    """The summary's "Channels that failed in this run" section (one line per "recipient: reason")."""
+    lines = ["## Channels that failed in this run", ""]
+    lines += [f"- {item}" for item in failed_channels] if failed_channels else ["None."]
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def summary_parts(title: str, tallies: list[MilestoneTally], as_of: dt.datetime) -> tuple[str, str]:
+    """The summary's text before and after :func:`failures_section`: the nightly check renders
+    them as soon as a roadmap is classified (and lets its rows go), and adds the failures once
+    the reminders are sent."""
     rows = sum(t.rows for t in tallies)
     done = sum(t.done for t in tallies)
     counts = Counter()
@@ -114,9 +130,8 @@ def summary_markdown(
         if total > len(items):
             lines.append(f"\n… and {total - len(items)} more.")
         lines.append("")
-    lines += ["## Channels that failed in this run", ""]
-    lines += [f"- {item}" for item in failed_channels] if failed_channels else ["None."]
-    lines.append("")
+    head = "\n".join(lines) + "\n"
+    lines = []
     flags = [item for t in tallies for item in t.holiday_flags.items()]
     if flags:
         lines += [f"## Public holidays near deadlines ({sum(t.holiday_flags.total for t in tallies)})", ""]
@@ -137,4 +152,4 @@ def summary_markdown(
     if not changed:
         lines.append("Nothing newly done or newly overdue.")
     lines.append("")
-    return "\n".join(lines)
+    return head, "\n".join(lines)

@@ -1,13 +1,16 @@
-"""The nightly status check, and recording a status: the Prefect flows of roadmap-tracker.
+"""The nightly status check: the main Prefect flow of roadmap-tracker.
 
-The run graph reads like the roadmap: one task run per milestone of each roadmap (named
-"<milestone> [<roadmap>]"), then one task that sends every digest, one that escalates, one that
-publishes each roadmap's artifacts. Task runs grow with roadmaps and milestones, never with
-status rows.
+The run graph reads like the roadmap: for a region's review, one task run per milestone of each
+roadmap (named "<milestone> [<roadmap>]"); for a large portfolio, one per group of roadmaps (see
+:data:`MILESTONE_TASKS_MAX`). Each roadmap's matrix and progress artifacts go out as soon as its
+rows are classified, then one task sends every digest and escalation, then the summaries (which
+list the channels that failed) and the timelines follow. Task runs grow with roadmaps and
+milestones, never with status rows; memory holds one group's rows at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import os
@@ -18,10 +21,12 @@ from dataclasses import dataclass
 import pendulum
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
     create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
-    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.runtime import flow_run
@@ -29,17 +34,17 @@ from prefect.utilities.annotations import quote
 from sqlalchemy import func, update
 from sqlmodel import select
 
-from flows.dashboard import artifact_key, matrix_rows, progress_percent, summary_markdown
+from flows.dashboard import artifact_key, failures_section, matrix_rows, progress_percent, summary_parts
 from flows import progress
 from flows.events import emit_reminder_event, emit_status_event, emit_summary_event
 from flows.ics import calendar_dir, write_feeds
-from flows.report import bars_from_tallies, render_timeline
+from flows.report import MilestoneBar, bars_from_tallies, render_timeline
 from flows.reminders import ReminderReport, by_recipient, escalations, send_planned
 from flows.tally import MilestoneTally, PlannedReminder, status_json
 from models.db import session_scope
 from models.deadlines import parse_instant
 from models.transactions import in_transaction
-from models.status import Classification, iter_milestone_views
+from models.status import Classification, Classifier
 from models.tables import Milestone, Roadmap, Status
 from notifications.channels import ChannelConfigError, load_channels
 
@@ -91,33 +96,179 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
         return refs
 
 
-@task(name="check-milestone", task_run_name="{milestone} [{roadmap}]")
-def check_milestone(roadmap: str, milestone: str, as_of: dt.datetime, keep_statuses: bool = True) -> MilestoneTally:
-    """Classify one milestone for every member state (two set-based queries), emit events for
-    rows that became overdue or done, and remember tonight's classification."""
-    result = MilestoneTally(roadmap, milestone, statuses=[] if keep_statuses else None)
+#: Up to this many milestones in one check, every milestone is its own task run, named after it
+#: ("invitations [gcm-arab-2024]"), and each roadmap's progress artifact moves milestone by
+#: milestone. Beyond, milestones are checked roadmap by roadmap in groups of about
+#: :data:`GROUP_ROWS` status rows: task runs still grow with roadmaps, never with rows, and a
+#: portfolio of thousands of roadmaps is not thousands of orchestrated task runs (issue "Scale").
+MILESTONE_TASKS_MAX = 60
+#: Status rows per grouped task run (a roadmap is never split).
+GROUP_ROWS = 100_000
+#: Status events per kind and task run; beyond it, one summary event carries the count.
+STATUS_EVENTS_PER_TASK = 1000
+
+
+@dataclass(frozen=True)
+class CheckUnit:
+    """One task run of the check: ``work`` is ((roadmap slug, milestone keys), ...)."""
+
+    label: str
+    work: tuple[tuple[str, tuple[str, ...]], ...]
+    rows: int
+
+
+def roadmaps_label(slugs: list[str]) -> str:
+    """Name a group of roadmaps in a task run name: the slug, or "first … last (N roadmaps)"."""
+    return slugs[0] if len(slugs) == 1 else f"{slugs[0]} … {slugs[-1]} ({len(slugs)} roadmaps)"
+
+
+def plan_units(refs: list[RoadmapRef]) -> list[CheckUnit]:
+    """Split the roadmaps' milestones into task runs (see :data:`MILESTONE_TASKS_MAX`)."""
+    if sum(len(ref.milestones) for ref in refs) <= MILESTONE_TASKS_MAX:
+        return [
+            CheckUnit(f"{key} [{ref.slug}]", ((ref.slug, (key,)),), ref.rows)
+            for ref in refs for key in ref.milestones
+        ]
+    units: list[CheckUnit] = []
+    batch: list[RoadmapRef] = []
+
+    def close() -> None:
+        if batch:
+            units.append(CheckUnit(roadmaps_label([r.slug for r in batch]), tuple((r.slug, r.milestones) for r in batch), sum(r.rows for r in batch)))
+            batch.clear()
+
+    for ref in refs:
+        if batch and sum(r.rows for r in batch) + ref.rows > GROUP_ROWS:
+            close()
+        batch.append(ref)
+    close()
+    return units
+
+
+@task(name="check-milestones", task_run_name="{label}")
+def check_milestones(
+    label: str, work: tuple[tuple[str, tuple[str, ...]], ...], as_of: dt.datetime, keep_statuses: bool = True
+) -> dict[str, list[MilestoneTally]]:
+    """Classify the given milestones of each roadmap for every member state (one query per
+    roadmap), remember tonight's classification, and emit events for rows that became overdue
+    or done.
+
+    Returns:
+        {roadmap slug: [MilestoneTally in the order of the keys given]}.
+    """
+    classifier = Classifier(as_of)
+    results: dict[str, list[MilestoneTally]] = {}
     with session_scope() as session:
-        roadmap_row = session.exec(select(Roadmap).where(Roadmap.slug == roadmap)).one()
-        milestone_row = session.exec(
-            select(Milestone).where(Milestone.roadmap_id == roadmap_row.id, Milestone.key == milestone)
-        ).one()
-        for view in iter_milestone_views(session, roadmap_row, milestone_row, as_of):
-            result.add(view)
+        for slug, keys in work:
+            roadmap_row = session.exec(select(Roadmap).where(Roadmap.slug == slug)).one()
+            by_key = {m.key: m for m in session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap_row.id))}
+            tallies = {key: MilestoneTally(slug, key, statuses=[] if keep_statuses else None) for key in keys}
+            for view in classifier.iter_roadmap(session, roadmap_row, [by_key[key] for key in keys]):
+                tallies[view.milestone].add(view)
+            results[slug] = [tallies[key] for key in keys]
 
     def remember(session) -> None:
-        for state, ids in result.transitions.items():
-            for start in range(0, len(ids), 5000):
-                session.execute(
-                    update(Status).where(Status.id.in_(ids[start : start + 5000]))
-                    .values(last_classification=state, last_checked_at=as_of)
-                )
+        for tallies in results.values():
+            for tally in tallies:
+                for state, ids in tally.transitions.items():
+                    for start in range(0, len(ids), 5000):
+                        session.execute(
+                            update(Status).where(Status.id.in_(ids[start : start + 5000]))
+                            .values(last_classification=state, last_checked_at=as_of)
+                        )
 
     in_transaction(remember)
-    for kind in (Classification.overdue.value, Classification.done.value):
-        if kind in result.newly:
-            for view in result.newly[kind].items():
-                emit_status_event(kind, view)
-    return result
+    budget = {kind: STATUS_EVENTS_PER_TASK for kind in (Classification.overdue.value, Classification.done.value)}
+    skipped = {kind: 0 for kind in budget}
+    for tallies in results.values():
+        for tally in tallies:
+            for kind in budget:
+                if kind in tally.newly:
+                    for view in tally.newly[kind].items():
+                        if budget[kind]:
+                            budget[kind] -= 1
+                            emit_status_event(kind, view)
+                        else:
+                            skipped[kind] += 1
+    for kind, count in skipped.items():
+        if count:
+            emit_summary_event(f"roadmap.milestone.{kind}", str(flow_run.get_id() or label), count)
+    return results
+
+
+@dataclass
+class RoadmapDashboard:
+    """What the check keeps of one classified roadmap until its artifacts are out: no rows."""
+
+    slug: str
+    title: str
+    rows: int
+    done: int
+    matrix: list[dict[str, str]] | None
+    summary_head: str
+    summary_tail: str
+    bars: list
+    statuses: list[dict]
+
+
+def dashboard_of(ref: RoadmapRef, tallies: list[MilestoneTally], as_of: dt.datetime) -> RoadmapDashboard:
+    """Render a roadmap's artifacts' content from its tallies (so the rows can be let go)."""
+    head, tail = summary_parts(ref.title, tallies, as_of)
+    return RoadmapDashboard(
+        slug=ref.slug, title=ref.title, rows=sum(t.rows for t in tallies), done=sum(t.done for t in tallies),
+        matrix=matrix_rows(tallies), summary_head=head, summary_tail=tail, bars=bars_from_tallies(tallies),
+        statuses=[status_json(v) for t in tallies for v in (t.statuses or ())],
+    )
+
+
+#: Artifact calls in flight at once when a task publishes many roadmaps' artifacts.
+ARTIFACT_CONCURRENCY = 8
+
+
+def _gather_bounded(calls) -> None:
+    """Await every ``call()`` coroutine, :data:`ARTIFACT_CONCURRENCY` at a time, from sync code."""
+
+    async def run_all() -> None:
+        limit = asyncio.Semaphore(ARTIFACT_CONCURRENCY)
+
+        async def one(make):
+            async with limit:
+                await make()
+
+        await asyncio.gather(*(one(make) for make in calls))
+
+    asyncio.run(run_all())
+
+
+@task(name="publish-dashboard", task_run_name="dashboard [{label}]")
+def publish_matrices(label: str, dashboards: list[RoadmapDashboard], as_of: dt.datetime, progress_too: bool) -> None:
+    """Publish each roadmap's matrix table artifact (and its progress artifact, when the check did
+    not move it milestone by milestone), a few calls in flight at once."""
+    calls = []
+    for d in dashboards:
+        calls.append(lambda d=d: acreate_table_artifact(
+            key=artifact_key(d.slug, "matrix"), table=d.matrix,
+            description=f"{d.title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
+        ))
+        if progress_too:
+            calls.append(lambda d=d: acreate_progress_artifact(
+                progress=progress_percent(d.done, d.rows), key=artifact_key(d.slug, "progress"),
+                description=f"{d.title}: share of status rows done or waived",
+            ))
+    _gather_bounded(calls)
+
+
+@task(name="publish-summary", task_run_name="summary [{label}]")
+def publish_summaries(label: str, dashboards: list[RoadmapDashboard], failures: list[str]) -> None:
+    """Publish each roadmap's summary markdown artifact, with tonight's channel failures."""
+    failed = failures_section(failures)
+    _gather_bounded([
+        lambda d=d: acreate_markdown_artifact(
+            key=artifact_key(d.slug, "summary"), markdown=d.summary_head + failed + d.summary_tail,
+            description=f"{d.title}: overdue first",
+        )
+        for d in dashboards
+    ])
 
 
 def _channel_config() -> tuple[str | None, str]:
@@ -184,21 +335,6 @@ def send_reminders(planned: list[PlannedReminder], overdue_escalations: list[Pla
     return report
 
 
-@task(name="publish-artifacts", task_run_name="artifacts [{roadmap}]")
-def publish_artifacts(roadmap: str, title: str, tallies: list[MilestoneTally], as_of: dt.datetime, failures: list[str]) -> None:
-    """Publish the roadmap's matrix and summary artifacts (stable keys, versioned by Prefect)."""
-    create_table_artifact(
-        key=artifact_key(roadmap, "matrix"),
-        table=matrix_rows(tallies),
-        description=f"{title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
-    )
-    create_markdown_artifact(
-        key=artifact_key(roadmap, "summary"),
-        markdown=summary_markdown(title, tallies, as_of, failures),
-        description=f"{title}: overdue first",
-    )
-
-
 def report_dir() -> Path:
     """Folder of published pictures and pages (``ROADMAP_REPORT_DIR``, default ``./reports``)."""
     return Path(os.environ.get("ROADMAP_REPORT_DIR") or "reports")
@@ -218,12 +354,11 @@ EMBED_MAX_BYTES = 300_000
 
 
 @task(name="publish-feeds", task_run_name="timeline and calendars [{roadmap}]")
-def publish_feeds(roadmap: str, title: str, tallies: list[MilestoneTally], as_of: dt.datetime) -> None:
+def publish_feeds(roadmap: str, title: str, bars: list[MilestoneBar], as_of: dt.datetime) -> None:
     """Draw the roadmap's timeline (``<slug>-timeline`` artifact) and write its calendar feeds
     (``<slug>-calendars`` link artifact)."""
     folder = report_dir() / roadmap
     folder.mkdir(parents=True, exist_ok=True)
-    bars = bars_from_tallies(tallies)
     # Drawn under a unique name, then renamed: concurrent runs never write one file at once.
     partial = render_timeline(bars, as_of, folder / f".timeline.{uuid.uuid4().hex}.png")
     png = folder / "timeline.png"  # `roadmap report` also writes an SVG
@@ -271,37 +406,60 @@ def nightly_status_check(
     logger = get_run_logger()
     moment = resolve_as_of(as_of)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    refs = list_roadmaps(roadmaps)
-    tallies: dict[str, list[MilestoneTally]] = {}
-    total_rows, rows_through = sum(ref.rows for ref in refs), 0
-    for ref in refs:
-        progress_id = create_progress_artifact(
-            progress=0.0, key=artifact_key(ref.slug, "progress"),
-            description=f"{ref.title}: share of status rows done or waived (counting)",
-        )
-        done = 0
-        tallies[ref.slug] = []
-        for key in ref.milestones:
-            result = check_milestone(ref.slug, key, moment, include_statuses)
-            tallies[ref.slug].append(result)
-            done += result.done
-            rows_through += result.rows
-            progress.report(rows_through, total_rows)
-            if progress_id:
-                update_progress_artifact(progress_id, progress_percent(done, ref.rows))
-    planned = [p for ts in tallies.values() for t in ts for p in t.reminders]
-    overdue_escalations = [p for ts in tallies.values() for t in ts for p in t.escalations]
-    # quote(): Prefect would otherwise walk every row of these lists looking for futures.
+    refs = {ref.slug: ref for ref in list_roadmaps(roadmaps)}
+    units = plan_units(list(refs.values()))
+    live_progress = all(len(unit.work) == 1 and len(unit.work[0][1]) == 1 for unit in units)
+    total_rows, rows_through = sum(ref.rows for ref in refs.values()), 0
+    progress_ids: dict[str, object] = {}
+    checked: dict[str, list[MilestoneTally]] = {}
+    dashboards: list[RoadmapDashboard] = []
+    planned: list[PlannedReminder] = []
+    overdue_escalations: list[PlannedReminder] = []
+    for unit in units:
+        if live_progress:  # one milestone per task run: the progress bar moves milestone by milestone
+            slug = unit.work[0][0]
+            if slug not in progress_ids:
+                progress_ids[slug] = create_progress_artifact(
+                    progress=0.0, key=artifact_key(slug, "progress"),
+                    description=f"{refs[slug].title}: share of status rows done or waived (counting)",
+                )
+        # quote(): Prefect would otherwise walk every row of these values looking for futures.
+        results = check_milestones(unit.label, quote(unit.work), moment, include_statuses)
+        complete = []
+        for slug, tallies in results.items():
+            checked.setdefault(slug, []).extend(tallies)
+            planned += [p for t in tallies for p in t.reminders]
+            overdue_escalations += [p for t in tallies for p in t.escalations]
+            rows_through += sum(t.rows for t in tallies)
+            if progress_ids.get(slug):
+                update_progress_artifact(progress_ids[slug], progress_percent(
+                    sum(t.done for t in checked[slug]), refs[slug].rows))
+            if len(checked[slug]) == len(refs[slug].milestones):
+                complete.append(dashboard_of(refs[slug], checked.pop(slug), moment))
+        progress.report(rows_through, total_rows)
+        if complete:
+            publish_matrices(roadmaps_label([d.slug for d in complete]), quote(complete), moment,
+                             progress_too=not live_progress)
+            for d in complete:
+                d.matrix = None  # published: let it go
+            dashboards += complete
+    empty = [dashboard_of(ref, [], moment) for ref in refs.values() if not ref.milestones]
+    if empty:
+        publish_matrices("roadmaps without milestones", quote(empty), moment, progress_too=True)
+        dashboards += empty
     report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id)
-    for ref in refs:
-        publish_artifacts(ref.slug, ref.title, quote(tallies[ref.slug]), moment, report.failures)
-        if publish and ref.rows:
-            publish_feeds(ref.slug, ref.title, quote(tallies[ref.slug]), moment)
-    rows = sum(ref.rows for ref in refs)
-    logger.info("checked %d status rows in %d roadmaps as of %s", rows, len(refs), moment.isoformat())
+    del planned, overdue_escalations
+    for start in range(0, len(dashboards), 1000):
+        batch = dashboards[start : start + 1000]
+        publish_summaries(roadmaps_label([d.slug for d in batch]), quote(batch), report.failures)
+    if publish:
+        for d in dashboards:
+            if d.rows:
+                publish_feeds(d.slug, d.title, quote(d.bars), moment)
+    logger.info("checked %d status rows in %d roadmaps as of %s", total_rows, len(refs), moment.isoformat())
     statuses = []
     if include_statuses:
-        statuses = [status_json(v) for ts in tallies.values() for t in ts for v in t.statuses]
+        statuses = [row for d in dashboards for row in d.statuses]
         statuses.sort(key=lambda s: (s["roadmap"], s["member_state"]))  # stable: milestones stay in file order
     return {
         "as_of": pendulum.instance(moment).isoformat(),

@@ -27,7 +27,10 @@ MATRIX_MAX_ROWS = 500
 ESCALATE_AFTER_WORKING_DAYS = 5
 
 ACTIONABLE = {Classification.upcoming, Classification.due_soon, Classification.due_today, Classification.overdue}
-_DUE = {Classification.due_today, Classification.due_soon}
+_ACTIONABLE_VALUES = frozenset(c.value for c in ACTIONABLE)
+_SETTLED_VALUES = frozenset({Classification.done.value, Classification.waived.value})
+_OVERDUE, _DUE_TODAY, _DUE_SOON, _BLOCKED = (
+    Classification.overdue, Classification.due_today, Classification.due_soon, Classification.blocked)
 
 
 @dataclass(frozen=True)
@@ -85,38 +88,46 @@ class MilestoneTally:
     opens_first: dt.date | None = None
 
     def add(self, view: StatusView) -> None:
-        """Account for one classified row."""
+        """Account for one classified row (a few comparisons and dict updates: it runs per row)."""
         self.rows += 1
+        due_day = view.due_day
         if self.rows == 1:
             self.title, self.title_ar = view.milestone_title, view.milestone_title_ar
-        self.due_first = min(self.due_first or view.due_day, view.due_day)
-        self.due_last = max(self.due_last or view.due_day, view.due_day)
-        if view.opens_day:
-            self.opens_first = min(self.opens_first or view.opens_day, view.opens_day)
+            self.due_first = self.due_last = due_day
+        elif due_day < self.due_first:
+            self.due_first = due_day
+        elif due_day > self.due_last:
+            self.due_last = due_day
+        if view.opens_day and (self.opens_first is None or view.opens_day < self.opens_first):
+            self.opens_first = view.opens_day
         c = view.classification
-        self.counts[c.value] += 1
+        value = c._value_  # plain str: Enum.value and Enum.__hash__ are Python-level calls
+        self.counts[value] += 1
         if not self.cells_dropped:
             self.cells[view.member_state] = (f"{view.member_state} {view.member_state_name}", view)
             if len(self.cells) > MATRIX_MAX_ROWS:
                 self.cells.clear()
                 self.cells_dropped = True
-        if c is Classification.overdue:
+        if c is _OVERDUE:
             self.overdue.add(view.days_left, view)  # most overdue first
-        elif c in _DUE:
+        elif c is _DUE_TODAY or c is _DUE_SOON:
             self.due.add(view.days_left, view)
-        elif c is Classification.blocked:
+        elif c is _BLOCKED:
             self.blocked.add(0, view)
-        if view.last_classification != c.value:
-            self.transitions.setdefault(c.value, []).append(view.status_id)
-            self.newly.setdefault(c.value, _Bounded(ATTENTION_LIMIT)).add(0, view)
-        if c in ACTIONABLE:
-            window = _window(view.due_day, view.today, view.reminder_days, view.overdue_every_days, view.calendar)
+        if view.last_classification != value:
+            self.transitions.setdefault(value, []).append(view.status_id)
+            newly = self.newly.get(value)
+            if newly is None:
+                newly = self.newly[value] = _Bounded(ATTENTION_LIMIT)
+            newly.add(0, view)
+        if value in _ACTIONABLE_VALUES:
+            window = _window(due_day, view.today, view.reminder_days, view.overdue_every_days, view.calendar)
             if window is not None:
                 self.reminders.append(PlannedReminder(view, view.recipient, window))
-        if c is Classification.overdue and -view.working_days_left > ESCALATE_AFTER_WORKING_DAYS:
-            self.escalations.append(PlannedReminder(view, "coordinators", "escalation-overdue"))
-        if c not in (Classification.done, Classification.waived):
-            flag = holiday_flag(view)
+            if c is _OVERDUE and -view.working_days_left > ESCALATE_AFTER_WORKING_DAYS:
+                self.escalations.append(PlannedReminder(view, "coordinators", "escalation-overdue"))
+        if value not in _SETTLED_VALUES:
+            flag = _holiday_flag(view.calendar, due_day, view.opens_day)
             if flag:
                 self.holiday_flags.add(0, (view, flag))
         if self.statuses is not None:

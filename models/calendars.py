@@ -12,6 +12,7 @@ instant into such a date is the caller's job (``pendulum.instance(t).in_tz(zone)
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -44,6 +45,14 @@ class WorkingCalendar:
     subdivision: str | None = None
     weekend: frozenset[int] = field(default_factory=frozenset)
     weekend_source: str = "holidays library"
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        # Calendars key many caches (working days, windows): hash once, not per lookup.
+        object.__setattr__(self, "_hash", hash((self.country, self.subdivision, self.weekend, self.weekend_source)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def holiday_name(self, day: dt.date) -> str | None:
         """Return the public holiday's name on ``day`` (the library's text), or None."""
@@ -85,8 +94,11 @@ class WorkingCalendar:
         sign = 1
         if end < start:
             start, end, sign = end, start, -1
-        period = pendulum.interval(pendulum.date(start.year, start.month, start.day), pendulum.date(end.year, end.month, end.day))
-        count = sum(1 for day in period.range("days") if day != start and self.is_working_day(_plain(day)))
+        low, high = start.toordinal(), end.toordinal()
+        count = 0
+        for year in range(start.year, end.year + 1):
+            days = _working_ordinals(self, year)
+            count += bisect.bisect_right(days, high) - bisect.bisect_right(days, low)
         return sign * count
 
     def holidays_between(self, start: dt.date, end: dt.date) -> list[tuple[dt.date, str]]:
@@ -101,6 +113,14 @@ class WorkingCalendar:
 
 def _plain(day: dt.date) -> dt.date:
     return dt.date(day.year, day.month, day.day)
+
+
+@lru_cache(maxsize=2048)
+def _working_ordinals(calendar: WorkingCalendar, year: int) -> list[int]:
+    """Proleptic ordinals of ``calendar``'s working days in ``year``, ascending: counting working
+    days between two dates is then two binary searches per year, not a walk over every day."""
+    first, last = pendulum.date(year, 1, 1), pendulum.date(year, 12, 31)
+    return [day.toordinal() for day in pendulum.interval(first, last).range("days") if calendar.is_working_day(_plain(day))]
 
 
 @lru_cache(maxsize=512)

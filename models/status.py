@@ -54,11 +54,13 @@ ATTENTION_ORDER = [
 ]
 
 _SATISFIED = {State.done.value, State.waived.value}
+_DONE, _WAIVED = State.done.value, State.waived.value
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class StatusView:
-    """One classified status row; plain values only, safe to pass between tasks.
+    """One classified status row; plain values only, safe to pass between tasks. Read-only by
+    convention (not frozen: a frozen dataclass costs ten times more to build, per row).
 
     ``deadline`` is an aware UTC datetime; ``due_day`` and ``today`` are local calendar dates in
     ``owner_timezone``; ``days_left`` counts calendar days (negative when overdue),
@@ -118,32 +120,10 @@ def classify(
         blocked_by: keys of unmet dependencies (empty when none).
         first_reminder_days: the largest reminder offset in days ("due soon" threshold).
     """
-    if recorded_state == State.done.value:
-        return Classification.done
-    if recorded_state == State.waived.value:
-        return Classification.waived
-    if blocked_by:
-        return Classification.blocked
-    if as_of > deadline:
-        return Classification.overdue
-    today = _local_date(as_of, owner_timezone)
-    due_day = _local_date(deadline, owner_timezone)
-    if today == due_day:
-        return Classification.due_today
-    if (due_day - today).days <= first_reminder_days:
-        return Classification.due_soon
-    return Classification.upcoming
-
-
-_MEMBER_STATE_COLUMNS = (
-    MemberState.code,
-    MemberState.name,
-    MemberState.name_ar,
-    MemberState.mission_timezone,
-    MemberState.office_timezone,
-    MemberState.weekend_override,
-    MemberState.weekend_source,
-)
+    return _classify(
+        recorded_state, blocked_by, as_of, deadline,
+        _local_date(as_of, owner_timezone), _local_date(deadline, owner_timezone), first_reminder_days,
+    )
 
 
 def roadmap_milestones(session: Session, roadmap: Roadmap) -> list[Milestone]:
@@ -155,48 +135,182 @@ def roadmap_milestones(session: Session, roadmap: Roadmap) -> list[Milestone]:
     )
 
 
+@dataclass(frozen=True)
+class _MemberStateInfo:
+    name: str
+    name_ar: str
+    mission_timezone: str
+    office_timezone: str
+    weekend_override: tuple[int, ...] | None
+    weekend_source: str
+
+
+class Classifier:
+    """Classifies status rows at one instant, computing once what rows share.
+
+    Rows of a milestone share a few deadlines and zones, and a member state keeps its party
+    across milestones, so local dates, parties and working-day counts are kept in dicts for the
+    classifier's life (one check): a row then costs a few dict lookups, which is what keeps the
+    nightly check close to the time of merely reading the rows (issue "Scale").
+
+    Args:
+        as_of: aware instant of the check.
+
+    Raises:
+        ValueError: ``as_of`` is naive.
+    """
+
+    #: Entries kept per memo before it is emptied (bounds memory on very large portfolios).
+    MEMO_LIMIT = 200_000
+
+    def __init__(self, as_of: dt.datetime):
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be time-zone aware")
+        self.as_of = as_of
+        self._dates: dict[tuple[dt.datetime, str], dt.date] = {}
+        self._parties: dict[tuple, object] = {}
+        self._working: dict[tuple, int] = {}
+        self._member_states: dict[str, _MemberStateInfo] | None = None
+
+    def local_date(self, instant: dt.datetime, timezone: str) -> dt.date:
+        """The local calendar date of an aware ``instant`` in the IANA ``timezone``."""
+        key = (instant, timezone)
+        found = self._dates.get(key)
+        if found is None:
+            if len(self._dates) > self.MEMO_LIMIT:
+                self._dates.clear()
+            found = self._dates[key] = _local_date(instant, timezone)
+        return found
+
+    def member_state(self, session: Session, code: str) -> _MemberStateInfo:
+        """The member state's names, zones and weekend (all member states are read once)."""
+        if self._member_states is None or code not in self._member_states:
+            self._member_states = {
+                row.code: _MemberStateInfo(row.name, row.name_ar, row.mission_timezone, row.office_timezone,
+                                           tuple(row.weekend_override) if row.weekend_override is not None else None,
+                                           row.weekend_source)
+                for row in session.exec(select(MemberState))
+            }
+        return self._member_states[code]
+
+    def party(self, context: "_MilestoneContext", code: str, info: _MemberStateInfo):
+        """The :class:`models.parties.Party` acting on ``context``'s milestone for member state ``code``."""
+        key = (context.owner, code, context.coordinator_timezone, context.coordinator_country)
+        found = self._parties.get(key)
+        if found is None:
+            found = self._parties[key] = party_for(
+                context.owner, member_state_code=code, mission_timezone=info.mission_timezone,
+                office_timezone=info.office_timezone,
+                weekend_override=list(info.weekend_override) if info.weekend_override is not None else None,
+                weekend_source=info.weekend_source, coordinator_timezone=context.coordinator_timezone,
+                coordinator_country=context.coordinator_country,
+            )
+        return found
+
+    def working_days(self, calendar: WorkingCalendar, today: dt.date, due_day: dt.date) -> int:
+        """Working days of ``calendar`` in (today, due_day] (negative when due_day is earlier)."""
+        key = (calendar, today, due_day)
+        found = self._working.get(key)
+        if found is None:
+            if len(self._working) > self.MEMO_LIMIT:
+                self._working.clear()
+            found = self._working[key] = calendar.working_days_between(today, due_day)
+        return found
+
+    def iter_roadmap(
+        self, session: Session, roadmap: Roadmap, milestones: list[Milestone] | None = None
+    ) -> Iterator[StatusView]:
+        """Yield the status rows of ``milestones`` (default: the roadmap's active ones, file order),
+        classified, milestone by milestone, member states in code order.
+
+        One query for the roadmap: the rows of these milestones and of the milestones they depend
+        on, read together (a roadmap holds at most member states x milestones rows, so memory
+        stays bounded by the largest roadmap, not by the portfolio).
+        """
+        every = list(session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id)))
+        wanted = milestones if milestones is not None else sorted(
+            (m for m in every if m.active), key=lambda m: m.position)
+        by_key = {m.key: m for m in every}
+        dependency_ids = {by_key[d].id: d for m in wanted for d in m.depends_on if d in by_key}
+        ids = {m.id for m in wanted} | set(dependency_ids)
+        if not ids:
+            return
+        rows = session.execute(
+            select(Status.milestone_id, Status.member_state_code, Status.id, Status.state, Status.deadline,
+                   Status.opens_at, Status.owner_timezone, Status.note, Status.last_classification)
+            .where(Status.milestone_id.in_(ids))
+            .order_by(Status.milestone_id, Status.member_state_code)
+        ).all()
+        per_milestone: dict[int, list] = {}
+        recorded: dict[tuple[str, str], str] = {}
+        for row in rows:
+            per_milestone.setdefault(row[0], []).append(row)
+            if row[0] in dependency_ids:
+                recorded[(dependency_ids[row[0]], row[1])] = row[3]
+        for milestone in wanted:
+            yield from self._classify_milestone(
+                session, _MilestoneContext.of(roadmap, milestone), milestone.depends_on,
+                per_milestone.get(milestone.id, ()), recorded,
+            )
+
+    def _classify_milestone(self, session, context, depends_on, rows, recorded) -> Iterator[StatusView]:
+        as_of = self.as_of
+        first_reminder_days = max(context.reminder_days, default=0)
+        for _, code, status_id, state, deadline, opens_at, timezone, note, last in rows:
+            info = self.member_state(session, code)
+            party = self.party(context, code, info)
+            blocked_by = tuple(d for d in depends_on if recorded.get((d, code)) not in _SATISFIED) if depends_on else ()
+            due_day = self.local_date(deadline, timezone)
+            today = self.local_date(as_of, timezone)
+            yield StatusView(
+                status_id=status_id,
+                roadmap=context.roadmap,
+                roadmap_title=context.roadmap_title,
+                milestone=context.key,
+                milestone_title=context.title,
+                milestone_title_ar=context.title_ar,
+                member_state=code,
+                member_state_name=info.name,
+                member_state_name_ar=info.name_ar,
+                owner=context.owner,
+                recipient=party.recipient,
+                recorded_state=state,
+                classification=_classify(state, blocked_by, as_of, deadline, today, due_day, first_reminder_days),
+                deadline=deadline,
+                owner_timezone=timezone,
+                due_day=due_day,
+                today=today,
+                days_left=(due_day - today).days,
+                working_days_left=self.working_days(party.calendar, today, due_day),
+                blocked_by=blocked_by,
+                note=note,
+                reminder_days=context.reminder_days,
+                overdue_every_days=context.overdue_every_days,
+                calendar=party.calendar,
+                last_classification=last,
+                opens_day=self.local_date(opens_at, timezone) if opens_at is not None else None,
+            )
+
+
 def iter_milestone_views(
     session: Session, roadmap: Roadmap, milestone: Milestone, as_of: dt.datetime
 ) -> Iterator[StatusView]:
     """Yield the status rows of one milestone classified at ``as_of`` (aware), in member-state order.
 
-    Two set-based queries whatever the number of member states: the recorded states of the
-    milestones it depends on, then its own rows (streamed).
-
     Raises:
         ValueError: ``as_of`` is naive.
     """
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must be time-zone aware")
-    dep_states: dict[str, dict[str, str]] = {}
-    if milestone.depends_on:
-        deps = session.exec(
-            select(Status.member_state_code, Milestone.key, Status.state)
-            .join(Milestone, Status.milestone_id == Milestone.id)
-            .where(Milestone.roadmap_id == roadmap.id, Milestone.key.in_(milestone.depends_on))
-        )
-        for code, key, state in deps:
-            dep_states.setdefault(code, {})[key] = state
-    rows = session.exec(
-        select(Status.id, Status.state, Status.deadline, Status.opens_at, Status.owner_timezone, Status.note,
-               Status.last_classification, *_MEMBER_STATE_COLUMNS)
-        .join(MemberState, Status.member_state_code == MemberState.code)
-        .where(Status.milestone_id == milestone.id)
-        .order_by(MemberState.code)
-        .execution_options(yield_per=5000)
-    )
-    context = _MilestoneContext.of(roadmap, milestone)
-    for row in rows:
-        recorded = dep_states.get(row.code, {})
-        blocked_by = tuple(dep for dep in milestone.depends_on if recorded.get(dep) not in _SATISFIED)
-        yield _view(context, row, blocked_by, as_of)
+    return Classifier(as_of).iter_roadmap(session, roadmap, [milestone])
 
 
 def iter_status_views(session: Session, roadmap: Roadmap, as_of: dt.datetime) -> Iterator[StatusView]:
     """Yield every active status row of ``roadmap`` classified at ``as_of`` (aware), milestone by
-    milestone (file order), member states in code order."""
-    for milestone in roadmap_milestones(session, roadmap):
-        yield from iter_milestone_views(session, roadmap, milestone, as_of)
+    milestone (file order), member states in code order.
+
+    Raises:
+        ValueError: ``as_of`` is naive.
+    """
+    return Classifier(as_of).iter_roadmap(session, roadmap)
 
 
 @dataclass(frozen=True)
@@ -221,68 +335,31 @@ class _MilestoneContext:
         )
 
 
-@lru_cache(maxsize=4096)
-def _party(owner, code, mission_tz, office_tz, weekend, weekend_source, coordinator_tz, coordinator_country):
-    return party_for(
-        owner, member_state_code=code, mission_timezone=mission_tz, office_timezone=office_tz,
-        weekend_override=list(weekend) if weekend is not None else None, weekend_source=weekend_source,
-        coordinator_timezone=coordinator_tz, coordinator_country=coordinator_country,
-    )
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> pendulum.Timezone:
+    # pendulum.timezone() reads the zone file on every call; a zone is immutable, keep it.
+    return pendulum.timezone(name)
 
 
-@lru_cache(maxsize=65536)
 def _local_date(instant: dt.datetime, timezone: str) -> dt.date:
-    local = pendulum.instance(instant).in_tz(timezone)
+    local = instant.astimezone(_zone(timezone))
     return dt.date(local.year, local.month, local.day)
 
 
-@lru_cache(maxsize=65536)
-def _working_days(calendar: WorkingCalendar, today: dt.date, due_day: dt.date) -> int:
-    return calendar.working_days_between(today, due_day)
-
-
-def _view(context: _MilestoneContext, row, blocked_by: tuple[str, ...], as_of: dt.datetime) -> StatusView:
-    weekend = tuple(row.weekend_override) if row.weekend_override is not None else None
-    party = _party(context.owner, row.code, row.mission_timezone, row.office_timezone, weekend,
-                   row.weekend_source, context.coordinator_timezone, context.coordinator_country)
-    due_day = _local_date(row.deadline, row.owner_timezone)
-    today = _local_date(as_of, row.owner_timezone)
-    classification = classify(
-        recorded_state=row.state,
-        deadline=row.deadline,
-        owner_timezone=row.owner_timezone,
-        as_of=as_of,
-        blocked_by=blocked_by,
-        first_reminder_days=max(context.reminder_days, default=0),
-    )
-    return StatusView(
-        status_id=row.id,
-        roadmap=context.roadmap,
-        roadmap_title=context.roadmap_title,
-        milestone=context.key,
-        milestone_title=context.title,
-        milestone_title_ar=context.title_ar,
-        member_state=row.code,
-        member_state_name=row.name,
-        member_state_name_ar=row.name_ar,
-        owner=context.owner,
-        recipient=party.recipient,
-        recorded_state=row.state,
-        classification=classification,
-        deadline=row.deadline,
-        owner_timezone=row.owner_timezone,
-        due_day=due_day,
-        today=today,
-        days_left=(due_day - today).days,
-        working_days_left=_working_days(party.calendar, today, due_day),
-        blocked_by=blocked_by,
-        note=row.note,
-        reminder_days=context.reminder_days,
-        overdue_every_days=context.overdue_every_days,
-        calendar=party.calendar,
-        last_classification=row.last_classification,
-        opens_day=_local_date(row.opens_at, row.owner_timezone) if row.opens_at else None,
-    )
+def _classify(recorded_state, blocked_by, as_of, deadline, today, due_day, first_reminder_days) -> Classification:
+    if recorded_state == _DONE:
+        return Classification.done
+    if recorded_state == _WAIVED:
+        return Classification.waived
+    if blocked_by:
+        return Classification.blocked
+    if as_of > deadline:
+        return Classification.overdue
+    if today == due_day:
+        return Classification.due_today
+    if (due_day - today).days <= first_reminder_days:
+        return Classification.due_soon
+    return Classification.upcoming
 
 
 class StatusError(LookupError):
