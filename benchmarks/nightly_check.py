@@ -17,7 +17,9 @@ One run:
    new); then runs the timed check at ``--as-of`` in a fresh child process (the steady night:
    only yesterday's changes, reminders of windows that started tonight). Each child warms up
    (imports, engine, one tiny flow) and times only the ``nightly_status_check`` call; it reports
-   its own peak RSS (``VmHWM``) and counts the task runs of its flow run through the Prefect client;
+   its own peak RSS (``VmHWM``) and counts the task runs of its flow run through the Prefect client.
+   The check runs with ``publish=False`` (no timeline pictures or calendar files: about 0.3 s of
+   matplotlib per roadmap, a report rather than the check) unless ``--publish`` is given;
 4. measures the SQL floor: the best of 3 single streamed queries reading every active status row
    with its milestone and member state (the columns the check reads), fully fetched;
 5. measures reminder delivery: ``flows.reminders.send_planned`` (claim, render, Apprise notify,
@@ -287,6 +289,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--as-of", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--cprofile")
+    parser.add_argument("--publish", action="store_true")
     args = parser.parse_args(argv)
 
     from prefect import flow
@@ -313,7 +316,7 @@ def child_main(argv: list[str]) -> None:
         profiler.enable()
     out_load = os.getloadavg()
     started = time.perf_counter()
-    state = nightly_status_check(as_of=args.as_of, include_statuses=False, return_state=True)
+    state = nightly_status_check(as_of=args.as_of, include_statuses=False, publish=args.publish, return_state=True)
     elapsed = time.perf_counter() - started
     if profiler:
         profiler.disable()
@@ -348,9 +351,12 @@ def child_main(argv: list[str]) -> None:
     Path(args.out).write_text(json.dumps(out, default=str), encoding="utf-8")
 
 
-def run_check(env: dict, as_of: str, workdir: Path, label: str, py_spy: str | None, cprofile: str | None) -> dict:
+def run_check(env: dict, as_of: str, workdir: Path, label: str, py_spy: str | None, cprofile: str | None,
+              publish: bool = False) -> dict:
     out = workdir / f"{label}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_MARK, "--as-of", as_of, "--out", str(out)]
+    if publish:
+        cmd.append("--publish")
     if cprofile:
         cmd += ["--cprofile", cprofile]
     if py_spy:
@@ -469,6 +475,9 @@ def main() -> None:
     parser.add_argument("--py-spy", help="record the timed check with py-spy into this file (collapsed stacks)")
     parser.add_argument("--cprofile", help="dump cProfile stats of the timed check into this file")
     parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--publish", action="store_true",
+                        help="also draw every roadmap's timeline and write its calendar feeds (the flow's publish=True); "
+                             "off by default: the issue's check is classification, artifacts and reminder claims")
     parser.add_argument("--floor-only", action="store_true",
                         help="generate and measure the SQL floor only (no Prefect, no check): sizes the target where the check is too slow to run")
     args = parser.parse_args()
@@ -525,7 +534,7 @@ def main() -> None:
             prior = (as_of - dt.timedelta(days=1)).isoformat()
             console.log(f"first night: check as of {prior}")
             before = sink.snapshot()
-            first = run_check(env, prior, workdir, "first-night", None, None)
+            first = run_check(env, prior, workdir, "first-night", None, None, args.publish)
             figures["first_night"] = {**first, "sink_requests": sink.snapshot()[0] - before[0],
                                       "sink_bytes": sink.snapshot()[1] - before[1]}
             console.log(f"first night: {first['check_s']:.1f} s, {first['task_runs']} task runs, "
@@ -533,7 +542,7 @@ def main() -> None:
 
         console.log(f"timed check as of {args.as_of}")
         before = sink.snapshot()
-        check = run_check(env, args.as_of, workdir, "check", args.py_spy, args.cprofile)
+        check = run_check(env, args.as_of, workdir, "check", args.py_spy, args.cprofile, args.publish)
         figures["check"] = {**check, "sink_requests": sink.snapshot()[0] - before[0],
                             "sink_bytes": sink.snapshot()[1] - before[1]}
         if check.get("error"):

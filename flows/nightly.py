@@ -159,11 +159,16 @@ def check_milestones(
     classifier = Classifier(as_of)
     results: dict[str, list[MilestoneTally]] = {}
     with session_scope() as session:
+        roadmap_rows = {r.slug: r for r in session.exec(select(Roadmap).where(Roadmap.slug.in_([slug for slug, _ in work])))}
+        milestones: dict[int, list[Milestone]] = {}
+        for m in session.exec(select(Milestone).where(Milestone.roadmap_id.in_([r.id for r in roadmap_rows.values()]))):
+            milestones.setdefault(m.roadmap_id, []).append(m)
         for slug, keys in work:
-            roadmap_row = session.exec(select(Roadmap).where(Roadmap.slug == slug)).one()
-            by_key = {m.key: m for m in session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap_row.id))}
+            roadmap_row = roadmap_rows[slug]
+            every = milestones.get(roadmap_row.id, [])
+            by_key = {m.key: m for m in every}
             tallies = {key: MilestoneTally(slug, key, statuses=[] if keep_statuses else None) for key in keys}
-            for view in classifier.iter_roadmap(session, roadmap_row, [by_key[key] for key in keys]):
+            for view in classifier.iter_roadmap(session, roadmap_row, [by_key[key] for key in keys], every):
                 tallies[view.milestone].add(view)
             results[slug] = [tallies[key] for key in keys]
 
@@ -353,10 +358,15 @@ def published_url(path: Path) -> str:
 EMBED_MAX_BYTES = 300_000
 
 
-@task(name="publish-feeds", task_run_name="timeline and calendars [{roadmap}]")
-def publish_feeds(roadmap: str, title: str, bars: list[MilestoneBar], as_of: dt.datetime) -> None:
-    """Draw the roadmap's timeline (``<slug>-timeline`` artifact) and write its calendar feeds
-    (``<slug>-calendars`` link artifact)."""
+@task(name="publish-feeds", task_run_name="timeline and calendars [{label}]")
+def publish_feeds(label: str, roadmaps: list[tuple[str, str, list[MilestoneBar]]], as_of: dt.datetime) -> None:
+    """For each (slug, title, bars): draw the roadmap's timeline (``<slug>-timeline`` artifact) and
+    write its calendar feeds (``<slug>-calendars`` link artifact)."""
+    for roadmap, title, bars in roadmaps:
+        _publish_feeds(roadmap, title, bars, as_of)
+
+
+def _publish_feeds(roadmap: str, title: str, bars: list[MilestoneBar], as_of: dt.datetime) -> None:
     folder = report_dir() / roadmap
     folder.mkdir(parents=True, exist_ok=True)
     # Drawn under a unique name, then renamed: concurrent runs never write one file at once.
@@ -453,9 +463,10 @@ def nightly_status_check(
         batch = dashboards[start : start + 1000]
         publish_summaries(roadmaps_label([d.slug for d in batch]), quote(batch), report.failures)
     if publish:
-        for d in dashboards:
-            if d.rows:
-                publish_feeds(d.slug, d.title, quote(d.bars), moment)
+        drawn = [(d.slug, d.title, d.bars) for d in dashboards if d.rows]
+        for start in range(0, len(drawn), 100):
+            batch = drawn[start : start + 100]
+            publish_feeds(roadmaps_label([slug for slug, _, _ in batch]), quote(batch), moment)
     logger.info("checked %d status rows in %d roadmaps as of %s", total_rows, len(refs), moment.isoformat())
     statuses = []
     if include_statuses:

@@ -1,8 +1,9 @@
 """Sending the night's reminders and escalations: claim in the log, deliver, record.
 
 Plain Python (no Prefect here except the events callback the flow passes in), so it can be
-tested on its own. Order per recipient: claim every due item and COMMIT, render one digest,
-deliver, then mark the claims sent or failed and commit. See :mod:`models.reminders` for the
+tested on its own. Order: claim the due items of a few recipients (:data:`CLAIM_RECIPIENTS`)
+in one transaction and COMMIT; then per recipient render one digest, deliver, mark its claims
+sent or failed and commit. See :mod:`models.reminders` for the
 guarantees and the one window of doubt (a run killed between delivery and the commit).
 """
 
@@ -19,7 +20,7 @@ import apprise
 from flows.tally import PlannedReminder
 from models.db import session_scope
 from models.transactions import in_transaction
-from models.reminders import claim, mark_delivered, mark_failed, repeatedly_failing
+from models.reminders import claim_many, mark_delivered, mark_failed, repeatedly_failing
 from notifications.delivery import deliver
 from notifications.digest import DigestItem, render_digest, render_digest_html
 
@@ -112,45 +113,55 @@ def send_planned(
     now = now or (lambda: dt.datetime.now(dt.timezone.utc))
     reasons = reasons or {}
     report = ReminderReport()
-    for recipient in sorted(plan):
-        def claim_all(session, recipient=recipient) -> tuple[list[tuple[int, PlannedReminder]], int]:
-            claimed, already = [], 0
+    recipients = sorted(plan)
+    for start in range(0, len(recipients), CLAIM_RECIPIENTS):
+        batch = recipients[start : start + CLAIM_RECIPIENTS]
+        keys = list(dict.fromkeys(
+            (p.view.status_id, recipient, p.window) for recipient in batch for p in plan[recipient]))
+        claims = in_transaction(
+            lambda session, keys=keys: claim_many(session, keys, run_id=run_id, now=now()), database_url)
+        for recipient in batch:
+            claimed, seen = [], set()
             for planned in plan[recipient]:
-                outcome = claim(
-                    session, status_id=planned.view.status_id, recipient=recipient, window=planned.window,
-                    run_id=run_id, now=now(),
-                )
+                key = (planned.view.status_id, recipient, planned.window)
+                if key in seen:
+                    continue
+                seen.add(key)
+                outcome = claims[key]
                 if outcome.outcome == "claimed":
                     claimed.append((outcome.log_id, planned))
                 elif outcome.outcome == "already_sent":
-                    already += 1
-            return claimed, already
-
-        claimed, already = in_transaction(claim_all, database_url)
-        report.already_sent += already
-        if not claimed:
-            continue
-        items = [_item(p, reasons.get((p.view.status_id, p.window), "")) for _, p in claimed]
-        subject, body = render_digest(recipient, items, as_of)
-        delivery = deliver(hub, tag=recipient, title=subject, body=body,
-                           body_html=render_digest_html(recipient, items, as_of))
-        ids = [log_id for log_id, _ in claimed]
-        if delivery.ok:
-            in_transaction(lambda session, ids=ids: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
-        else:
-            reason = delivery.reason
-            in_transaction(lambda session, ids=ids, reason=reason: mark_failed(session, ids, run_id=run_id, reason=reason), database_url)
-        if delivery.ok:
-            report.sent += len(ids)
-            report.messages += 1
-        else:
-            report.failed += len(ids)
-            report.failures.append(f"{recipient}: {delivery.reason}")
-            log.warning("reminder digest to %s failed: %s", recipient, delivery.reason)
-        if on_result:
-            for _, planned in claimed:
-                on_result("sent" if delivery.ok else "failed", planned, "" if delivery.ok else delivery.reason)
+                    report.already_sent += 1
+            if claimed:
+                _deliver_digest(recipient, claimed, hub=hub, as_of=as_of, run_id=run_id, database_url=database_url,
+                                reasons=reasons, on_result=on_result, now=now, report=report)
     return report
+
+
+#: Recipients whose items are claimed in one transaction before their digests go out. Small
+#: enough that the last digest of a batch leaves well within the claim lease even when every
+#: channel times out (3 attempts each).
+CLAIM_RECIPIENTS = 10
+
+
+def _deliver_digest(recipient, claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now, report) -> None:
+    items = [_item(p, reasons.get((p.view.status_id, p.window), "")) for _, p in claimed]
+    subject, body = render_digest(recipient, items, as_of)
+    delivery = deliver(hub, tag=recipient, title=subject, body=body,
+                       body_html=lambda: render_digest_html(recipient, items, as_of))
+    ids = [log_id for log_id, _ in claimed]
+    if delivery.ok:
+        in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
+        report.sent += len(ids)
+        report.messages += 1
+    else:
+        in_transaction(lambda session: mark_failed(session, ids, run_id=run_id, reason=delivery.reason), database_url)
+        report.failed += len(ids)
+        report.failures.append(f"{recipient}: {delivery.reason}")
+        log.warning("reminder digest to %s failed: %s", recipient, delivery.reason)
+    if on_result:
+        for _, planned in claimed:
+            on_result("sent" if delivery.ok else "failed", planned, "" if delivery.ok else delivery.reason)
 
 
 def escalations(

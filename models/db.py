@@ -64,6 +64,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # concurrent checks wait for each other instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode, NORMAL syncs at checkpoints instead of at every commit: a commit survives a
+    # crash of the process (the reminder log's guarantee), only a power cut may undo the last
+    # ones; the SQLite documentation's advice for WAL (https://www.sqlite.org/pragma.html#pragma_synchronous).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

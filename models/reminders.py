@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 
 import pendulum
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, or_, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
@@ -122,6 +122,80 @@ def _insert(session: Session):
     raise NotImplementedError(f"reminder claims need INSERT ... ON CONFLICT; dialect {dialect!r} has none here")
 
 
+ReminderKey = tuple[int, str, str]  #: (status id, recipient tag, window)
+
+#: Rows per INSERT statement when claiming (8 bound values each, far below SQLite's limit).
+CLAIM_CHUNK = 500
+
+
+def claim_many(
+    session: Session,
+    keys: list[ReminderKey],
+    *,
+    run_id: str,
+    now: dt.datetime,
+    lease: dt.timedelta | None = None,
+) -> dict[ReminderKey, Claim]:
+    """Claim many reminders for this run in a few statements (no commit: the caller commits
+    before sending). Same rules as :func:`claim`, item by item.
+
+    Args:
+        keys: distinct (status id, recipient, window) triples.
+        now: aware wall-clock instant (not the check's as-of): leases are about real time.
+
+    Returns:
+        {key: Claim}: ``"claimed"`` with the log id for those this run must send; otherwise
+        ``"already_sent"`` or ``"in_flight"``.
+    """
+    lease = _lease() if lease is None else lease
+    outcome: dict[ReminderKey, Claim] = {}
+    columns = (ReminderLog.id, ReminderLog.status_id, ReminderLog.recipient, ReminderLog.window, ReminderLog.attempts)
+    for start in range(0, len(keys), CLAIM_CHUNK):
+        chunk = keys[start : start + CLAIM_CHUNK]
+        # RETURNING tells which rows this statement wrote (rowcount is not reliable for
+        # INSERT ... ON CONFLICT across drivers: psycopg 3 reports -1).
+        inserted = session.execute(
+            _insert(session)
+            .values([
+                dict(status_id=status_id, recipient=recipient, window=window, state=ReminderState.claimed.value,
+                     attempts=0, claimed_at=now, claimed_by=run_id, error="")
+                for status_id, recipient, window in chunk
+            ])
+            .on_conflict_do_nothing(index_elements=["status_id", "recipient", "window"])
+            .returning(*columns)
+        ).all()
+        for row in inserted:
+            outcome[(row.status_id, row.recipient, row.window)] = Claim("claimed", row.id, row.attempts)
+        rest = [key for key in chunk if key not in outcome]
+        if not rest:
+            continue
+        same_key = tuple_(ReminderLog.status_id, ReminderLog.recipient, ReminderLog.window).in_(rest)
+        taken = session.execute(
+            update(ReminderLog)
+            .where(
+                same_key,
+                or_(
+                    ReminderLog.state == ReminderState.failed.value,
+                    and_(ReminderLog.state == ReminderState.claimed.value, ReminderLog.claimed_at < now - lease),
+                ),
+            )
+            .values(state=ReminderState.claimed.value, claimed_at=now, claimed_by=run_id)
+            .returning(*columns)
+            .execution_options(synchronize_session=False)
+        ).all()
+        for row in taken:
+            outcome[(row.status_id, row.recipient, row.window)] = Claim("claimed", row.id, row.attempts)
+        rest = [key for key in rest if key not in outcome]
+        if rest:
+            for status_id, recipient, window, state in session.execute(
+                select(ReminderLog.status_id, ReminderLog.recipient, ReminderLog.window, ReminderLog.state)
+                .where(tuple_(ReminderLog.status_id, ReminderLog.recipient, ReminderLog.window).in_(rest))
+            ):
+                outcome[(status_id, recipient, window)] = Claim(
+                    "already_sent" if state == ReminderState.sent.value else "in_flight")
+    return outcome
+
+
 def claim(
     session: Session,
     *,
@@ -134,6 +208,9 @@ def claim(
 ) -> Claim:
     """Claim one reminder for this run (no commit: the caller commits before sending).
 
+    A new row is inserted as claimed (INSERT ... ON CONFLICT DO NOTHING); a failed row, or a
+    claim older than the lease, is taken over by a conditional UPDATE that only one run can win.
+
     Args:
         now: aware wall-clock instant (not the check's as-of): leases are about real time.
 
@@ -141,37 +218,8 @@ def claim(
         ``Claim("claimed", id)`` when this run must send it (new, failed before, or abandoned);
         ``Claim("already_sent")`` or ``Claim("in_flight")`` otherwise.
     """
-    lease = _lease() if lease is None else lease
-    key = and_(
-        ReminderLog.status_id == status_id, ReminderLog.recipient == recipient, ReminderLog.window == window
-    )
-    # RETURNING tells whether this statement wrote the row (rowcount is not reliable for
-    # INSERT ... ON CONFLICT across drivers: psycopg 3 reports -1).
-    inserted = session.execute(
-        _insert(session)
-        .values(status_id=status_id, recipient=recipient, window=window, state=ReminderState.claimed.value,
-                attempts=0, claimed_at=now, claimed_by=run_id, error="")
-        .on_conflict_do_nothing(index_elements=["status_id", "recipient", "window"])
-        .returning(ReminderLog.id, ReminderLog.attempts)
-    ).first()
-    if inserted is not None:
-        return Claim("claimed", inserted.id, inserted.attempts)
-    taken = session.execute(
-        update(ReminderLog)
-        .where(
-            key,
-            or_(
-                ReminderLog.state == ReminderState.failed.value,
-                and_(ReminderLog.state == ReminderState.claimed.value, ReminderLog.claimed_at < now - lease),
-            ),
-        )
-        .values(state=ReminderState.claimed.value, claimed_at=now, claimed_by=run_id)
-        .returning(ReminderLog.id, ReminderLog.attempts)
-    ).first()
-    if taken is not None:
-        return Claim("claimed", taken.id, taken.attempts)
-    state = session.exec(select(ReminderLog.state).where(key)).one()
-    return Claim("already_sent" if state == ReminderState.sent.value else "in_flight")
+    key = (status_id, recipient, window)
+    return claim_many(session, [key], run_id=run_id, now=now, lease=lease)[key]
 
 
 def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt.datetime) -> int:

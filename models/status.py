@@ -9,8 +9,9 @@ Classification rules (issue "nightly status check"; times in the owner's IANA zo
 - ``due_soon``: no more days left than the first (largest) reminder offset.
 - ``upcoming``: otherwise.
 
-The read is set-based: one query per roadmap, streamed in member-state order so memory stays
-bounded whatever the size of the roadmap.
+The read is set-based: one query per roadmap (its rows and those of the milestones they depend
+on), so memory is bounded by the largest roadmap, never by the portfolio. What rows share (local
+dates, parties, working-day counts) is computed once per check by a :class:`Classifier`.
 """
 
 from __future__ import annotations
@@ -218,16 +219,22 @@ class Classifier:
         return found
 
     def iter_roadmap(
-        self, session: Session, roadmap: Roadmap, milestones: list[Milestone] | None = None
+        self,
+        session: Session,
+        roadmap: Roadmap,
+        milestones: list[Milestone] | None = None,
+        every_milestone: list[Milestone] | None = None,
     ) -> Iterator[StatusView]:
         """Yield the status rows of ``milestones`` (default: the roadmap's active ones, file order),
         classified, milestone by milestone, member states in code order.
 
         One query for the roadmap: the rows of these milestones and of the milestones they depend
         on, read together (a roadmap holds at most member states x milestones rows, so memory
-        stays bounded by the largest roadmap, not by the portfolio).
+        stays bounded by the largest roadmap, not by the portfolio). ``every_milestone``, when the
+        caller has them, are all the roadmap's milestones, removed ones included (dependencies).
         """
-        every = list(session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id)))
+        every = every_milestone if every_milestone is not None else list(
+            session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id)))
         wanted = milestones if milestones is not None else sorted(
             (m for m in every if m.active), key=lambda m: m.position)
         by_key = {m.key: m for m in every}
@@ -235,7 +242,7 @@ class Classifier:
         ids = {m.id for m in wanted} | set(dependency_ids)
         if not ids:
             return
-        rows = session.execute(
+        rows = session.connection().execute(  # Core: plain rows, no ORM loading per row
             select(Status.milestone_id, Status.member_state_code, Status.id, Status.state, Status.deadline,
                    Status.opens_at, Status.owner_timezone, Status.note, Status.last_classification)
             .where(Status.milestone_id.in_(ids))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import apprise
 from apprise import NotifyFormat
@@ -39,9 +40,10 @@ def _reason(result) -> str:
     return "; ".join(names) or "delivery failed"
 
 
-def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | None) -> list[tuple[apprise.Apprise, str, NotifyFormat]]:
+def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | Callable[[], str] | None) -> list[tuple[apprise.Apprise, str, NotifyFormat]]:
     """Split the channels tagged ``tag``: those that render HTML (e-mail) get ``body_html``, the
-    others the plain text (so Apprise never has to convert one into the other)."""
+    others the plain text (so Apprise never has to convert one into the other). A callable
+    ``body_html`` is rendered only when some channel wants HTML."""
     html, text = apprise.Apprise(), apprise.Apprise()
     for service in hub.find(tag):
         # Channels whose own default rendering is HTML (e-mail, or any URL with ?format=html).
@@ -49,7 +51,7 @@ def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | None) ->
         (html if wants_html else text).add(service)
     groups = []
     if len(html):
-        groups.append((html, body_html, NotifyFormat.HTML))
+        groups.append((html, body_html() if callable(body_html) else body_html, NotifyFormat.HTML))
     if len(text):
         groups.append((text, body, NotifyFormat.TEXT))
     return groups
@@ -61,11 +63,12 @@ def deliver(
     tag: str,
     title: str,
     body: str,
-    body_html: str | None = None,
+    body_html: str | Callable[[], str] | None = None,
     attempts: int = ATTEMPTS,
     backoff_s: float | None = None,
 ) -> Delivery:
-    """Send ``title``/``body`` to every channel tagged ``tag`` (``body_html`` to e-mail channels, if given).
+    """Send ``title``/``body`` to every channel tagged ``tag`` (``body_html`` to e-mail channels, if
+    given: the text, or a function that renders it, called only when such a channel exists).
 
     A group of channels that succeeded is not sent again by a retry. Returns a
     :class:`Delivery`; an exception inside Apprise or a plugin becomes a failed delivery whose

@@ -116,3 +116,47 @@ def test_run_graph_artifacts_and_events(seeded, outbox):
         assert "Nothing newly done or newly overdue." in summary
         time.sleep(2)
         assert len(_events(client, "roadmap.milestone.overdue", 16, since, timeout_s=2)) == 15
+
+
+def test_a_large_portfolio_is_checked_in_grouped_task_runs_with_the_same_artifacts(seeded, outbox, monkeypatch):
+    """Above MILESTONE_TASKS_MAX milestones, one task run checks a group of roadmaps; the
+    artifacts say exactly what the per-milestone run graph says."""
+    import json
+
+    import flows.nightly as nightly
+
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done")
+    monkeypatch.setattr(nightly, "MILESTONE_TASKS_MAX", 5)  # the seed has 6 milestones
+    state = nightly_status_check(as_of=AS_OF, publish=False, return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        names = sorted(t.name for t in task_runs)
+        assert len(names) == 4 and names[2].startswith("send-reminders")  # Prefect suffixes unnamed runs
+        assert [names[0], names[1], names[3]] == [f"dashboard [{SLUG}]", SLUG, f"summary [{SLUG}]"]
+        artifacts = _latest_artifacts(client, [f"{SLUG}-{kind}" for kind in ("matrix", "progress", "summary")])
+        assert artifacts[f"{SLUG}-progress"].data == pytest.approx(34.4)
+        matrix = artifacts[f"{SLUG}-matrix"].data
+        matrix = json.loads(matrix) if isinstance(matrix, str) else matrix
+        assert len(matrix) == 16
+        jordan = next(row for row in matrix if row["member_state"] == "JO Jordan")
+        assert jordan["invitations"] == "✅ done · 2024-05-31"
+        assert jordan["nominations"].startswith("⚪ upcoming")
+        assert next(row for row in matrix if row["member_state"] == "DZ Algeria")["travel"] == "⛔ blocked · 2024-06-30"
+        assert "## Overdue (15)" in artifacts[f"{SLUG}-summary"].data
+
+
+def test_plan_units_groups_whole_roadmaps_by_rows(monkeypatch):
+    import flows.nightly as nightly
+    from flows.nightly import RoadmapRef, plan_units
+
+    refs = [RoadmapRef(i, f"r{i}", f"R{i}", ("a", "b", "c"), rows) for i, rows in enumerate([40, 50, 30, 90, 10])]
+    assert [u.label for u in plan_units(refs[:2])] == ["a [r0]", "b [r0]", "c [r0]", "a [r1]", "b [r1]", "c [r1]"]
+    monkeypatch.setattr(nightly, "MILESTONE_TASKS_MAX", 3)
+    monkeypatch.setattr(nightly, "GROUP_ROWS", 100)
+    units = plan_units(refs)
+    assert [u.label for u in units] == ["r0 … r1 (2 roadmaps)", "r2", "r3 … r4 (2 roadmaps)"]
+    assert [u.rows for u in units] == [90, 30, 100]
+    assert units[0].work == (("r0", ("a", "b", "c")), ("r1", ("a", "b", "c")))
