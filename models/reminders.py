@@ -154,15 +154,17 @@ def claim_many(
         chunk = keys[start : start + CLAIM_CHUNK]
         # RETURNING tells which rows this statement wrote (rowcount is not reliable for
         # INSERT ... ON CONFLICT across drivers: psycopg 3 reports -1).
-        inserted = session.execute(
+        # One cached statement, many parameter sets: SQLAlchemy batches them into multi-row
+        # INSERTs ("insertmanyvalues") and still returns the rows written.
+        inserted = session.connection().execute(
             _insert(session)
-            .values([
+            .on_conflict_do_nothing(index_elements=["status_id", "recipient", "window"])
+            .returning(*columns),
+            [
                 dict(status_id=status_id, recipient=recipient, window=window, state=ReminderState.claimed.value,
                      attempts=0, claimed_at=now, claimed_by=run_id, error="")
                 for status_id, recipient, window in chunk
-            ])
-            .on_conflict_do_nothing(index_elements=["status_id", "recipient", "window"])
-            .returning(*columns)
+            ],
         ).all()
         for row in inserted:
             outcome[(row.status_id, row.recipient, row.window)] = Claim("claimed", row.id, row.attempts)

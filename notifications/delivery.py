@@ -8,11 +8,13 @@ the caller (the reminder log keeps it).
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
 import apprise
 from apprise import NotifyFormat
+from apprise.common import MATCH_ALL_TAG, MATCH_ALWAYS_TAG
 
 ATTEMPTS = 3
 BACKOFF_S = 0.5
@@ -40,12 +42,39 @@ def _reason(result) -> str:
     return "; ".join(names) or "delivery failed"
 
 
+_INDEX: "weakref.WeakKeyDictionary[apprise.Apprise, tuple[int, dict[str, list], list]]" = weakref.WeakKeyDictionary()
+
+
+def _services(hub: apprise.Apprise, tag: str) -> list:
+    """The channels of ``hub`` that a message to the plain tag ``tag`` reaches: those carrying the
+    tag, and those tagged ``always`` (Apprise's rule for one tag without commas).
+
+    ``Apprise.find(tag)`` tests every channel: a digest per recipient would cost recipients x
+    channels tests a night. The index is built in one pass per hub (rebuilt if channels are added).
+    """
+    if "," in tag or tag == MATCH_ALL_TAG:
+        return list(hub.find(tag))
+    entry = _INDEX.get(hub)
+    if entry is None or entry[0] != len(hub):
+        by_tag: dict[str, list] = {}
+        always = []
+        for service in hub.find(MATCH_ALL_TAG):
+            if MATCH_ALWAYS_TAG in service.tags:
+                always.append(service)
+            for service_tag in service.tags:
+                by_tag.setdefault(service_tag, []).append(service)
+        entry = _INDEX[hub] = (len(hub), by_tag, always)
+    _, by_tag, always = entry
+    found = by_tag.get(tag, [])
+    return found + [service for service in always if service not in found]
+
+
 def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | Callable[[], str] | None) -> list[tuple[apprise.Apprise, str, NotifyFormat]]:
     """Split the channels tagged ``tag``: those that render HTML (e-mail) get ``body_html``, the
     others the plain text (so Apprise never has to convert one into the other). A callable
     ``body_html`` is rendered only when some channel wants HTML."""
     html, text = apprise.Apprise(), apprise.Apprise()
-    for service in hub.find(tag):
+    for service in _services(hub, tag):
         # Channels whose own default rendering is HTML (e-mail, or any URL with ?format=html).
         wants_html = body_html is not None and service.resolve_format(None) == NotifyFormat.HTML
         (html if wants_html else text).add(service)

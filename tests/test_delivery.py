@@ -156,3 +156,23 @@ def test_failing_channels_are_retried_a_bounded_number_of_times(status, delay_s,
     assert elapsed < 10
     if not closed:
         assert len(sink.requests) == 3
+
+
+def test_the_tag_index_finds_what_apprise_finds():
+    """delivery indexes channels by tag (one pass per hub); it must reach exactly the channels
+    Apprise's own find() reaches, "always" channels included, and follow channels added later."""
+    from notifications.delivery import _services
+
+    hub = parse_apprise_yaml(
+        "urls:\n"
+        "  - json://127.0.0.1:9/a:\n      tag: mission-jo\n"
+        "  - json://127.0.0.1:9/b:\n      tag: office-jo, mission-jo\n"
+        "  - json://127.0.0.1:9/c:\n      tag: always\n"
+        "  - json://127.0.0.1:9/d:\n      tag: coordinators\n",
+        "test.yaml",
+    )
+    for tag in ("mission-jo", "office-jo", "coordinators", "office-tn"):
+        assert sorted(s.url() for s in _services(hub, tag)) == sorted(s.url() for s in hub.find(tag)), tag
+    assert [s.url().split("?")[0] for s in _services(hub, "office-tn")] == ["json://127.0.0.1:9/c"]
+    hub.add("json://127.0.0.1:9/e", tag="office-tn")
+    assert sorted(s.url().split("?")[0] for s in _services(hub, "office-tn")) == ["json://127.0.0.1:9/c", "json://127.0.0.1:9/e"]
