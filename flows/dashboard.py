@@ -69,7 +69,7 @@ def progress_percent(done: int, rows: int) -> float:
 def _table(views: list[StatusView], detail) -> list[str]:
     lines = ["| Milestone | Member state | Deadline (owner's time) | |", "|---|---|---|---|"]
     for v in views:
-        deadline = v.deadline_local.format("YYYY-MM-DD HH:mm") + f" {v.owner_timezone}"
+        deadline = v.deadline_local.strftime("%Y-%m-%d %H:%M") + f" {v.owner_timezone}"
         lines.append(f"| {v.milestone} | {v.member_state} {v.member_state_name} | {deadline} | {detail(v)} |")
     return lines
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pendulum
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import (
     Artifact,
     MarkdownArtifact,
@@ -105,7 +106,10 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
 #: portfolio of thousands of roadmaps is not thousands of orchestrated task runs (issue "Scale").
 MILESTONE_TASKS_MAX = 60
 #: Status rows per grouped task run (a roadmap is never split).
-GROUP_ROWS = 100_000
+GROUP_ROWS = 50_000
+#: Every task here has ``cache_policy=NO_CACHE``: a night's check must run every night, and the
+#: default policy would hash every input (hundreds of thousands of rows at scale) for nothing.
+
 #: Status events per kind and task run; beyond it, one summary event carries the count.
 STATUS_EVENTS_PER_TASK = 1000
 
@@ -139,15 +143,18 @@ def plan_units(refs: list[RoadmapRef]) -> list[CheckUnit]:
             units.append(CheckUnit(roadmaps_label([r.slug for r in batch]), tuple((r.slug, r.milestones) for r in batch), sum(r.rows for r in batch)))
             batch.clear()
 
+    rows = 0
     for ref in refs:
-        if batch and sum(r.rows for r in batch) + ref.rows > GROUP_ROWS:
+        if batch and rows + ref.rows > GROUP_ROWS:
             close()
+            rows = 0
         batch.append(ref)
+        rows += ref.rows
     close()
     return units
 
 
-@task(name="check-milestones", task_run_name="{label}")
+@task(name="check-milestones", task_run_name="{label}", cache_policy=NO_CACHE)
 def check_milestones(
     label: str, work: tuple[tuple[str, tuple[str, ...]], ...], as_of: dt.datetime, keep_statuses: bool = True
 ) -> dict[str, list[MilestoneTally]]:
@@ -249,7 +256,7 @@ def _create_all(artifacts: list[Artifact]) -> None:
     asyncio.run(create_all())
 
 
-@task(name="publish-dashboard", task_run_name="dashboard [{label}]")
+@task(name="publish-dashboard", task_run_name="dashboard [{label}]", cache_policy=NO_CACHE)
 def publish_matrices(label: str, dashboards: list[RoadmapDashboard], as_of: dt.datetime, progress_too: bool) -> None:
     """Publish each roadmap's matrix table artifact (and its progress artifact, when the check did
     not move it milestone by milestone), a few calls in flight at once."""
@@ -267,7 +274,7 @@ def publish_matrices(label: str, dashboards: list[RoadmapDashboard], as_of: dt.d
     _create_all(artifacts)
 
 
-@task(name="publish-summary", task_run_name="summary [{label}]")
+@task(name="publish-summary", task_run_name="summary [{label}]", cache_policy=NO_CACHE)
 def publish_summaries(label: str, dashboards: list[RoadmapDashboard], failures: list[str]) -> None:
     """Publish each roadmap's summary markdown artifact, with tonight's channel failures."""
     failed = failures_section(failures)
@@ -311,7 +318,7 @@ class _ReminderEvents:
             emit_summary_event(f"roadmap.reminder.{kind}", run_id, count)
 
 
-@task(name="send-reminders")
+@task(name="send-reminders", cache_policy=NO_CACHE)
 def send_reminders(planned: list[PlannedReminder], overdue_escalations: list[PlannedReminder], as_of: dt.datetime, run_id: str) -> ReminderReport:
     """Send tonight's digests (one per recipient), then the coordinators' escalations; each item
     is claimed in the reminder log before any message leaves."""
@@ -360,7 +367,7 @@ def published_url(path: Path) -> str:
 EMBED_MAX_BYTES = 300_000
 
 
-@task(name="publish-feeds", task_run_name="timeline and calendars [{label}]")
+@task(name="publish-feeds", task_run_name="timeline and calendars [{label}]", cache_policy=NO_CACHE)
 def publish_feeds(label: str, roadmaps: list[tuple[str, str, list[MilestoneBar]]], as_of: dt.datetime) -> None:
     """For each (slug, title, bars): draw the roadmap's timeline (``<slug>-timeline`` artifact) and
     write its calendar feeds (``<slug>-calendars`` link artifact)."""

@@ -119,8 +119,10 @@ def _plain(day: dt.date) -> dt.date:
 def _working_ordinals(calendar: WorkingCalendar, year: int) -> list[int]:
     """Proleptic ordinals of ``calendar``'s working days in ``year``, ascending: counting working
     days between two dates is then two binary searches per year, not a walk over every day."""
-    first, last = pendulum.date(year, 1, 1), pendulum.date(year, 12, 31)
-    return [day.toordinal() for day in pendulum.interval(first, last).range("days") if calendar.is_working_day(_plain(day))]
+    first, last = dt.date(year, 1, 1).toordinal(), dt.date(year, 12, 31).toordinal()
+    holiday = {day.toordinal() for day in _holidays(calendar.country, calendar.subdivision, year)}
+    # Ordinal 1 (0001-01-01) is a Monday, so (ordinal - 1) % 7 is the weekday, Monday = 0.
+    return [o for o in range(first, last + 1) if (o - 1) % 7 not in calendar.weekend and o not in holiday]
 
 
 @lru_cache(maxsize=512)

@@ -99,7 +99,7 @@ class StatusView:
     @property
     def deadline_local(self) -> pendulum.DateTime:
         """The deadline in the owner's zone (aware)."""
-        return pendulum.instance(self.deadline).in_tz(self.owner_timezone)
+        return pendulum.instance(self.deadline.astimezone(_zone(self.owner_timezone)))
 
 
 def classify(

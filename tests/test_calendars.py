@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pendulum
+import pytest
 
 from models.calendars import calendar_for, library_weekend, mission_calendar
 from models.deadlines import end_of_month
@@ -76,3 +77,23 @@ def test_working_days_left_across_eid_al_adha_excludes_the_library_eid_days():
 def test_hijri_date_in_umm_al_qura():
     assert hijri_date(D(2024, 5, 31)) == "23 ذو القعدة 1445"
     assert hijri_date(D(2024, 5, 31), "en") == "23 Dhu al-Qa'dah 1445"
+
+
+@pytest.mark.parametrize("country, subdivision, weekend", [("SA", None, None), ("CH", "GE", None), ("LY", None, [4, 5]), ("MR", None, [5, 6])])
+def test_working_day_counts_agree_with_walking_the_calendar_day_by_day(country, subdivision, weekend):
+    """working_days_between counts from cached per-year tables (binary search); walking every day
+    with is_working_day, as pendulum enumerates them, must give the same counts."""
+    import pendulum
+
+    from models.calendars import calendar_for
+
+    calendar = calendar_for(country, subdivision, weekend)
+    start = dt.date(2023, 12, 20)
+    for days in (0, 1, 6, 45, 400):
+        end = start + dt.timedelta(days=days)
+        walked = sum(
+            1 for day in pendulum.interval(pendulum.date(2023, 12, 20), pendulum.date(end.year, end.month, end.day)).range("days")
+            if day != start and calendar.is_working_day(dt.date(day.year, day.month, day.day))
+        )
+        assert calendar.working_days_between(start, end) == walked
+        assert calendar.working_days_between(end, start) == -walked
