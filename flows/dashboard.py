@@ -28,12 +28,17 @@ def artifact_key(slug: str, kind: str) -> str:
 
 def cell(view: StatusView) -> str:
     """Short state of one status row with its symbol and the owner's local deadline day."""
-    text = SYMBOLS[view.classification]
-    if view.classification is Classification.overdue:
-        text += f" by {-view.working_days_left} working days"
-    elif view.classification in (Classification.due_soon, Classification.upcoming):
-        text += f", {view.working_days_left} working days left"
-    return f"{text} · {view.due_day.isoformat()}"
+    return cell_text(view.classification, view.working_days_left, view.due_day)
+
+
+def cell_text(classification: Classification, working_days_left: int, due_day: dt.date) -> str:
+    """See :func:`cell`: "🔴 overdue by 3 working days · 2024-05-31"."""
+    text = SYMBOLS[classification]
+    if classification is Classification.overdue:
+        text += f" by {-working_days_left} working days"
+    elif classification in (Classification.due_soon, Classification.upcoming):
+        text += f", {working_days_left} working days left"
+    return f"{text} · {due_day.isoformat()}"
 
 
 def matrix_rows(tallies: list[MilestoneTally]) -> list[dict[str, str]]:
@@ -47,16 +52,16 @@ def matrix_rows(tallies: list[MilestoneTally]) -> list[dict[str, str]]:
             {"milestone": t.milestone, **{c.value: str(t.counts.get(c.value, 0)) for c in ATTENTION_ORDER}}
             for t in tallies
         ]
-    labels: dict[str, str] = {}
+    names: dict[str, str] = {}
     for t in tallies:
-        for code, (label, _) in t.cells.items():
-            labels[code] = label
+        for code, entry in t.cells.items():
+            names[code] = entry[0]
     rows = []
-    for code in sorted(labels):
-        row = {"member_state": labels[code]}
+    for code in sorted(names):
+        row = {"member_state": f"{code} {names[code]}"}
         for t in tallies:
             entry = t.cells.get(code)
-            row[t.milestone] = cell(entry[1]) if entry else ""
+            row[t.milestone] = cell_text(*entry[1:]) if entry else ""
         rows.append(row)
     return rows
 

@@ -272,6 +272,8 @@ def publish_matrices(label: str, dashboards: list[RoadmapDashboard], as_of: dt.d
                 description=f"{d.title}: share of status rows done or waived",
             ))
     _create_all(artifacts)
+    for d in dashboards:
+        d.matrix = None  # published: let it go
 
 
 @task(name="publish-summary", task_run_name="summary [{label}]", cache_policy=NO_CACHE)
@@ -434,6 +436,7 @@ def nightly_status_check(
     dashboards: list[RoadmapDashboard] = []
     planned: list[PlannedReminder] = []
     overdue_escalations: list[PlannedReminder] = []
+    publishing: list = []
     for unit in units:
         if live_progress:  # one milestone per task run: the progress bar moves milestone by milestone
             slug = unit.work[0][0]
@@ -457,16 +460,18 @@ def nightly_status_check(
                 complete.append(dashboard_of(refs[slug], checked.pop(slug), moment))
         progress.report(rows_through, total_rows)
         if complete:
-            publish_matrices(roadmaps_label([d.slug for d in complete]), quote(complete), moment,
-                             progress_too=not live_progress)
-            for d in complete:
-                d.matrix = None  # published: let it go
+            # In a worker thread while the next group is classified: the API server's work
+            # overlaps ours. The matrices are let go as soon as they are out.
+            publishing.append(publish_matrices.submit(
+                roadmaps_label([d.slug for d in complete]), quote(complete), moment, progress_too=not live_progress))
             dashboards += complete
     empty = [dashboard_of(ref, [], moment) for ref in refs.values() if not ref.milestones]
     if empty:
-        publish_matrices("roadmaps without milestones", quote(empty), moment, progress_too=True)
+        publishing.append(publish_matrices.submit("roadmaps without milestones", quote(empty), moment, progress_too=True))
         dashboards += empty
     report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id)
+    for future in publishing:
+        future.result()  # a dashboard that failed to publish fails the run
     del planned, overdue_escalations
     for start in range(0, len(dashboards), 1000):
         batch = dashboards[start : start + 1000]

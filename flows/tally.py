@@ -69,7 +69,8 @@ class MilestoneTally:
     milestone: str
     rows: int = 0
     counts: Counter = field(default_factory=Counter)
-    cells: dict[str, tuple[str, StatusView]] = field(default_factory=dict)
+    #: {member state code: (name, classification, working days left, local due day)}
+    cells: dict[str, tuple[str, Classification, int, dt.date]] = field(default_factory=dict)
     cells_dropped: bool = False
     overdue: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
     due: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
@@ -104,7 +105,8 @@ class MilestoneTally:
         value = c._value_  # plain str: Enum.value and Enum.__hash__ are Python-level calls
         self.counts[value] += 1
         if not self.cells_dropped:
-            self.cells[view.member_state] = (f"{view.member_state} {view.member_state_name}", view)
+            # Plain values, not the view: a matrix cell must not keep its row alive.
+            self.cells[view.member_state] = (view.member_state_name, c, view.working_days_left, due_day)
             if len(self.cells) > MATRIX_MAX_ROWS:
                 self.cells.clear()
                 self.cells_dropped = True

@@ -172,14 +172,18 @@ class Classifier:
         self._parties: dict[tuple, object] = {}
         self._working: dict[tuple, int] = {}
         self._member_states: dict[str, _MemberStateInfo] | None = None
+        self._shared: dict = {}
+
+    def _bound_memos(self) -> None:
+        for memo in (self._dates, self._working, self._shared):
+            if len(memo) > self.MEMO_LIMIT:
+                memo.clear()
 
     def local_date(self, instant: dt.datetime, timezone: str) -> dt.date:
         """The local calendar date of an aware ``instant`` in the IANA ``timezone``."""
         key = (instant, timezone)
         found = self._dates.get(key)
         if found is None:
-            if len(self._dates) > self.MEMO_LIMIT:
-                self._dates.clear()
             found = self._dates[key] = _local_date(instant, timezone)
         return found
 
@@ -213,8 +217,6 @@ class Classifier:
         key = (calendar, today, due_day)
         found = self._working.get(key)
         if found is None:
-            if len(self._working) > self.MEMO_LIMIT:
-                self._working.clear()
             found = self._working[key] = calendar.working_days_between(today, due_day)
         return found
 
@@ -254,6 +256,7 @@ class Classifier:
             per_milestone.setdefault(row[0], []).append(row)
             if row[0] in dependency_ids:
                 recorded[(dependency_ids[row[0]], row[1])] = row[3]
+        self._bound_memos()
         for milestone in wanted:
             yield from self._classify_milestone(
                 session, _MilestoneContext.of(roadmap, milestone), milestone.depends_on,
@@ -263,7 +266,13 @@ class Classifier:
     def _classify_milestone(self, session, context, depends_on, rows, recorded) -> Iterator[StatusView]:
         as_of = self.as_of
         first_reminder_days = max(context.reminder_days, default=0)
+        shared = self._shared
         for _, code, status_id, state, deadline, opens_at, timezone, note, last in rows:
+            # One object per distinct value, not one per row: views kept for the night (reminders,
+            # the summary's lists) then cost their own fields only.
+            code, state, timezone, last, deadline = (
+                shared.setdefault(code, code), shared.setdefault(state, state), shared.setdefault(timezone, timezone),
+                shared.setdefault(last, last), shared.setdefault(deadline, deadline))
             info = self.member_state(session, code)
             party = self.party(context, code, info)
             blocked_by = tuple(d for d in depends_on if recorded.get((d, code)) not in _SATISFIED) if depends_on else ()
