@@ -52,6 +52,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# Measure this checkout's code, even where another one is installed in the environment (editable).
+sys.path[:0] = [str(ROOT), str(HERE)]
 DEFAULT_AS_OF = "2024-06-05T09:00:00+02:00"
 POSTGRES_ADMIN_URL = os.environ.get("ROADMAP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CHILD_MARK = "--child-run"
