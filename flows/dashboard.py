@@ -92,10 +92,20 @@ def summary_markdown(
     return head + failures_section(failed_channels) + tail
 
 
-def failures_section(failed_channels: list[str] | None) -> str:
-    """The summary's "Channels that failed in this run" section (one line per "recipient: reason")."""
+#: Key of the run's reminder report artifact (counts and the channels that failed).
+REMINDERS_ARTIFACT_KEY = "nightly-check-reminders"
+
+
+def failures_section(failed_channels: list[str] | None, listed_elsewhere: bool = False) -> str:
+    """The summary's "Channels that failed in this run" section (one line per "recipient: reason");
+    with ``listed_elsewhere``, a pointer to the run's reminder report artifact instead (a large
+    portfolio's summaries are published before its reminders go out)."""
     lines = ["## Channels that failed in this run", ""]
-    lines += [f"- {item}" for item in failed_channels] if failed_channels else ["None."]
+    if listed_elsewhere:
+        lines.append(f"Reminders go out once every roadmap of the run is checked: see the `{REMINDERS_ARTIFACT_KEY}` "
+                     "artifact of this flow run.")
+    else:
+        lines += [f"- {item}" for item in failed_channels] if failed_channels else ["None."]
     lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -158,3 +168,15 @@ def summary_parts(title: str, tallies: list[MilestoneTally], as_of: dt.datetime)
         lines.append("Nothing newly done or newly overdue.")
     lines.append("")
     return head, "\n".join(lines)
+
+
+def reminders_markdown(as_of: dt.datetime, sent: int, already_sent: int, failed: int, escalated: int, messages: int,
+                       failures: list[str]) -> str:
+    """The run's reminder report: counts of items (not messages) and one line per failed channel."""
+    lines = [
+        f"# Reminders of the check as of {as_of.isoformat()}", "",
+        f"{sent} items sent in {messages} digests, {already_sent} already sent, {failed} failed; {escalated} escalated.", "",
+        "## Channels that failed in this run", "",
+    ]
+    lines += [f"- {item}" for item in failures] if failures else ["None."]
+    return "\n".join(lines) + "\n"

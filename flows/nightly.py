@@ -37,7 +37,15 @@ from prefect.utilities.annotations import quote
 from sqlalchemy import func, update
 from sqlmodel import select
 
-from flows.dashboard import artifact_key, failures_section, matrix_rows, progress_percent, summary_parts
+from flows.dashboard import (
+    REMINDERS_ARTIFACT_KEY,
+    artifact_key,
+    failures_section,
+    matrix_rows,
+    progress_percent,
+    reminders_markdown,
+    summary_parts,
+)
 from flows import progress
 from flows.events import emit_reminder_event, emit_status_event, emit_summary_event
 from flows.ics import calendar_dir, write_feeds
@@ -257,34 +265,37 @@ def _create_all(artifacts: list[Artifact]) -> None:
 
 
 @task(name="publish-dashboard", task_run_name="dashboard [{label}]", cache_policy=NO_CACHE)
-def publish_matrices(label: str, dashboards: list[RoadmapDashboard], as_of: dt.datetime, progress_too: bool) -> None:
-    """Publish each roadmap's matrix table artifact (and its progress artifact, when the check did
-    not move it milestone by milestone), a few calls in flight at once."""
+def publish_dashboards(label: str, dashboards: list[RoadmapDashboard], as_of: dt.datetime, whole: bool) -> None:
+    """Publish each roadmap's matrix table artifact, a few calls in flight at once; with ``whole``
+    (a large portfolio, whose progress did not move milestone by milestone) its progress and its
+    summary too, the summary pointing to the run's reminder report for failed channels."""
     artifacts: list[Artifact] = []
     for d in dashboards:
         artifacts.append(TableArtifact(
             key=artifact_key(d.slug, "matrix"), table=d.matrix,
             description=f"{d.title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
         ))
-        if progress_too:
+        if whole:
             artifacts.append(ProgressArtifact(
                 key=artifact_key(d.slug, "progress"), progress=progress_percent(d.done, d.rows),
                 description=f"{d.title}: share of status rows done or waived",
             ))
+            artifacts.append(_summary(d, failures_section(None, listed_elsewhere=True)))
     _create_all(artifacts)
     for d in dashboards:
         d.matrix = None  # published: let it go
+
+
+def _summary(d: RoadmapDashboard, failed: str) -> MarkdownArtifact:
+    return MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_head + failed + d.summary_tail,
+                            description=f"{d.title}: overdue first")
 
 
 @task(name="publish-summary", task_run_name="summary [{label}]", cache_policy=NO_CACHE)
 def publish_summaries(label: str, dashboards: list[RoadmapDashboard], failures: list[str]) -> None:
     """Publish each roadmap's summary markdown artifact, with tonight's channel failures."""
     failed = failures_section(failures)
-    _create_all([
-        MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_head + failed + d.summary_tail,
-                         description=f"{d.title}: overdue first")
-        for d in dashboards
-    ])
+    _create_all([_summary(d, failed) for d in dashboards])
 
 
 def _channel_config() -> tuple[str | None, str]:
@@ -323,7 +334,19 @@ class _ReminderEvents:
 @task(name="send-reminders", cache_policy=NO_CACHE)
 def send_reminders(planned: list[PlannedReminder], overdue_escalations: list[PlannedReminder], as_of: dt.datetime, run_id: str) -> ReminderReport:
     """Send tonight's digests (one per recipient), then the coordinators' escalations; each item
-    is claimed in the reminder log before any message leaves."""
+    is claimed in the reminder log before any message leaves. Publishes the run's reminder report
+    (``nightly-check-reminders`` artifact: counts and the channels that failed)."""
+    report = _send_all(planned, overdue_escalations, as_of, run_id)
+    create_markdown_artifact(
+        key=REMINDERS_ARTIFACT_KEY,
+        markdown=reminders_markdown(as_of, report.sent, report.already_sent, report.failed, report.escalated,
+                                    report.messages, report.failures),
+        description="Reminders of this check: counts and the channels that failed",
+    )
+    return report
+
+
+def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
     logger = get_run_logger()
     plan = by_recipient(planned)
     report = ReminderReport()
@@ -462,20 +485,19 @@ def nightly_status_check(
         if complete:
             # In a worker thread while the next group is classified: the API server's work
             # overlaps ours. The matrices are let go as soon as they are out.
-            publishing.append(publish_matrices.submit(
-                roadmaps_label([d.slug for d in complete]), quote(complete), moment, progress_too=not live_progress))
+            publishing.append(publish_dashboards.submit(
+                roadmaps_label([d.slug for d in complete]), quote(complete), moment, whole=not live_progress))
             dashboards += complete
     empty = [dashboard_of(ref, [], moment) for ref in refs.values() if not ref.milestones]
     if empty:
-        publishing.append(publish_matrices.submit("roadmaps without milestones", quote(empty), moment, progress_too=True))
+        publishing.append(publish_dashboards.submit("roadmaps without milestones", quote(empty), moment, whole=True))
         dashboards += empty
     report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id)
     for future in publishing:
         future.result()  # a dashboard that failed to publish fails the run
     del planned, overdue_escalations
-    for start in range(0, len(dashboards), 1000):
-        batch = dashboards[start : start + 1000]
-        publish_summaries(roadmaps_label([d.slug for d in batch]), quote(batch), report.failures)
+    if live_progress:  # a region's review: the summary lists tonight's failed channels itself
+        publish_summaries(roadmaps_label([d.slug for d in dashboards]), quote(dashboards), report.failures)
     if publish:
         drawn = [(d.slug, d.title, d.bars) for d in dashboards if d.rows]
         for start in range(0, len(drawn), 100):

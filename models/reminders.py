@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 
 import pendulum
-from sqlalchemy import and_, or_, tuple_, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
@@ -168,33 +168,45 @@ def claim_many(
         ).all()
         for row in inserted:
             outcome[(row.status_id, row.recipient, row.window)] = Claim("claimed", row.id, row.attempts)
-        rest = [key for key in chunk if key not in outcome]
+        rest = {key for key in chunk if key not in outcome}
         if not rest:
             continue
-        same_key = tuple_(ReminderLog.status_id, ReminderLog.recipient, ReminderLog.window).in_(rest)
-        taken = session.execute(
-            update(ReminderLog)
-            .where(
-                same_key,
-                or_(
-                    ReminderLog.state == ReminderState.failed.value,
-                    and_(ReminderLog.state == ReminderState.claimed.value, ReminderLog.claimed_at < now - lease),
-                ),
-            )
-            .values(state=ReminderState.claimed.value, claimed_at=now, claimed_by=run_id)
-            .returning(*columns)
-            .execution_options(synchronize_session=False)
-        ).all()
-        for row in taken:
-            outcome[(row.status_id, row.recipient, row.window)] = Claim("claimed", row.id, row.attempts)
-        rest = [key for key in rest if key not in outcome]
-        if rest:
-            for status_id, recipient, window, state in session.execute(
-                select(ReminderLog.status_id, ReminderLog.recipient, ReminderLog.window, ReminderLog.state)
-                .where(tuple_(ReminderLog.status_id, ReminderLog.recipient, ReminderLog.window).in_(rest))
-            ):
-                outcome[(status_id, recipient, window)] = Claim(
-                    "already_sent" if state == ReminderState.sent.value else "in_flight")
+        # The others exist already. Read them through the status_id index (a row-value IN list
+        # is a table scan on SQLite), then take over the failed and the abandoned ones with a
+        # conditional UPDATE by id, which only one run can win.
+        existing = {}
+        for row in session.connection().execute(
+            select(ReminderLog.id, ReminderLog.status_id, ReminderLog.recipient, ReminderLog.window, ReminderLog.state,
+                   ReminderLog.claimed_at)
+            .where(ReminderLog.status_id.in_({status_id for status_id, _, _ in rest}))
+        ):
+            key = (row.status_id, row.recipient, row.window)
+            if key in rest:
+                existing[key] = row
+        stale = now - lease
+        takeable = [row.id for row in existing.values()
+                    if row.state == ReminderState.failed.value
+                    or (row.state == ReminderState.claimed.value and row.claimed_at < stale)]
+        if takeable:
+            taken = session.connection().execute(
+                update(ReminderLog)
+                .where(
+                    ReminderLog.id.in_(takeable),
+                    or_(
+                        ReminderLog.state == ReminderState.failed.value,
+                        and_(ReminderLog.state == ReminderState.claimed.value, ReminderLog.claimed_at < stale),
+                    ),
+                )
+                .values(state=ReminderState.claimed.value, claimed_at=now, claimed_by=run_id)
+                .returning(*columns)
+            ).all()
+            for row in taken:
+                outcome[(row.status_id, row.recipient, row.window)] = Claim("claimed", row.id, row.attempts)
+        for key in rest:
+            if key not in outcome:
+                # Sent, or held by a live run (or taken over by another run just now).
+                row = existing.get(key)
+                outcome[key] = Claim("already_sent" if row is not None and row.state == ReminderState.sent.value else "in_flight")
     return outcome
 
 
