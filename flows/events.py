@@ -3,7 +3,8 @@
 Events: ``roadmap.milestone.overdue`` and ``roadmap.milestone.done`` (emitted when a status row
 becomes overdue or done, not every night it stays so), ``roadmap.reminder.sent`` and
 ``roadmap.reminder.failed`` (one per reminder item, up to a budget per run; beyond it one summary
-event carries the count). Status events are bounded too: at most 200 per milestone and night. The resource is the status row
+event carries the count). Status events are bounded too: at most 200 per milestone and 1000 per kind
+and run, then one summary event with the count. The resource is the status row
 (``roadmap.status.<roadmap>.<milestone>.<cc>``) with labels ``roadmap.slug``,
 ``roadmap.milestone`` and ``roadmap.member_state``; the roadmap, the milestone and the member
 state are also related resources with roles ``roadmap``, ``milestone``, ``member-state``.

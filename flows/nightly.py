@@ -118,8 +118,36 @@ GROUP_ROWS = 50_000
 #: Every task here has ``cache_policy=NO_CACHE``: a night's check must run every night, and the
 #: default policy would hash every input (hundreds of thousands of rows at scale) for nothing.
 
-#: Status events per kind and task run; beyond it, one summary event carries the count.
-STATUS_EVENTS_PER_TASK = 1000
+#: Status events (``roadmap.milestone.overdue`` / ``.done``) per kind and run; beyond it, one
+#: summary event carries the count (a first night of a large portfolio would otherwise flood the
+#: server's event queue, which drops what it cannot hold).
+STATUS_EVENTS_PER_RUN = 1000
+
+
+class _StatusEvents:
+    """Emits the status events of each checked unit within the run's budget, then counts."""
+
+    def __init__(self) -> None:
+        self.left = {kind: STATUS_EVENTS_PER_RUN for kind in (Classification.overdue.value, Classification.done.value)}
+        self.skipped = dict.fromkeys(self.left, 0)
+
+    def emit(self, results: dict[str, list[MilestoneTally]]) -> None:
+        for tallies in results.values():
+            for tally in tallies:
+                for kind in self.left:
+                    newly = tally.newly.get(kind)
+                    if newly is None:
+                        continue
+                    shown = newly.items()[: self.left[kind]]
+                    for view in shown:
+                        emit_status_event(kind, view)
+                    self.left[kind] -= len(shown)
+                    self.skipped[kind] += newly.total - len(shown)
+
+    def flush(self, run_id: str) -> None:
+        for kind, count in self.skipped.items():
+            if count:
+                emit_summary_event(f"roadmap.milestone.{kind}", run_id, count)
 
 
 @dataclass(frozen=True)
@@ -167,8 +195,7 @@ def check_milestones(
     label: str, work: tuple[tuple[str, tuple[str, ...]], ...], as_of: dt.datetime, keep_statuses: bool = True
 ) -> dict[str, list[MilestoneTally]]:
     """Classify the given milestones of each roadmap for every member state (one query per
-    roadmap), remember tonight's classification, and emit events for rows that became overdue
-    or done.
+    roadmap) and remember tonight's classification.
 
     Returns:
         {roadmap slug: [MilestoneTally in the order of the keys given]}.
@@ -200,21 +227,6 @@ def check_milestones(
                         )
 
     in_transaction(remember)
-    budget = {kind: STATUS_EVENTS_PER_TASK for kind in (Classification.overdue.value, Classification.done.value)}
-    skipped = {kind: 0 for kind in budget}
-    for tallies in results.values():
-        for tally in tallies:
-            for kind in budget:
-                if kind in tally.newly:
-                    for view in tally.newly[kind].items():
-                        if budget[kind]:
-                            budget[kind] -= 1
-                            emit_status_event(kind, view)
-                        else:
-                            skipped[kind] += 1
-    for kind, count in skipped.items():
-        if count:
-            emit_summary_event(f"roadmap.milestone.{kind}", str(flow_run.get_id() or label), count)
     return results
 
 
@@ -460,6 +472,7 @@ def nightly_status_check(
     planned: list[PlannedReminder] = []
     overdue_escalations: list[PlannedReminder] = []
     publishing: list = []
+    status_events = _StatusEvents()
     for unit in units:
         if live_progress:  # one milestone per task run: the progress bar moves milestone by milestone
             slug = unit.work[0][0]
@@ -470,6 +483,7 @@ def nightly_status_check(
                 )
         # quote(): Prefect would otherwise walk every row of these values looking for futures.
         results = check_milestones(unit.label, quote(unit.work), moment, include_statuses)
+        status_events.emit(results)
         complete = []
         for slug, tallies in results.items():
             checked.setdefault(slug, []).extend(tallies)
@@ -492,6 +506,7 @@ def nightly_status_check(
     if empty:
         publishing.append(publish_dashboards.submit("roadmaps without milestones", quote(empty), moment, whole=True))
         dashboards += empty
+    status_events.flush(run_id)
     report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id)
     for future in publishing:
         future.result()  # a dashboard that failed to publish fails the run

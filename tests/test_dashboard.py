@@ -164,3 +164,40 @@ def test_plan_units_groups_whole_roadmaps_by_rows(monkeypatch):
     assert [u.label for u in units] == ["r0 … r1 (2 roadmaps)", "r2", "r3 … r4 (2 roadmaps)"]
     assert [u.rows for u in units] == [90, 30, 100]
     assert units[0].work == (("r0", ("a", "b", "c")), ("r1", ("a", "b", "c")))
+
+
+def test_status_and_reminder_events_stay_within_the_run_budget(seeded, outbox, monkeypatch):
+    """Beyond the per-run budget, one summary event per kind carries the count instead of one event
+    per row: 15 rows newly overdue with a budget of 4 give 4 events and a summary of 11."""
+    import pendulum
+
+    import flows.nightly as nightly
+
+    monkeypatch.setattr(nightly, "STATUS_EVENTS_PER_RUN", 4)
+    monkeypatch.setattr(nightly, "REMINDER_EVENTS_PER_RUN", 6)
+    since = pendulum.now("UTC")
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done")
+    state = nightly_status_check(as_of=AS_OF, publish=False, return_state=True)
+    run_id = str(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        overdue = _events(client, "roadmap.milestone.overdue", 4, since)
+        time.sleep(2)
+        assert len(_events(client, "roadmap.milestone.overdue", 5, since, timeout_s=2)) == 4
+        assert len(_events(client, "roadmap.reminder.sent", 6, since)) == 6
+
+        def summary(name: str) -> list:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                found = client.read_events(filter=EventFilter(
+                    occurred=EventOccurredFilter(since=since), event=EventNameFilter(name=[name]),
+                    resource=EventResourceFilter(id=[f"roadmap.check-run.{run_id}"]),
+                ), limit=50).events
+                if found:
+                    return found
+                time.sleep(0.5)
+            return []
+
+        assert [e.payload["items_not_emitted_one_by_one"] for e in summary("roadmap.milestone.overdue")] == [11]
+        assert [e.payload["items_not_emitted_one_by_one"] for e in summary("roadmap.reminder.sent")] == [9]
+    assert {e.resource["roadmap.milestone"] for e in overdue} == {"invitations"}
