@@ -294,8 +294,10 @@ def publish_dashboards(label: str, dashboards: list[RoadmapDashboard], as_of: dt
             ))
             artifacts.append(_summary(d, failures_section(None, listed_elsewhere=True)))
     _create_all(artifacts)
-    for d in dashboards:
-        d.matrix = None  # published: let it go
+    for d in dashboards:  # published: let them go (a summary is 100 KB of UCS-4 text with its emoji)
+        d.matrix = None
+        if whole:
+            d.summary_head = d.summary_tail = ""
 
 
 def _summary(d: RoadmapDashboard, failed: str) -> MarkdownArtifact:
