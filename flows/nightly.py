@@ -346,11 +346,16 @@ class _ReminderEvents:
 
 
 @task(name="send-reminders", cache_policy=NO_CACHE)
-def send_reminders(planned: list[PlannedReminder], overdue_escalations: list[PlannedReminder], as_of: dt.datetime, run_id: str) -> ReminderReport:
+def send_reminders(
+    planned: list[PlannedReminder], overdue_escalations: list[PlannedReminder], as_of: dt.datetime, run_id: str,
+    already_sent: int = 0,
+) -> ReminderReport:
     """Send tonight's digests (one per recipient), then the coordinators' escalations; each item
     is claimed in the reminder log before any message leaves. Publishes the run's reminder report
-    (``nightly-check-reminders`` artifact: counts and the channels that failed)."""
+    (``nightly-check-reminders`` artifact: counts and the channels that failed). ``already_sent``
+    counts the items the check skipped because their window was delivered on an earlier night."""
     report = _send_all(planned, overdue_escalations, as_of, run_id)
+    report.already_sent += already_sent  # items the check did not plan: their window went out before
     create_markdown_artifact(
         key=REMINDERS_ARTIFACT_KEY,
         markdown=reminders_markdown(as_of, report.sent, report.already_sent, report.failed, report.escalated,
@@ -474,6 +479,7 @@ def nightly_status_check(
     planned: list[PlannedReminder] = []
     overdue_escalations: list[PlannedReminder] = []
     publishing: list = []
+    already_sent = 0
     status_events = _StatusEvents()
     for unit in units:
         if live_progress:  # one milestone per task run: the progress bar moves milestone by milestone
@@ -491,6 +497,7 @@ def nightly_status_check(
             checked.setdefault(slug, []).extend(tallies)
             planned += [p for t in tallies for p in t.reminders]
             overdue_escalations += [p for t in tallies for p in t.escalations]
+            already_sent += sum(t.already_sent for t in tallies)
             rows_through += sum(t.rows for t in tallies)
             if progress_ids.get(slug):
                 update_progress_artifact(progress_ids[slug], progress_percent(
@@ -509,7 +516,7 @@ def nightly_status_check(
         publishing.append(publish_dashboards.submit("roadmaps without milestones", quote(empty), moment, whole=True))
         dashboards += empty
     status_events.flush(run_id)
-    report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id)
+    report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id, already_sent)
     for future in publishing:
         future.result()  # a dashboard that failed to publish fails the run
     del planned, overdue_escalations

@@ -17,10 +17,10 @@ from typing import Callable, Iterable
 
 import apprise
 
-from flows.tally import PlannedReminder
+from flows.tally import ESCALATION_OVERDUE, PlannedReminder
 from models.db import session_scope
 from models.transactions import in_transaction
-from models.reminders import claim_many, mark_delivered, mark_failed, repeatedly_failing
+from models.reminders import claim_many, mark_delivered, remember_delivered, mark_failed, repeatedly_failing
 from notifications.delivery import deliver
 from notifications.digest import DigestItem, render_digest, render_digest_html
 
@@ -151,7 +151,14 @@ def _deliver_digest(recipient, claimed, *, hub, as_of, run_id, database_url, rea
                        body_html=lambda: render_digest_html(recipient, items, as_of))
     ids = [log_id for log_id, _ in claimed]
     if delivery.ok:
-        in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
+        owner = [(p.view.status_id, p.window) for _, p in claimed if p.recipient == p.view.recipient]
+        escalated = [(p.view.status_id, p.window) for _, p in claimed if p.window == ESCALATION_OVERDUE]
+
+        def delivered(session) -> None:
+            mark_delivered(session, ids, run_id=run_id, now=now())
+            remember_delivered(session, owner, escalated)
+
+        in_transaction(delivered, database_url)
         report.sent += len(ids)
         report.messages += 1
     else:

@@ -25,6 +25,8 @@ ATTENTION_LIMIT = 200
 MATRIX_MAX_ROWS = 500
 #: Items more than this many working days overdue are escalated to the coordinators (issue 4).
 ESCALATE_AFTER_WORKING_DAYS = 5
+#: Window of that escalation (sent once per status row).
+ESCALATION_OVERDUE = "escalation-overdue"
 
 ACTIONABLE = {Classification.upcoming, Classification.due_soon, Classification.due_today, Classification.overdue}
 _ACTIONABLE_VALUES = frozenset(c.value for c in ACTIONABLE)
@@ -78,6 +80,8 @@ class MilestoneTally:
     newly: dict[str, _Bounded] = field(default_factory=dict)
     transitions: dict[str, list[int]] = field(default_factory=dict)
     reminders: list[PlannedReminder] = field(default_factory=list)
+    #: Items due tonight whose window was already delivered (not planned again).
+    already_sent: int = 0
     escalations: list[PlannedReminder] = field(default_factory=list)
     holiday_flags: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
     statuses: list[StatusView] | None = None
@@ -124,10 +128,16 @@ class MilestoneTally:
             newly.add(0, view)
         if value in _ACTIONABLE_VALUES:
             window = _window(due_day, view.today, view.reminder_days, view.overdue_every_days, view.calendar)
+            # A window already delivered (the row's hint) is not planned again; the reminder log
+            # decides for every other one.
             if window is not None:
-                self.reminders.append(PlannedReminder(view, view.recipient, window))
-            if c is _OVERDUE and -view.working_days_left > ESCALATE_AFTER_WORKING_DAYS:
-                self.escalations.append(PlannedReminder(view, "coordinators", "escalation-overdue"))
+                if window != view.last_reminder:
+                    self.reminders.append(PlannedReminder(view, view.recipient, window))
+                else:
+                    self.already_sent += 1
+            if (c is _OVERDUE and -view.working_days_left > ESCALATE_AFTER_WORKING_DAYS
+                    and view.last_escalation != ESCALATION_OVERDUE):
+                self.escalations.append(PlannedReminder(view, "coordinators", ESCALATION_OVERDUE))
         if value not in _SETTLED_VALUES:
             flag = _holiday_flag(view.calendar, due_day, view.opens_day)
             if flag:
@@ -150,7 +160,7 @@ def holiday_flag(view: StatusView) -> str | None:
     return _holiday_flag(view.calendar, view.due_day, view.opens_day)
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=131_072)
 def _holiday_flag(calendar, due_day: dt.date, opens_day: dt.date | None) -> str | None:
     near = holiday_before(calendar, due_day, 2)
     if near:
@@ -163,7 +173,7 @@ def _holiday_flag(calendar, due_day: dt.date, opens_day: dt.date | None) -> str 
     return None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=131_072)
 def _window(due_day, today, reminder_days, overdue_every_days, calendar) -> str | None:
     # Rows of one milestone share a handful of (due day, today, calendar) combinations.
     return current_window(

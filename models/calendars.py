@@ -105,9 +105,9 @@ class WorkingCalendar:
         """Public holidays in ``[start, end]`` as (date, name), in date order."""
         found: list[tuple[dt.date, str]] = []
         for year in range(start.year, end.year + 1):
-            for day, name in sorted(_holidays(self.country, self.subdivision, year).items()):
-                if start <= day <= end:
-                    found.append((day, name))
+            days, names = _sorted_holidays(self.country, self.subdivision, year)
+            low, high = bisect.bisect_left(days, start), bisect.bisect_right(days, end)
+            found += zip(days[low:high], names[low:high])
         return found
 
 
@@ -123,6 +123,13 @@ def _working_ordinals(calendar: WorkingCalendar, year: int) -> list[int]:
     holiday = {day.toordinal() for day in _holidays(calendar.country, calendar.subdivision, year)}
     # Ordinal 1 (0001-01-01) is a Monday, so (ordinal - 1) % 7 is the weekday, Monday = 0.
     return [o for o in range(first, last + 1) if (o - 1) % 7 not in calendar.weekend and o not in holiday]
+
+
+@lru_cache(maxsize=2048)
+def _sorted_holidays(country: str, subdivision: str | None, year: int) -> tuple[list[dt.date], list[str]]:
+    """The year's public holidays in date order: (dates, names), for binary search."""
+    ordered = sorted(_holidays(country, subdivision, year).items())
+    return [day for day, _ in ordered], [name for _, name in ordered]
 
 
 @lru_cache(maxsize=512)
@@ -153,8 +160,15 @@ def calendar_for(
     Raises:
         NotImplementedError: the ``holidays`` package has no calendar for ``country``.
     """
-    if weekend_override is not None:
-        return WorkingCalendar(country, subdivision, frozenset(weekend_override), weekend_source or "roadmap file")
+    weekend = tuple(weekend_override) if weekend_override is not None else None
+    return _calendar(country, subdivision, weekend, weekend_source if weekend is not None else "")
+
+
+@lru_cache(maxsize=4096)
+def _calendar(country: str, subdivision: str | None, weekend: tuple[int, ...] | None, weekend_source: str) -> WorkingCalendar:
+    # One object per distinct calendar: the caches keyed by calendars then match by identity.
+    if weekend is not None:
+        return WorkingCalendar(country, subdivision, frozenset(weekend), weekend_source or "roadmap file")
     return WorkingCalendar(country, subdivision, library_weekend(country, subdivision))
 
 

@@ -54,7 +54,11 @@ INITIAL_REVISION = "0001"
 
 #: (revision, table, column): the newest revision whose column a ``create_all`` database has
 #: tells its schema, newest first. A revision that adds a column adds a marker here.
-SCHEMA_MARKERS = (("0003", "roadmap", "declared_slug"), ("0002", "status", "last_classification"))
+SCHEMA_MARKERS = (
+    ("0004", "status", "last_reminder"),
+    ("0003", "roadmap", "declared_slug"),
+    ("0002", "status", "last_classification"),
+)
 
 #: Tables of the initial schema; all of them exist in a database made by ``create_all``.
 INITIAL_TABLES = frozenset(

@@ -23,12 +23,12 @@ import os
 from dataclasses import dataclass
 
 import pendulum
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from models.calendars import WorkingCalendar
-from models.tables import ReminderLog, ReminderState
+from models.tables import ReminderLog, ReminderState, Status
 
 def _lease() -> dt.timedelta:
     return dt.timedelta(seconds=float(os.environ.get("ROADMAP_CLAIM_LEASE_S", 600)))
@@ -247,6 +247,18 @@ def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt
         .returning(ReminderLog.id)
     )
     return len(result.all())
+
+
+def remember_delivered(session: Session, reminders: list[tuple[int, str]], escalations: list[tuple[int, str]]) -> None:
+    """Write the status rows' hints (no commit; call in the transaction that marks them sent):
+    ``reminders`` and ``escalations`` are (status id, window) delivered to the owner and, for
+    escalations, to the coordinators. See ``Status.last_reminder``."""
+    for column, items in (("last_reminder", reminders), ("last_escalation", escalations)):
+        if items:
+            session.connection().execute(
+                update(Status).where(Status.id == bindparam("status_id")).values({column: bindparam("window")}),
+                [{"status_id": status_id, "window": window} for status_id, window in items],
+            )
 
 
 def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: str) -> int:

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import zoneinfo
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
 
 import pendulum
+from sqlalchemy import String, type_coerce
 from sqlmodel import Session, select
 
 from models.calendars import WorkingCalendar
+from models.db import UTCDateTime
 from models.deadlines import parse_instant
 from models.parties import party_for
 from models.tables import MemberState, Milestone, Roadmap, State, Status, StatusChange, utc_now
@@ -55,6 +58,11 @@ ATTENTION_ORDER = [
 ]
 
 _SATISFIED = {State.done.value, State.waived.value}
+#: One str object per state, classification and zone name, whatever the rows read.
+_CANONICAL: dict[str, str] = {
+    value: value
+    for value in (*(s.value for s in State), *(c.value for c in Classification), *zoneinfo.available_timezones())
+}
 _DONE, _WAIVED = State.done.value, State.waived.value
 
 
@@ -95,6 +103,9 @@ class StatusView:
     calendar: WorkingCalendar
     last_classification: str | None = None
     opens_day: dt.date | None = None
+    #: Window of the last reminder delivered to the owner, and of the last escalation (hints).
+    last_reminder: str | None = None
+    last_escalation: str | None = None
 
     @property
     def deadline_local(self) -> pendulum.DateTime:
@@ -172,10 +183,11 @@ class Classifier:
         self._parties: dict[tuple, object] = {}
         self._working: dict[tuple, int] = {}
         self._member_states: dict[str, _MemberStateInfo] | None = None
-        self._shared: dict = {}
+        self._party_tables: dict[tuple, dict] = {}
+        self._instant = None  # the deadline column's own result processor, once a connection is known
 
     def _bound_memos(self) -> None:
-        for memo in (self._dates, self._working, self._shared):
+        for memo in (self._dates, self._working):
             if len(memo) > self.MEMO_LIMIT:
                 memo.clear()
 
@@ -244,12 +256,19 @@ class Classifier:
         ids = {m.id for m in wanted} | set(dependency_ids)
         if not ids:
             return
-        rows = session.connection().execute(  # Core: plain rows, no ORM loading per row
-            select(Status.milestone_id, Status.member_state_code, Status.id, Status.state, Status.deadline,
-                   Status.opens_at, Status.owner_timezone, Status.note, Status.last_classification)
+        connection = session.connection()
+        rows = connection.execute(  # Core: plain rows, no ORM loading per row
+            select(Status.milestone_id, Status.member_state_code, Status.id, Status.state,
+                   # Raw values: a milestone's rows share a few deadlines, converted once (below).
+                   type_coerce(Status.deadline, String), type_coerce(Status.opens_at, String),
+                   Status.owner_timezone, Status.note, Status.last_classification, Status.last_reminder,
+                   Status.last_escalation)
             .where(Status.milestone_id.in_(ids))
             .order_by(Status.milestone_id, Status.member_state_code)
         ).all()
+        if self._instant is None:
+            dialect = connection.dialect
+            self._instant = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None) or (lambda value: value)
         per_milestone: dict[int, list] = {}
         recorded: dict[tuple[str, str], str] = {}
         for row in rows:
@@ -263,48 +282,58 @@ class Classifier:
                 per_milestone.get(milestone.id, ()), recorded,
             )
 
+    def _parties_of(self, session: Session, context: "_MilestoneContext") -> dict:
+        """{member state code: (code, member state info, party)} for ``context``'s owner, filled as met."""
+        key = (context.owner, context.coordinator_timezone, context.coordinator_country)
+        table = self._party_tables.get(key)
+        if table is None:
+            table = self._party_tables[key] = {}
+        return table
+
+    def _facts(self, raw_deadline, raw_opens, timezone: str) -> tuple:
+        """(deadline, due day, today, opens day) of a row from its raw column values and zone."""
+        deadline = self._instant(raw_deadline)
+        opens_at = self._instant(raw_opens) if raw_opens is not None else None
+        return (deadline, self.local_date(deadline, timezone), self.local_date(self.as_of, timezone),
+                self.local_date(opens_at, timezone) if opens_at is not None else None)
+
     def _classify_milestone(self, session, context, depends_on, rows, recorded) -> Iterator[StatusView]:
+        # Runs once per status row: everything rows share is looked up, never recomputed.
         as_of = self.as_of
         first_reminder_days = max(context.reminder_days, default=0)
-        shared = self._shared
-        for _, code, status_id, state, deadline, opens_at, timezone, note, last in rows:
+        parties = self._parties_of(session, context)
+        facts: dict[tuple, tuple] = {}
+        working = self._working
+        canonical = _CANONICAL
+        roadmap, roadmap_title, key, title, title_ar, owner = (
+            context.roadmap, context.roadmap_title, context.key, context.title, context.title_ar, context.owner)
+        reminder_days, overdue_every_days = context.reminder_days, context.overdue_every_days
+        for _, code, status_id, state, raw_deadline, raw_opens, timezone, note, last, reminded, escalated in rows:
+            acting = parties.get(code)
+            if acting is None:
+                info = self.member_state(session, code)
+                acting = parties[code] = (code, info, self.party(context, code, info))
+            code, info, party = acting
+            fact_key = (raw_deadline, raw_opens, timezone)
+            found = facts.get(fact_key)
+            if found is None:
+                found = facts[fact_key] = (*self._facts(raw_deadline, raw_opens, timezone), canonical.get(timezone, timezone))
+            deadline, due_day, today, opens_day, timezone = found
             # One object per distinct value, not one per row: views kept for the night (reminders,
             # the summary's lists) then cost their own fields only.
-            code, state, timezone, last, deadline = (
-                shared.setdefault(code, code), shared.setdefault(state, state), shared.setdefault(timezone, timezone),
-                shared.setdefault(last, last), shared.setdefault(deadline, deadline))
-            info = self.member_state(session, code)
-            party = self.party(context, code, info)
+            state, last = canonical.get(state, state), canonical.get(last, last)
             blocked_by = tuple(d for d in depends_on if recorded.get((d, code)) not in _SATISFIED) if depends_on else ()
-            due_day = self.local_date(deadline, timezone)
-            today = self.local_date(as_of, timezone)
-            yield StatusView(
-                status_id=status_id,
-                roadmap=context.roadmap,
-                roadmap_title=context.roadmap_title,
-                milestone=context.key,
-                milestone_title=context.title,
-                milestone_title_ar=context.title_ar,
-                member_state=code,
-                member_state_name=info.name,
-                member_state_name_ar=info.name_ar,
-                owner=context.owner,
-                recipient=party.recipient,
-                recorded_state=state,
-                classification=_classify(state, blocked_by, as_of, deadline, today, due_day, first_reminder_days),
-                deadline=deadline,
-                owner_timezone=timezone,
-                due_day=due_day,
-                today=today,
-                days_left=(due_day - today).days,
-                working_days_left=self.working_days(party.calendar, today, due_day),
-                blocked_by=blocked_by,
-                note=note,
-                reminder_days=context.reminder_days,
-                overdue_every_days=context.overdue_every_days,
-                calendar=party.calendar,
-                last_classification=last,
-                opens_day=self.local_date(opens_at, timezone) if opens_at is not None else None,
+            calendar = party.calendar
+            working_key = (calendar, today, due_day)
+            working_days_left = working.get(working_key)
+            if working_days_left is None:
+                working_days_left = working[working_key] = calendar.working_days_between(today, due_day)
+            yield StatusView(  # positional, in field order: the fastest way to build it
+                status_id, roadmap, roadmap_title, key, title, title_ar, code, info.name, info.name_ar, owner,
+                party.recipient, state,
+                _classify(state, blocked_by, as_of, deadline, today, due_day, first_reminder_days),
+                deadline, timezone, due_day, today, (due_day - today).days, working_days_left, blocked_by, note,
+                reminder_days, overdue_every_days, calendar, last, opens_day, reminded, escalated,
             )
 
 

@@ -185,6 +185,11 @@ class Status(SQLModel, table=True):
     last_classification: str | None = Field(default=None, max_length=16)
     #: As-of instant of that check.
     last_checked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Window of the last reminder delivered to the owner ("before-7"): a hint that lets the check
+    #: skip an item already sent; the reminder log is what guarantees exactly once.
+    last_reminder: str | None = Field(default=None, max_length=32)
+    #: Window of the last escalation delivered to the coordinators for this row (same kind of hint).
+    last_escalation: str | None = Field(default=None, max_length=32)
 
 
 class StatusChange(SQLModel, table=True):

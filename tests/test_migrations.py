@@ -172,7 +172,9 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
             assert {name: new[name] for name in old} == old, table
     for row in after["status"]:
         assert row["last_classification"] is None and row["last_checked_at"] is None
-        assert set(row) == set(before["status"][0]) | {"last_classification", "last_checked_at"}
+        assert row["last_reminder"] is None and row["last_escalation"] is None
+        assert set(row) == set(before["status"][0]) | {
+            "last_classification", "last_checked_at", "last_reminder", "last_escalation"}
 
     # The models read the migrated rows with their meaning intact (aware UTC instants, JSON lists).
     jordan_id, libya_id = (row["id"] for row in before["status"])
@@ -214,9 +216,9 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
 
 def test_models_and_migrations_agree(database_url):
     upgrade(database_url, INITIAL_REVISION)
-    # The check is live: at 0001 it sees the columns 0002 and 0003 add.
+    # The check is live: at 0001 it sees the columns 0002, 0003 and 0004 add.
     added = sorted(op[3].name for op in _differences(database_url) if op[0] == "add_column")
-    assert added == ["declared_slug", "last_checked_at", "last_classification"]
+    assert added == ["declared_slug", "last_checked_at", "last_classification", "last_escalation", "last_reminder"]
     upgrade(database_url)
     assert _differences(database_url) == []
 

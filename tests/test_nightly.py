@@ -53,6 +53,21 @@ def test_seed_roadmap_on_5_june(database_url, outbox):
     assert second["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
     assert sum(len(list(p.glob("*.txt"))) for p in outbox.iterdir()) == 16
 
+    # The rows remember the window delivered (a hint, so the check does not plan them again);
+    # without the hints, the reminder log alone still refuses a second delivery.
+    from sqlalchemy import update
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.tables import Milestone, Status
+
+    with session_scope() as session:
+        hints = session.exec(select(Status.last_reminder).join(Milestone).where(Milestone.key == "invitations")).all()
+        assert hints == ["overdue-3"] * 16
+        session.execute(update(Status).values(last_reminder=None))
+    assert _check()["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert sum(len(list(p.glob("*.txt"))) for p in outbox.iterdir()) == 16
+
     marked = runner.invoke(app, ["mark", "invitations", "JO", "done", "--note", "NV 2024/051"])
     assert marked.exit_code == 0, marked.output
     assert marked.stdout.strip() == "invitations JO: done (NV 2024/051)"
