@@ -15,6 +15,7 @@ import base64
 import datetime as dt
 import os
 import uuid
+from collections import deque
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -255,6 +256,8 @@ def dashboard_of(ref: RoadmapRef, tallies: list[MilestoneTally], as_of: dt.datet
     )
 
 
+#: Groups of dashboards being published while the check goes on (see the flow).
+PUBLISHING_AHEAD = 2
 #: Artifact calls in flight at once when a task publishes many roadmaps' artifacts.
 ARTIFACT_CONCURRENCY = 8
 
@@ -478,7 +481,7 @@ def nightly_status_check(
     dashboards: list[RoadmapDashboard] = []
     planned: list[PlannedReminder] = []
     overdue_escalations: list[PlannedReminder] = []
-    publishing: list = []
+    publishing: deque = deque()
     already_sent = 0
     status_events = _StatusEvents()
     for unit in units:
@@ -507,7 +510,10 @@ def nightly_status_check(
         progress.report(rows_through, total_rows)
         if complete:
             # In a worker thread while the next group is classified: the API server's work
-            # overlaps ours. The matrices are let go as soon as they are out.
+            # overlaps ours. At most PUBLISHING_AHEAD groups wait for the server, so memory holds
+            # a few groups' dashboards, not the portfolio's, when the server is the slower side.
+            while len(publishing) >= PUBLISHING_AHEAD:
+                publishing.popleft().result()
             publishing.append(publish_dashboards.submit(
                 roadmaps_label([d.slug for d in complete]), quote(complete), moment, whole=not live_progress))
             dashboards += complete
@@ -517,8 +523,8 @@ def nightly_status_check(
         dashboards += empty
     status_events.flush(run_id)
     report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id, already_sent)
-    for future in publishing:
-        future.result()  # a dashboard that failed to publish fails the run
+    while publishing:
+        publishing.popleft().result()  # a dashboard that failed to publish fails the run
     del planned, overdue_escalations
     if live_progress:  # a region's review: the summary lists tonight's failed channels itself
         publish_summaries(roadmaps_label([d.slug for d in dashboards]), quote(dashboards), report.failures)

@@ -160,7 +160,7 @@ def holiday_flag(view: StatusView) -> str | None:
     return _holiday_flag(view.calendar, view.due_day, view.opens_day)
 
 
-@lru_cache(maxsize=131_072)
+@lru_cache(maxsize=65_536)
 def _holiday_flag(calendar, due_day: dt.date, opens_day: dt.date | None) -> str | None:
     near = holiday_before(calendar, due_day, 2)
     if near:
@@ -173,7 +173,7 @@ def _holiday_flag(calendar, due_day: dt.date, opens_day: dt.date | None) -> str 
     return None
 
 
-@lru_cache(maxsize=131_072)
+@lru_cache(maxsize=65_536)
 def _window(due_day, today, reminder_days, overdue_every_days, calendar) -> str | None:
     # Rows of one milestone share a handful of (due day, today, calendar) combinations.
     return current_window(

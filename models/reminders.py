@@ -124,6 +124,10 @@ def _insert(session: Session):
 
 ReminderKey = tuple[int, str, str]  #: (status id, recipient tag, window)
 
+#: Ids per ``IN (...)`` list: PostgreSQL takes at most 65,535 bound parameters per statement, and
+#: one digest (the coordinators' escalations of a large portfolio) may hold more items.
+_IDS_PER_STATEMENT = 5000
+
 #: Rows per INSERT statement when claiming (8 bound values each, far below SQLite's limit).
 CLAIM_CHUNK = 500
 
@@ -240,13 +244,15 @@ def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt
     """Mark this run's claims as sent; return how many rows changed (no commit)."""
     if not log_ids:
         return 0
-    result = session.execute(
-        update(ReminderLog)
-        .where(ReminderLog.id.in_(log_ids), ReminderLog.claimed_by == run_id)
-        .values(state=ReminderState.sent.value, sent_at=now, attempts=ReminderLog.attempts + 1, error="")
-        .returning(ReminderLog.id)
-    )
-    return len(result.all())
+    changed = 0
+    for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
+        changed += len(session.execute(
+            update(ReminderLog)
+            .where(ReminderLog.id.in_(log_ids[start : start + _IDS_PER_STATEMENT]), ReminderLog.claimed_by == run_id)
+            .values(state=ReminderState.sent.value, sent_at=now, attempts=ReminderLog.attempts + 1, error="")
+            .returning(ReminderLog.id)
+        ).all())
+    return changed
 
 
 def remember_delivered(session: Session, reminders: list[tuple[int, str]], escalations: list[tuple[int, str]]) -> None:
@@ -265,13 +271,15 @@ def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: st
     """Mark this run's claims as failed with ``reason`` (must hold no secret); no commit."""
     if not log_ids:
         return 0
-    result = session.execute(
-        update(ReminderLog)
-        .where(ReminderLog.id.in_(log_ids), ReminderLog.claimed_by == run_id)
-        .values(state=ReminderState.failed.value, attempts=ReminderLog.attempts + 1, error=reason[:500])
-        .returning(ReminderLog.id)
-    )
-    return len(result.all())
+    changed = 0
+    for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
+        changed += len(session.execute(
+            update(ReminderLog)
+            .where(ReminderLog.id.in_(log_ids[start : start + _IDS_PER_STATEMENT]), ReminderLog.claimed_by == run_id)
+            .values(state=ReminderState.failed.value, attempts=ReminderLog.attempts + 1, error=reason[:500])
+            .returning(ReminderLog.id)
+        ).all())
+    return changed
 
 
 def repeatedly_failing(

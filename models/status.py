@@ -173,7 +173,7 @@ class Classifier:
     """
 
     #: Entries kept per memo before it is emptied (bounds memory on very large portfolios).
-    MEMO_LIMIT = 200_000
+    MEMO_LIMIT = 50_000
 
     def __init__(self, as_of: dt.datetime):
         if as_of.tzinfo is None:

@@ -78,6 +78,11 @@ def _env(autoescape: bool) -> SandboxedEnvironment:
     return env
 
 
+#: Items listed one by one in a digest, most urgent first; the rest are counted in one line. A
+#: digest is read by a person: the coordinators' escalations of a global portfolio can number
+#: tens of thousands, and the dashboard lists them all.
+DIGEST_MAX_ITEMS = 300
+
 _TEXT_ENV = _env(autoescape=False)
 _HTML_ENV = _env(autoescape=True)
 
@@ -86,10 +91,12 @@ def _context(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> dic
     import pendulum
 
     rows = []
-    for item in sorted(items, key=lambda i: (i.days_left, i.member_state, i.milestone_title)):
+    ordered = sorted(items, key=lambda i: (i.days_left, i.member_state, i.milestone_title))  # most urgent first
+    for item in ordered[:DIGEST_MAX_ITEMS]:
         local = pendulum.instance(item.deadline).in_tz(item.timezone)
         rows.append({"item": item, "deadline_local": local.format("YYYY-MM-DD HH:mm"), "due_day": local.date()})
-    return {"recipient": recipient, "rows": rows, "count": len(items), "as_of": as_of.isoformat()}
+    return {"recipient": recipient, "rows": rows, "count": len(items), "more": len(items) - len(rows),
+            "as_of": as_of.isoformat()}
 
 
 def render_subject(items: list[DigestItem]) -> str:

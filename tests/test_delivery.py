@@ -176,3 +176,21 @@ def test_the_tag_index_finds_what_apprise_finds():
     assert [s.url().split("?")[0] for s in _services(hub, "office-tn")] == ["json://127.0.0.1:9/c"]
     hub.add("json://127.0.0.1:9/e", tag="office-tn")
     assert sorted(s.url().split("?")[0] for s in _services(hub, "office-tn")) == ["json://127.0.0.1:9/c", "json://127.0.0.1:9/e"]
+
+
+def test_a_digest_lists_the_most_urgent_items_and_counts_the_rest(monkeypatch):
+    import dataclasses
+
+    import notifications.digest as digest
+
+    monkeypatch.setattr(digest, "DIGEST_MAX_ITEMS", 2)
+    base = _items()[0]
+    items = [dataclasses.replace(base, member_state=cc, member_state_name=name, days_left=left)
+             for cc, name, left in [("TN", "Tunisia", -1), ("JO", "Jordan", -5), ("LB", "Lebanon", 3)]]
+    subject, body = digest.render_digest("coordinators", items, AS_OF)
+    assert "(3 items)" in body.splitlines()[0] and "3 items" in subject
+    assert "Jordan (JO)" in body and "Tunisia (TN)" in body and "Lebanon" not in body
+    assert body.count("… and 1 more, less urgent items") == 1
+    assert body.count("و1 بنود أخرى") == 1
+    html = digest.render_digest_html("coordinators", items, AS_OF)
+    assert "Lebanon" not in html and html.count("… and 1 more") == 1

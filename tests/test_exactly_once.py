@@ -137,3 +137,39 @@ def test_three_failed_nights_escalate_to_the_coordinators_once(seeded, outbox, t
     finally:
         broken.stop()
         coordinators.stop()
+
+
+def test_claims_and_marks_in_batches_keep_every_rule(seeded, monkeypatch):
+    """claim_many and mark_delivered work in statements of a few rows (a digest may hold more items
+    than PostgreSQL takes parameters): new, sent, held and abandoned claims each get their outcome."""
+    import datetime as dt
+
+    from sqlmodel import select
+
+    import models.reminders as reminders
+    from models.db import session_scope
+    from models.tables import ReminderLog, Status
+
+    monkeypatch.setattr(reminders, "CLAIM_CHUNK", 2)
+    monkeypatch.setattr(reminders, "_IDS_PER_STATEMENT", 2)
+    now = dt.datetime(2024, 6, 5, 7, 0, tzinfo=dt.timezone.utc)
+    with session_scope() as session:
+        ids = sorted(session.exec(select(Status.id)).all())[:7]
+        keys = [(status_id, "mission-jo", "due") for status_id in ids]
+        first = reminders.claim_many(session, keys[:5], run_id="run-1", now=now)
+        assert [c.outcome for c in first.values()] == ["claimed"] * 5
+        sent = [first[k].log_id for k in keys[:3]]
+        assert reminders.mark_delivered(session, sent, run_id="run-1", now=now) == 3
+    with session_scope() as session:
+        # keys 0-2 sent, 3-4 held by run-1 (a minute ago: within the lease), 5-6 new.
+        second = reminders.claim_many(session, keys, run_id="run-2", now=now + dt.timedelta(minutes=1))
+        assert [second[k].outcome for k in keys] == ["already_sent"] * 3 + ["in_flight"] * 2 + ["claimed"] * 2
+    with session_scope() as session:
+        # After the lease, run-1's abandoned claims are taken over; sent ones stay sent.
+        later = now + reminders.CLAIM_LEASE + dt.timedelta(seconds=30)  # run-2 claimed at now + 1 min
+        third = reminders.claim_many(session, keys, run_id="run-3", now=later)
+        assert [third[k].outcome for k in keys] == ["already_sent"] * 3 + ["claimed"] * 2 + ["in_flight"] * 2
+        taken = [third[k].log_id for k in keys[3:5]]
+        assert reminders.mark_delivered(session, taken, run_id="run-3", now=later) == 2
+        states = dict(session.exec(select(ReminderLog.status_id, ReminderLog.state)).all())
+    assert [states[i] for i in ids] == ["sent"] * 5 + ["claimed"] * 2
