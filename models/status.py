@@ -162,8 +162,9 @@ class Classifier:
 
     Rows of a milestone share a few deadlines and zones, and a member state keeps its party
     across milestones, so local dates, parties and working-day counts are kept in dicts for the
-    classifier's life (one check): a row then costs a few dict lookups, which is what keeps the
-    nightly check close to the time of merely reading the rows (issue "Scale").
+    classifier's life (one check): a row then costs a few dict lookups and one ``StatusView``
+    (issue "Scale"; the figures against the time of merely reading the rows are in
+    docs/benchmarks.md). Not thread-safe: one classifier per task run.
 
     Args:
         as_of: aware instant of the check.
@@ -282,7 +283,7 @@ class Classifier:
                 per_milestone.get(milestone.id, ()), recorded,
             )
 
-    def _parties_of(self, session: Session, context: "_MilestoneContext") -> dict:
+    def _parties_of(self, context: "_MilestoneContext") -> dict:
         """{member state code: (code, member state info, party)} for ``context``'s owner, filled as met."""
         key = (context.owner, context.coordinator_timezone, context.coordinator_country)
         table = self._party_tables.get(key)
@@ -301,7 +302,7 @@ class Classifier:
         # Runs once per status row: everything rows share is looked up, never recomputed.
         as_of = self.as_of
         first_reminder_days = max(context.reminder_days, default=0)
-        parties = self._parties_of(session, context)
+        parties = self._parties_of(context)
         facts: dict[tuple, tuple] = {}
         working = self._working
         canonical = _CANONICAL
