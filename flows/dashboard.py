@@ -173,10 +173,8 @@ def summary_parts(title: str, tallies: list[MilestoneTally], as_of: dt.datetime)
 def reminders_markdown(as_of: dt.datetime, sent: int, already_sent: int, failed: int, escalated: int, messages: int,
                        failures: list[str]) -> str:
     """The run's reminder report: counts of items (not messages) and one line per failed channel."""
-    lines = [
-        f"# Reminders of the check as of {as_of.isoformat()}", "",
-        f"{sent} items sent in {messages} digests, {already_sent} already sent, {failed} failed; {escalated} escalated.", "",
-        "## Channels that failed in this run", "",
-    ]
-    lines += [f"- {item}" for item in failures] if failures else ["None."]
-    return "\n".join(lines) + "\n"
+    return (
+        f"# Reminders of the check as of {as_of.isoformat()}\n\n"
+        f"{sent} items sent in {messages} digests, {already_sent} already sent, {failed} failed; {escalated} escalated.\n\n"
+        + failures_section(failures)
+    )

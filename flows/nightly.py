@@ -15,7 +15,7 @@ import base64
 import datetime as dt
 import os
 import uuid
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -116,39 +116,49 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
 MILESTONE_TASKS_MAX = 60
 #: Status rows per grouped task run (a roadmap is never split).
 GROUP_ROWS = 50_000
-#: Every task here has ``cache_policy=NO_CACHE``: a night's check must run every night, and the
-#: default policy would hash every input (hundreds of thousands of rows at scale) for nothing.
+# Every task here has ``cache_policy=NO_CACHE``: a night's check must run every night, and the
+# default policy would hash every input (hundreds of thousands of rows at scale) for nothing.
 
 #: Status events (``roadmap.milestone.overdue`` / ``.done``) per kind and run; beyond it, one
 #: summary event carries the count (a first night of a large portfolio would otherwise flood the
 #: server's event queue, which drops what it cannot hold).
 STATUS_EVENTS_PER_RUN = 1000
+#: The same for reminder events (``roadmap.reminder.sent`` / ``.failed``), one per item.
+REMINDER_EVENTS_PER_RUN = 1000
 
 
-class _StatusEvents:
-    """Emits the status events of each checked unit within the run's budget, then counts."""
+class _EventBudget:
+    """A run's budget for one family of events (``roadmap.milestone``, ``roadmap.reminder``):
+    ``limit`` events per kind, then one summary event per kind carries the count of the rest."""
 
-    def __init__(self) -> None:
-        self.left = {kind: STATUS_EVENTS_PER_RUN for kind in (Classification.overdue.value, Classification.done.value)}
-        self.skipped = dict.fromkeys(self.left, 0)
+    def __init__(self, family: str, limit: int) -> None:
+        self.family, self.limit = family, limit
+        self.emitted: Counter = Counter()
+        self.skipped: Counter = Counter()
 
-    def emit(self, results: dict[str, list[MilestoneTally]]) -> None:
-        for tallies in results.values():
-            for tally in tallies:
-                for kind in self.left:
-                    newly = tally.newly.get(kind)
-                    if newly is None:
-                        continue
-                    shown = newly.items()[: self.left[kind]]
-                    for view in shown:
-                        emit_status_event(kind, view)
-                    self.left[kind] -= len(shown)
-                    self.skipped[kind] += newly.total - len(shown)
+    def allow(self, kind: str, items: list, total: int | None = None) -> list:
+        """The first of ``items`` that fit in the budget; the others (of ``total``, default all
+        items) are counted for the summary."""
+        allowed = items[: max(0, self.limit - self.emitted[kind])]
+        self.emitted[kind] += len(allowed)
+        self.skipped[kind] += (len(items) if total is None else total) - len(allowed)
+        return allowed
 
     def flush(self, run_id: str) -> None:
         for kind, count in self.skipped.items():
             if count:
-                emit_summary_event(f"roadmap.milestone.{kind}", run_id, count)
+                emit_summary_event(f"{self.family}.{kind}", run_id, count)
+
+
+def _emit_status_events(budget: _EventBudget, results: dict[str, list[MilestoneTally]]) -> None:
+    """Emit ``roadmap.milestone.overdue`` / ``.done`` for the rows of a checked group that became so."""
+    for tallies in results.values():
+        for tally in tallies:
+            for kind in (Classification.overdue.value, Classification.done.value):
+                newly = tally.newly.get(kind)
+                if newly is not None:
+                    for view in budget.allow(kind, newly.items(), newly.total):
+                        emit_status_event(kind, view)
 
 
 @dataclass(frozen=True)
@@ -165,9 +175,14 @@ def roadmaps_label(slugs: list[str]) -> str:
     return slugs[0] if len(slugs) == 1 else f"{slugs[0]} … {slugs[-1]} ({len(slugs)} roadmaps)"
 
 
+def milestone_by_milestone(refs: list[RoadmapRef]) -> bool:
+    """True when the check runs one task per milestone (see :data:`MILESTONE_TASKS_MAX`)."""
+    return sum(len(ref.milestones) for ref in refs) <= MILESTONE_TASKS_MAX
+
+
 def plan_units(refs: list[RoadmapRef]) -> list[CheckUnit]:
     """Split the roadmaps' milestones into task runs (see :data:`MILESTONE_TASKS_MAX`)."""
-    if sum(len(ref.milestones) for ref in refs) <= MILESTONE_TASKS_MAX:
+    if milestone_by_milestone(refs):
         return [
             CheckUnit(f"{key} [{ref.slug}]", ((ref.slug, (key,)),), ref.rows)
             for ref in refs for key in ref.milestones
@@ -325,29 +340,6 @@ def _channel_config() -> tuple[str | None, str]:
     return str(Secret.load(name).get()), f"Prefect Secret block {name!r}"
 
 
-#: Reminder events emitted per run and kind, one per item; beyond it, one summary event per kind.
-REMINDER_EVENTS_PER_RUN = 1000
-
-
-class _ReminderEvents:
-    """Emits ``roadmap.reminder.*`` per item up to :data:`REMINDER_EVENTS_PER_RUN` per kind, then counts."""
-
-    def __init__(self) -> None:
-        self.emitted: dict[str, int] = {}
-        self.skipped: dict[str, int] = {}
-
-    def __call__(self, kind: str, item: PlannedReminder, reason: str) -> None:
-        if self.emitted.get(kind, 0) < REMINDER_EVENTS_PER_RUN:
-            self.emitted[kind] = self.emitted.get(kind, 0) + 1
-            emit_reminder_event(kind, item.view, item.recipient, item.window, reason)
-        else:
-            self.skipped[kind] = self.skipped.get(kind, 0) + 1
-
-    def flush(self, run_id: str) -> None:
-        for kind, count in self.skipped.items():
-            emit_summary_event(f"roadmap.reminder.{kind}", run_id, count)
-
-
 @task(name="send-reminders", cache_policy=NO_CACHE)
 def send_reminders(
     planned: list[PlannedReminder], overdue_escalations: list[PlannedReminder], as_of: dt.datetime, run_id: str,
@@ -380,9 +372,14 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
         report.failed = len(planned)
         report.failures.append(f"channel configuration: {exc}")
         return report
-    events = _ReminderEvents()
+    events = _EventBudget("roadmap.reminder", REMINDER_EVENTS_PER_RUN)
+
+    def on_result(kind: str, item: PlannedReminder, reason: str) -> None:
+        for allowed in events.allow(kind, [item]):
+            emit_reminder_event(kind, allowed.view, allowed.recipient, allowed.window, reason)
+
     if plan:
-        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=events)
+        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=on_result)
     events.flush(run_id)
     to_escalate, reasons = escalations(planned, overdue_escalations)
     if to_escalate:
@@ -474,7 +471,7 @@ def nightly_status_check(
     run_id = str(flow_run.get_id() or uuid.uuid4())
     refs = {ref.slug: ref for ref in list_roadmaps(roadmaps)}
     units = plan_units(list(refs.values()))
-    live_progress = all(len(unit.work) == 1 and len(unit.work[0][1]) == 1 for unit in units)
+    live_progress = milestone_by_milestone(list(refs.values()))
     total_rows, rows_through = sum(ref.rows for ref in refs.values()), 0
     progress_ids: dict[str, object] = {}
     checked: dict[str, list[MilestoneTally]] = {}
@@ -483,7 +480,7 @@ def nightly_status_check(
     overdue_escalations: list[PlannedReminder] = []
     publishing: deque = deque()
     already_sent = 0
-    status_events = _StatusEvents()
+    status_events = _EventBudget("roadmap.milestone", STATUS_EVENTS_PER_RUN)
     for unit in units:
         if live_progress:  # one milestone per task run: the progress bar moves milestone by milestone
             slug = unit.work[0][0]
@@ -494,7 +491,7 @@ def nightly_status_check(
                 )
         # quote(): Prefect would otherwise walk every row of these values looking for futures.
         results = check_milestones(unit.label, quote(unit.work), moment, include_statuses)
-        status_events.emit(results)
+        _emit_status_events(status_events, results)
         complete = []
         for slug, tallies in results.items():
             checked.setdefault(slug, []).extend(tallies)

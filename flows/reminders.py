@@ -116,17 +116,17 @@ def send_planned(
     recipients = sorted(plan)
     for start in range(0, len(recipients), CLAIM_RECIPIENTS):
         batch = recipients[start : start + CLAIM_RECIPIENTS]
-        keys = list(dict.fromkeys(
-            (p.view.status_id, recipient, p.window) for recipient in batch for p in plan[recipient]))
+        items: dict[str, dict[tuple[int, str, str], PlannedReminder]] = {}
+        for recipient in batch:  # one item per (status, recipient, window): the claim's key
+            items[recipient] = {}
+            for planned in plan[recipient]:
+                items[recipient].setdefault((planned.view.status_id, recipient, planned.window), planned)
+        keys = [key for recipient in batch for key in items[recipient]]
         claims = in_transaction(
             lambda session, keys=keys: claim_many(session, keys, run_id=run_id, now=now()), database_url)
         for recipient in batch:
-            claimed, seen = [], set()
-            for planned in plan[recipient]:
-                key = (planned.view.status_id, recipient, planned.window)
-                if key in seen:
-                    continue
-                seen.add(key)
+            claimed = []
+            for key, planned in items[recipient].items():
                 outcome = claims[key]
                 if outcome.outcome == "claimed":
                     claimed.append((outcome.log_id, planned))

@@ -244,15 +244,7 @@ def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt
     """Mark this run's claims as sent; return how many rows changed (no commit)."""
     if not log_ids:
         return 0
-    changed = 0
-    for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
-        changed += len(session.execute(
-            update(ReminderLog)
-            .where(ReminderLog.id.in_(log_ids[start : start + _IDS_PER_STATEMENT]), ReminderLog.claimed_by == run_id)
-            .values(state=ReminderState.sent.value, sent_at=now, attempts=ReminderLog.attempts + 1, error="")
-            .returning(ReminderLog.id)
-        ).all())
-    return changed
+    return _mark(session, log_ids, run_id, state=ReminderState.sent.value, sent_at=now, error="")
 
 
 def remember_delivered(session: Session, reminders: list[tuple[int, str]], escalations: list[tuple[int, str]]) -> None:
@@ -271,12 +263,17 @@ def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: st
     """Mark this run's claims as failed with ``reason`` (must hold no secret); no commit."""
     if not log_ids:
         return 0
+    return _mark(session, log_ids, run_id, state=ReminderState.failed.value, error=reason[:500])
+
+
+def _mark(session: Session, log_ids: list[int], run_id: str, **values) -> int:
+    """Set ``values`` and one more attempt on this run's claims among ``log_ids``; return how many."""
     changed = 0
     for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
         changed += len(session.execute(
             update(ReminderLog)
             .where(ReminderLog.id.in_(log_ids[start : start + _IDS_PER_STATEMENT]), ReminderLog.claimed_by == run_id)
-            .values(state=ReminderState.failed.value, attempts=ReminderLog.attempts + 1, error=reason[:500])
+            .values(attempts=ReminderLog.attempts + 1, **values)
             .returning(ReminderLog.id)
         ).all())
     return changed

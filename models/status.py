@@ -138,15 +138,6 @@ def classify(
     )
 
 
-def roadmap_milestones(session: Session, roadmap: Roadmap) -> list[Milestone]:
-    """Active milestones of ``roadmap`` in file order."""
-    return list(
-        session.exec(
-            select(Milestone).where(Milestone.roadmap_id == roadmap.id, Milestone.active).order_by(Milestone.position)
-        )
-    )
-
-
 @dataclass(frozen=True)
 class _MemberStateInfo:
     name: str
@@ -181,7 +172,6 @@ class Classifier:
             raise ValueError("as_of must be time-zone aware")
         self.as_of = as_of
         self._dates: dict[tuple[dt.datetime, str], dt.date] = {}
-        self._parties: dict[tuple, object] = {}
         self._working: dict[tuple, int] = {}
         self._member_states: dict[str, _MemberStateInfo] | None = None
         self._party_tables: dict[tuple, dict] = {}
@@ -210,28 +200,6 @@ class Classifier:
                 for row in session.exec(select(MemberState))
             }
         return self._member_states[code]
-
-    def party(self, context: "_MilestoneContext", code: str, info: _MemberStateInfo):
-        """The :class:`models.parties.Party` acting on ``context``'s milestone for member state ``code``."""
-        key = (context.owner, code, context.coordinator_timezone, context.coordinator_country)
-        found = self._parties.get(key)
-        if found is None:
-            found = self._parties[key] = party_for(
-                context.owner, member_state_code=code, mission_timezone=info.mission_timezone,
-                office_timezone=info.office_timezone,
-                weekend_override=list(info.weekend_override) if info.weekend_override is not None else None,
-                weekend_source=info.weekend_source, coordinator_timezone=context.coordinator_timezone,
-                coordinator_country=context.coordinator_country,
-            )
-        return found
-
-    def working_days(self, calendar: WorkingCalendar, today: dt.date, due_day: dt.date) -> int:
-        """Working days of ``calendar`` in (today, due_day] (negative when due_day is earlier)."""
-        key = (calendar, today, due_day)
-        found = self._working.get(key)
-        if found is None:
-            found = self._working[key] = calendar.working_days_between(today, due_day)
-        return found
 
     def iter_roadmap(
         self,
@@ -284,12 +252,25 @@ class Classifier:
             )
 
     def _parties_of(self, context: "_MilestoneContext") -> dict:
-        """{member state code: (code, member state info, party)} for ``context``'s owner, filled as met."""
+        """{member state code: (code, member state info, party)} for ``context``'s owner (and its
+        coordinators), filled as member states are met; a :class:`models.parties.Party` each."""
         key = (context.owner, context.coordinator_timezone, context.coordinator_country)
         table = self._party_tables.get(key)
         if table is None:
             table = self._party_tables[key] = {}
         return table
+
+    def _acting(self, session: Session, context: "_MilestoneContext", code: str) -> tuple:
+        """(code, member state info, party) acting on ``context``'s milestone for ``code``."""
+        info = self.member_state(session, code)
+        party = party_for(
+            context.owner, member_state_code=code, mission_timezone=info.mission_timezone,
+            office_timezone=info.office_timezone,
+            weekend_override=list(info.weekend_override) if info.weekend_override is not None else None,
+            weekend_source=info.weekend_source, coordinator_timezone=context.coordinator_timezone,
+            coordinator_country=context.coordinator_country,
+        )
+        return code, info, party
 
     def _facts(self, raw_deadline, raw_opens, timezone: str) -> tuple:
         """(deadline, due day, today, opens day) of a row from its raw column values and zone."""
@@ -312,8 +293,7 @@ class Classifier:
         for _, code, status_id, state, raw_deadline, raw_opens, timezone, note, last, reminded, escalated in rows:
             acting = parties.get(code)
             if acting is None:
-                info = self.member_state(session, code)
-                acting = parties[code] = (code, info, self.party(context, code, info))
+                acting = parties[code] = self._acting(session, context, code)
             code, info, party = acting
             fact_key = (raw_deadline, raw_opens, timezone)
             found = facts.get(fact_key)
