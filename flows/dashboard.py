@@ -5,10 +5,13 @@ artifacts, built from the milestone tallies of one roadmap (pure functions, no P
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections import Counter
+from functools import lru_cache
 
 from flows.tally import MilestoneTally
-from models.status import ATTENTION_ORDER, Classification, StatusView
+from models.status import ATTENTION_ORDER, Classification, StatusView, zone
 
 SYMBOLS = {
     Classification.done: "✅ done",
@@ -31,18 +34,20 @@ def cell(view: StatusView) -> str:
     return cell_text(view.classification, view.working_days_left, view.due_day)
 
 
-def cell_text(classification: Classification, working_days_left: int, due_day: dt.date) -> str:
-    """See :func:`cell`: "🔴 overdue by 3 working days · 2024-05-31"."""
+def cell_text(classification: Classification, working_days_left: int, due_day: dt.date, countdown: bool = True) -> str:
+    """See :func:`cell`: "🔴 overdue by 3 working days · 2024-05-31"; without ``countdown``,
+    "🔴 overdue · 2024-05-31" (text that stays true until the classification changes)."""
     text = SYMBOLS[classification]
-    if classification is Classification.overdue:
+    if countdown and classification is Classification.overdue:
         text += f" by {-working_days_left} working days"
-    elif classification in (Classification.due_soon, Classification.upcoming):
+    elif countdown and classification in (Classification.due_soon, Classification.upcoming):
         text += f", {working_days_left} working days left"
     return f"{text} · {due_day.isoformat()}"
 
 
-def matrix_rows(tallies: list[MilestoneTally]) -> list[dict[str, str]]:
-    """One row per member state, one column per milestone (roadmap order).
+def matrix_rows(tallies: list[MilestoneTally], countdown: bool = True) -> list[dict[str, str]]:
+    """One row per member state, one column per milestone (roadmap order); cells as
+    :func:`cell_text` with ``countdown``.
 
     When a milestone had too many member states to keep cells (see ``MATRIX_MAX_ROWS``), the
     matrix is summarised instead: one row per milestone with counts per classification.
@@ -61,7 +66,7 @@ def matrix_rows(tallies: list[MilestoneTally]) -> list[dict[str, str]]:
         row = {"member_state": f"{code} {names[code]}"}
         for t in tallies:
             entry = t.cells.get(code)
-            row[t.milestone] = cell_text(*entry[1:]) if entry else ""
+            row[t.milestone] = cell_text(*entry[1:], countdown) if entry else ""
         rows.append(row)
     return rows
 
@@ -71,11 +76,27 @@ def progress_percent(done: int, rows: int) -> float:
     return round(100.0 * done / rows, 1) if rows else 0.0
 
 
+def content_digest(content: object) -> str:
+    """SHA-256 (hex) of an artifact's content: text as UTF-8, anything else as canonical JSON."""
+    text = content if isinstance(content, str) else json.dumps(content, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=65_536)
+def _deadline_text(deadline: dt.datetime, timezone: str) -> str:
+    # Rows of a milestone share a few (deadline, zone) pairs: format each once.
+    local = deadline.astimezone(zone(timezone))
+    return local.strftime("%Y-%m-%d %H:%M") + f" {timezone}"
+
+
 def _table(views: list[StatusView], detail) -> list[str]:
-    lines = ["| Milestone | Member state | Deadline (owner's time) | |", "|---|---|---|---|"]
+    if detail is None:
+        lines = ["| Milestone | Member state | Deadline (owner's time) |", "|---|---|---|"]
+    else:
+        lines = ["| Milestone | Member state | Deadline (owner's time) | |", "|---|---|---|---|"]
     for v in views:
-        deadline = v.deadline_local.strftime("%Y-%m-%d %H:%M") + f" {v.owner_timezone}"
-        lines.append(f"| {v.milestone} | {v.member_state} {v.member_state_name} | {deadline} | {detail(v)} |")
+        row = f"| {v.milestone} | {v.member_state} {v.member_state_name} | {_deadline_text(v.deadline, v.owner_timezone)} |"
+        lines.append(row if detail is None else f"{row} {detail(v)} |")
     return lines
 
 
@@ -110,10 +131,16 @@ def failures_section(failed_channels: list[str] | None, listed_elsewhere: bool =
     return "\n".join(lines) + "\n"
 
 
-def summary_parts(title: str, tallies: list[MilestoneTally], as_of: dt.datetime) -> tuple[str, str]:
+def summary_parts(
+    title: str, tallies: list[MilestoneTally], as_of: dt.datetime, countdown: bool = True
+) -> tuple[str, str]:
     """The summary's text before and after :func:`failures_section`: the nightly check renders
     them as soon as a roadmap is classified (and lets its rows go), and adds the failures once
-    the reminders are sent."""
+    the reminders are sent.
+
+    Without ``countdown`` the text holds nothing that changes by itself from one night to the
+    next (no as-of instant, no days left): a large portfolio republishes it only when it changes,
+    and the artifact's description tells which check found it."""
     rows = sum(t.rows for t in tallies)
     done = sum(t.done for t in tallies)
     counts = Counter()
@@ -122,7 +149,7 @@ def summary_parts(title: str, tallies: list[MilestoneTally], as_of: dt.datetime)
     lines = [
         f"# {title}",
         "",
-        f"As of {as_of.isoformat()}: {rows} status rows, {progress_percent(done, rows)}% done.",
+        (f"As of {as_of.isoformat()}: " if countdown else "") + f"{rows} status rows, {progress_percent(done, rows)}% done.",
         "",
         " · ".join(f"{SYMBOLS[c]}: {counts.get(c.value, 0)}" for c in ATTENTION_ORDER),
         "",
@@ -134,9 +161,9 @@ def summary_parts(title: str, tallies: list[MilestoneTally], as_of: dt.datetime)
     blocked = [v for t in tallies for v in t.blocked.items()]
     sections = [
         ("Overdue", overdue, sum(t.overdue.total for t in tallies),
-         lambda v: f"overdue by {-v.days_left} days ({-v.working_days_left} working days)"),
+         (lambda v: f"overdue by {-v.days_left} days ({-v.working_days_left} working days)") if countdown else None),
         ("Due this week", due_week, len(due_week),
-         lambda v: f"{v.days_left} days left ({v.working_days_left} working days)"),
+         (lambda v: f"{v.days_left} days left ({v.working_days_left} working days)") if countdown else None),
         ("Blocked", blocked, sum(t.blocked.total for t in tallies), lambda v: "waiting for " + ", ".join(v.blocked_by)),
     ]
     for heading, items, total, detail in sections:

@@ -17,7 +17,7 @@ import os
 import uuid
 from collections import Counter, deque
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pendulum
 from prefect import flow, get_run_logger, task
@@ -30,9 +30,11 @@ from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
+    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from sqlalchemy import func, update
@@ -40,7 +42,9 @@ from sqlmodel import select
 
 from flows.dashboard import (
     REMINDERS_ARTIFACT_KEY,
+    SYMBOLS,
     artifact_key,
+    content_digest,
     failures_section,
     matrix_rows,
     progress_percent,
@@ -56,7 +60,8 @@ from flows.tally import MilestoneTally, PlannedReminder, status_json
 from models.db import session_scope
 from models.deadlines import parse_instant
 from models.transactions import in_transaction
-from models.status import Classification, Classifier
+from models.published import forget_published, latest_published_key, published_digests, remember_published
+from models.status import ATTENTION_ORDER, Classification, Classifier
 from models.tables import Milestone, Roadmap, Status
 from notifications.channels import ChannelConfigError, load_channels
 
@@ -246,6 +251,10 @@ def check_milestones(
     return results
 
 
+#: Dashboard artifacts of each roadmap, by kind (key ``<slug>-<kind>``).
+DASHBOARD_KINDS = ("matrix", "progress", "summary")
+
+
 @dataclass
 class RoadmapDashboard:
     """What the check keeps of one classified roadmap until its artifacts are out: no rows."""
@@ -259,16 +268,99 @@ class RoadmapDashboard:
     summary_tail: str
     bars: list
     statuses: list[dict]
+    #: Rows per classification value.
+    counts: Counter = field(default_factory=Counter)
+    #: Kinds of :data:`DASHBOARD_KINDS` to publish tonight (a large portfolio: only those changed).
+    changed: tuple[str, ...] = DASHBOARD_KINDS
+    #: {artifact key: content digest} (a large portfolio's check records them once published).
+    digests: dict[str, str] = field(default_factory=dict)
+    #: As-of instant of the check that found the dashboard as it is (tonight's when it changed).
+    found_at: dt.datetime | None = None
+
+    def summary_markdown(self) -> str:
+        """A large portfolio's summary: published before the reminders, so failed channels are
+        in the run's reminder report artifact."""
+        return self.summary_head + failures_section(None, listed_elsewhere=True) + self.summary_tail
 
 
-def dashboard_of(ref: RoadmapRef, tallies: list[MilestoneTally], as_of: dt.datetime) -> RoadmapDashboard:
-    """Render a roadmap's artifacts' content from its tallies (so the rows can be let go)."""
-    head, tail = summary_parts(ref.title, tallies, as_of)
+def dashboard_of(ref: RoadmapRef, tallies: list[MilestoneTally], as_of: dt.datetime, countdown: bool = True) -> RoadmapDashboard:
+    """Render a roadmap's artifacts' content from its tallies (so the rows can be let go); without
+    ``countdown``, content that changes only when a classification does (see
+    :func:`flows.dashboard.summary_parts`)."""
+    head, tail = summary_parts(ref.title, tallies, as_of, countdown)
+    counts: Counter = Counter()
+    for t in tallies:
+        counts.update(t.counts)
     return RoadmapDashboard(
         slug=ref.slug, title=ref.title, rows=sum(t.rows for t in tallies), done=sum(t.done for t in tallies),
-        matrix=matrix_rows(tallies), summary_head=head, summary_tail=tail, bars=bars_from_tallies(tallies),
-        statuses=[status_json(v) for t in tallies for v in (t.statuses or ())],
+        matrix=matrix_rows(tallies, countdown), summary_head=head, summary_tail=tail, bars=bars_from_tallies(tallies),
+        statuses=[status_json(v) for t in tallies for v in (t.statuses or ())], counts=counts, found_at=as_of,
     )
+
+
+def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
+    """A large portfolio's dashboards to publish: for each, the kinds whose content differs from
+    what was last published (``published_artifact``); content not to publish is let go.
+
+    Returns:
+        The dashboards with at least one kind to publish (``changed`` set on every dashboard,
+        ``found_at`` set back to the publishing check's instant where nothing changed).
+    """
+    for d in dashboards:
+        d.digests = {
+            artifact_key(d.slug, "matrix"): content_digest(d.matrix),
+            artifact_key(d.slug, "progress"): content_digest(str(progress_percent(d.done, d.rows))),
+            artifact_key(d.slug, "summary"): content_digest(d.summary_markdown()),
+        }
+    with session_scope() as session:
+        known = published_digests(session, [key for d in dashboards for key in d.digests])
+    publishing = []
+    for d in dashboards:
+        d.changed = tuple(kind for kind in DASHBOARD_KINDS
+                          if known.get(artifact_key(d.slug, kind), (None,))[0] != d.digests[artifact_key(d.slug, kind)])
+        if not d.changed:
+            d.found_at = max(known[key][1] for key in d.digests)
+            d.digests = {}
+        if "matrix" not in d.changed:
+            d.matrix = None
+        if "summary" not in d.changed:
+            d.summary_head = d.summary_tail = ""
+        if d.changed:
+            publishing.append(d)
+    return publishing
+
+
+def _published_dashboards_on_server() -> bool:
+    """False when the database records published dashboards that the Prefect server does not have
+    (a new or reset server): then every dashboard must go out again. One API call."""
+    with session_scope() as session:
+        key = latest_published_key(session)
+    if key is None:
+        return True
+    with get_client(sync_client=True) as client:
+        return bool(client.read_latest_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1))
+
+
+#: Most roadmaps listed in the ``portfolio-overview`` artifact (those with most overdue rows first).
+OVERVIEW_MAX_ROWS = 1000
+#: Key of a whole portfolio's overview artifact, refreshed by every large-portfolio check.
+OVERVIEW_ARTIFACT_KEY = "portfolio-overview"
+
+
+def overview_rows(dashboards: list[RoadmapDashboard]) -> list[dict[str, str]]:
+    """One row per roadmap, most overdue rows first (then slug), at most :data:`OVERVIEW_MAX_ROWS`:
+    counts per classification that needs attention, share done, and the day of the check that
+    found its dashboard as it is."""
+    ranked = sorted(dashboards, key=lambda d: (-d.counts.get(Classification.overdue.value, 0), d.slug))
+    rows = []
+    for d in ranked[:OVERVIEW_MAX_ROWS]:
+        rows.append({
+            "roadmap": d.slug, "title": d.title, "status rows": str(d.rows),
+            "% done": str(progress_percent(d.done, d.rows)),
+            **{SYMBOLS[c]: str(d.counts.get(c.value, 0)) for c in ATTENTION_ORDER[:4]},
+            "dashboard as of": d.found_at.date().isoformat() if d.found_at else "",
+        })
+    return rows
 
 
 #: Groups of dashboards being published while the check goes on (see the flow).
@@ -296,38 +388,50 @@ def _create_all(artifacts: list[Artifact]) -> None:
 
 @task(name="publish-dashboard", task_run_name="dashboard [{label}]", cache_policy=NO_CACHE)
 def publish_dashboards(label: str, dashboards: list[RoadmapDashboard], as_of: dt.datetime, whole: bool) -> None:
-    """Publish each roadmap's matrix table artifact, a few calls in flight at once; with ``whole``
-    (a large portfolio, whose progress did not move milestone by milestone) its progress and its
-    summary too, the summary pointing to the run's reminder report for failed channels."""
+    """Publish each roadmap's matrix table artifact, a few calls in flight at once. With ``whole``
+    (a large portfolio, whose progress did not move milestone by milestone): only the kinds of
+    each dashboard's ``changed``, its progress and its summary included (the summary points to
+    the run's reminder report for failed channels), then record their digests."""
     artifacts: list[Artifact] = []
+    found = f"as found by the check of {as_of.date().isoformat()} (republished when it changes)"
     for d in dashboards:
-        artifacts.append(TableArtifact(
-            key=artifact_key(d.slug, "matrix"), table=d.matrix,
-            description=f"{d.title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
-        ))
-        if whole:
+        if not whole:
+            artifacts.append(TableArtifact(
+                key=artifact_key(d.slug, "matrix"), table=d.matrix,
+                description=f"{d.title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
+            ))
+            continue
+        if "matrix" in d.changed:
+            artifacts.append(TableArtifact(
+                key=artifact_key(d.slug, "matrix"), table=d.matrix,
+                description=f"{d.title}: where every member state stands on each milestone, {found}",
+            ))
+        if "progress" in d.changed:
             artifacts.append(ProgressArtifact(
                 key=artifact_key(d.slug, "progress"), progress=progress_percent(d.done, d.rows),
-                description=f"{d.title}: share of status rows done or waived",
+                description=f"{d.title}: share of status rows done or waived, {found}",
             ))
-            artifacts.append(_summary(d, failures_section(None, listed_elsewhere=True)))
+        if "summary" in d.changed:
+            artifacts.append(MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_markdown(),
+                                              description=f"{d.title}: overdue first, {found}"))
     _create_all(artifacts)
+    if whole:
+        published = {key: digest for d in dashboards for key, digest in d.digests.items()
+                     if key.rsplit("-", 1)[1] in d.changed}
+        in_transaction(lambda session: remember_published(session, published, as_of))
     for d in dashboards:  # published: let them go (a summary is 100 KB of UCS-4 text with its emoji)
         d.matrix = None
         if whole:
             d.summary_head = d.summary_tail = ""
-
-
-def _summary(d: RoadmapDashboard, failed: str) -> MarkdownArtifact:
-    return MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_head + failed + d.summary_tail,
-                            description=f"{d.title}: overdue first")
+        d.digests = {}
 
 
 @task(name="publish-summary", task_run_name="summary [{label}]", cache_policy=NO_CACHE)
 def publish_summaries(label: str, dashboards: list[RoadmapDashboard], failures: list[str]) -> None:
     """Publish each roadmap's summary markdown artifact, with tonight's channel failures."""
     failed = failures_section(failures)
-    _create_all([_summary(d, failed) for d in dashboards])
+    _create_all([MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_head + failed + d.summary_tail,
+                                  description=f"{d.title}: overdue first") for d in dashboards])
 
 
 def _channel_config() -> tuple[str | None, str]:
@@ -450,7 +554,8 @@ def _publish_feeds(roadmap: str, title: str, bars: list[MilestoneBar], as_of: dt
 
 @flow(name="nightly-status-check")
 def nightly_status_check(
-    as_of: str | None = None, roadmaps: list[str] | None = None, include_statuses: bool = True, publish: bool = True
+    as_of: str | None = None, roadmaps: list[str] | None = None, include_statuses: bool = True, publish: bool = True,
+    republish: bool = False,
 ) -> dict:
     """Check every milestone of every roadmap for every member state, publish the dashboard
     artifacts, and send each mission, office and the coordinators the reminders they need.
@@ -461,6 +566,10 @@ def nightly_status_check(
         include_statuses: return every classified row (off for very large portfolios).
         publish: draw the timeline and write the calendar feeds (``ROADMAP_REPORT_DIR``,
             ``ROADMAP_CALENDAR_DIR``) with their artifacts.
+        republish: a large portfolio (more than :data:`MILESTONE_TASKS_MAX` milestones)
+            publishes a roadmap's matrix, progress and summary only when they changed since
+            they last went out, and a ``portfolio-overview`` table every night; True publishes
+            them all (the check also does when the Prefect server lost them).
 
     Returns:
         ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state", "deadline",
@@ -472,6 +581,9 @@ def nightly_status_check(
     refs = {ref.slug: ref for ref in list_roadmaps(roadmaps)}
     units = plan_units(list(refs.values()))
     live_progress = milestone_by_milestone(list(refs.values()))
+    if not live_progress and (republish or not _published_dashboards_on_server()):
+        logger.info("publishing every roadmap's dashboard (%s)", "asked" if republish else "the Prefect server lacks them")
+        in_transaction(forget_published)
     total_rows, rows_through = sum(ref.rows for ref in refs.values()), 0
     progress_ids: dict[str, object] = {}
     checked: dict[str, list[MilestoneTally]] = {}
@@ -503,8 +615,11 @@ def nightly_status_check(
                 update_progress_artifact(progress_ids[slug], progress_percent(
                     sum(t.done for t in checked[slug]), refs[slug].rows))
             if len(checked[slug]) == len(refs[slug].milestones):
-                complete.append(dashboard_of(refs[slug], checked.pop(slug), moment))
+                complete.append(dashboard_of(refs[slug], checked.pop(slug), moment, countdown=live_progress))
         progress.report(rows_through, total_rows)
+        dashboards += complete
+        if not live_progress:
+            complete = keep_changed(complete)
         if complete:
             # In a worker thread while the next group is classified: the API server's work
             # overlaps ours. At most PUBLISHING_AHEAD groups wait for the server, so memory holds
@@ -513,11 +628,18 @@ def nightly_status_check(
                 publishing.popleft().result()
             publishing.append(publish_dashboards.submit(
                 roadmaps_label([d.slug for d in complete]), quote(complete), moment, whole=not live_progress))
-            dashboards += complete
-    empty = [dashboard_of(ref, [], moment) for ref in refs.values() if not ref.milestones]
+    empty = [dashboard_of(ref, [], moment, countdown=live_progress) for ref in refs.values() if not ref.milestones]
+    dashboards += empty
+    if not live_progress:
+        empty = keep_changed(empty)
     if empty:
         publishing.append(publish_dashboards.submit("roadmaps without milestones", quote(empty), moment, whole=True))
-        dashboards += empty
+    if not live_progress:
+        create_table_artifact(
+            key=OVERVIEW_ARTIFACT_KEY if roadmaps is None else None, table=overview_rows(dashboards),
+            description=f"Every roadmap as of {moment.isoformat()}, most overdue rows first "
+                        f"({len(dashboards)} roadmaps, at most {OVERVIEW_MAX_ROWS} listed)",
+        )
     status_events.flush(run_id)
     report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id, already_sent)
     while publishing:

@@ -110,6 +110,23 @@ def dispose_engines() -> None:
 _engines_made: list[Engine] = []
 
 
+def upsert_insert(session: Session, table):
+    """An ``INSERT`` for ``table`` (a SQLModel class) that takes ``ON CONFLICT`` clauses
+    (``on_conflict_do_nothing`` / ``on_conflict_do_update``), for the session's database.
+
+    Raises:
+        NotImplementedError: a dialect other than SQLite and PostgreSQL.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"INSERT ... ON CONFLICT is not supported here for dialect {dialect!r}")
+
+
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """Yield a session that commits on success and rolls back on any exception."""

@@ -53,8 +53,9 @@ PG_ADVISORY_LOCK_KEY = 0x524D_5452_4B4D_4947  # "RMTRKMIG"
 INITIAL_REVISION = "0001"
 
 #: (revision, table, column): the newest revision whose column a ``create_all`` database has
-#: tells its schema, newest first. A revision that adds a column adds a marker here.
+#: tells its schema, newest first. A revision that adds a column or a table adds a marker here.
 SCHEMA_MARKERS = (
+    ("0005", "published_artifact", "digest"),
     ("0004", "status", "last_reminder"),
     ("0003", "roadmap", "declared_slug"),
     ("0002", "status", "last_classification"),
@@ -127,8 +128,9 @@ def _stamp_unversioned(connection: Connection, config: Config) -> None:
             "cannot tell which revision it is at"
         )
     revision = INITIAL_REVISION
+    tables = set(inspector.get_table_names())
     for marker_revision, table, column in SCHEMA_MARKERS:
-        if column in {c["name"] for c in inspector.get_columns(table)}:
+        if table in tables and column in {c["name"] for c in inspector.get_columns(table)}:
             revision = marker_revision
             break
     command.stamp(config, revision)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import pendulum
 from sqlalchemy import and_, bindparam, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from models.calendars import WorkingCalendar
+from models.db import upsert_insert
 from models.tables import ReminderLog, ReminderState, Status
 
 def _lease() -> dt.timedelta:
@@ -113,15 +113,6 @@ class Claim:
     attempts: int = 0
 
 
-def _insert(session: Session):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(ReminderLog)
-    if dialect == "sqlite":
-        return sqlite.insert(ReminderLog)
-    raise NotImplementedError(f"reminder claims need INSERT ... ON CONFLICT; dialect {dialect!r} has none here")
-
-
 ReminderKey = tuple[int, str, str]  #: (status id, recipient tag, window)
 
 #: Ids per ``IN (...)`` list: PostgreSQL takes at most 65,535 bound parameters per statement, and
@@ -161,7 +152,7 @@ def claim_many(
         # One cached statement, many parameter sets: SQLAlchemy batches them into multi-row
         # INSERTs ("insertmanyvalues") and still returns the rows written.
         inserted = session.connection().execute(
-            _insert(session)
+            upsert_insert(session, ReminderLog)
             .on_conflict_do_nothing(index_elements=["status_id", "recipient", "window"])
             .returning(*columns),
             [

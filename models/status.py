@@ -110,7 +110,7 @@ class StatusView:
     @property
     def deadline_local(self) -> pendulum.DateTime:
         """The deadline in the owner's zone (aware)."""
-        return pendulum.instance(self.deadline.astimezone(_zone(self.owner_timezone)))
+        return pendulum.instance(self.deadline.astimezone(zone(self.owner_timezone)))
 
 
 def classify(
@@ -362,13 +362,18 @@ class _MilestoneContext:
 
 
 @lru_cache(maxsize=1024)
-def _zone(name: str) -> pendulum.Timezone:
-    # pendulum.timezone() reads the zone file on every call; a zone is immutable, keep it.
+def zone(name: str) -> pendulum.Timezone:
+    """The pendulum time zone for an IANA name, kept once read (``pendulum.timezone()`` reads
+    the zone file on every call; a zone is immutable).
+
+    Raises:
+        pendulum.tz.exceptions.InvalidTimezone: an unknown name.
+    """
     return pendulum.timezone(name)
 
 
 def _local_date(instant: dt.datetime, timezone: str) -> dt.date:
-    local = instant.astimezone(_zone(timezone))
+    local = instant.astimezone(zone(timezone))
     return dt.date(local.year, local.month, local.day)
 
 

@@ -260,3 +260,22 @@ class AgendaSession(SQLModel, table=True):
     title: str
     #: Arabic title.
     title_ar: str = ""
+
+
+class PublishedArtifact(SQLModel, table=True):
+    """The content last published under one Prefect artifact key, as a digest.
+
+    A large portfolio's nightly check publishes a roadmap's dashboard artifacts only when their
+    content changed (issue "Scale": the Prefect API costs about 10 ms of server time per
+    artifact, whatever its size). The row is written after the artifact was created, so a run
+    that died before publishing never leaves a digest of content the server does not have.
+    """
+
+    __tablename__ = "published_artifact"
+
+    #: The Prefect artifact key ("gcm-arab-2024-matrix").
+    key: str = Field(primary_key=True, max_length=200)
+    #: SHA-256 (hex) of the published content, without the as-of line.
+    digest: str = Field(max_length=64)
+    #: As-of instant of the check that published it.
+    published_at: dt.datetime = Field(sa_type=UTCDateTime)

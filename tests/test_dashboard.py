@@ -3,6 +3,7 @@ from a real Prefect test server."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -147,7 +148,8 @@ def test_a_large_portfolio_is_checked_in_grouped_task_runs_with_the_same_artifac
         assert len(matrix) == 16
         jordan = next(row for row in matrix if row["member_state"] == "JO Jordan")
         assert jordan["invitations"] == "✅ done · 2024-05-31"
-        assert jordan["nominations"].startswith("⚪ upcoming")
+        # A large portfolio's cells carry no countdown: "June 2024" ends on 30 June in Amman.
+        assert jordan["nominations"] == "⚪ upcoming · 2024-06-30"
         assert next(row for row in matrix if row["member_state"] == "DZ Algeria")["travel"] == "⛔ blocked · 2024-06-30"
         assert "## Overdue (15)" in artifacts[f"{SLUG}-summary"].data
 
@@ -201,3 +203,52 @@ def test_status_and_reminder_events_stay_within_the_run_budget(seeded, outbox, m
         assert [e.payload["items_not_emitted_one_by_one"] for e in summary("roadmap.milestone.overdue")] == [11]
         assert [e.payload["items_not_emitted_one_by_one"] for e in summary("roadmap.reminder.sent")] == [9]
     assert {e.resource["roadmap.milestone"] for e in overdue} == {"invitations"}
+
+
+def test_a_large_portfolio_republishes_a_dashboard_only_when_it_changes(seeded, outbox, monkeypatch):
+    """Grouped mode: a roadmap's matrix, progress and summary go out again only when their content
+    changed (or when asked, or when the server lost them); the overview goes out every night."""
+    from collections import Counter
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    import flows.nightly as nightly
+
+    monkeypatch.setattr(nightly, "MILESTONE_TASKS_MAX", 5)
+    keys = [f"{SLUG}-{kind}" for kind in ("matrix", "progress", "summary")]
+
+    def versions() -> Counter:
+        with get_client(sync_client=True) as client:
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        return Counter({key: 0 for key in keys}) + Counter(a.key for a in found)
+
+    def published_by(**kwargs) -> dict:
+        before = versions()
+        nightly_status_check(as_of=AS_OF, publish=False, **kwargs)
+        after = versions()
+        return {key.rsplit("-", 1)[1]: after[key] - before[key] for key in keys}
+
+    assert published_by() == {"matrix": 1, "progress": 1, "summary": 1}
+    # Same instant: only the summary's "Changed since the previous check" section moved.
+    assert published_by() == {"matrix": 0, "progress": 0, "summary": 1}
+    assert published_by() == {"matrix": 0, "progress": 0, "summary": 0}
+    with get_client(sync_client=True) as client:
+        overview = _latest_artifacts(client, ["portfolio-overview"])["portfolio-overview"].data
+    overview = json.loads(overview) if isinstance(overview, str) else overview
+    # 16 member states x 6 milestones: save-the-date and briefing done (32), invitations overdue
+    # (16), nominations and travel waiting for them (32), the conference upcoming.
+    assert overview == [{
+        "roadmap": SLUG, "title": overview[0]["title"], "status rows": "96", "% done": "33.3",
+        "🔴 overdue": "16", "🟠 due today": "0", "🟡 due soon": "0", "⛔ blocked": "32",
+        "dashboard as of": "2024-06-05",
+    }]
+
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done")
+    assert published_by() == {"matrix": 1, "progress": 1, "summary": 1}
+    assert published_by(republish=True) == {"matrix": 1, "progress": 1, "summary": 1}
+    # A new or reset Prefect server: the dashboards the database says went out are not there.
+    with get_client(sync_client=True) as client:
+        for artifact in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[keys[0]]))):
+            client.delete_artifact(artifact.id)
+    assert published_by() == {"matrix": 1, "progress": 1, "summary": 1}
