@@ -233,8 +233,8 @@ def check_milestones(
             every = milestones.get(roadmap_row.id, [])
             by_key = {m.key: m for m in every}
             tallies = {key: MilestoneTally(slug, key, statuses=[] if keep_statuses else None) for key in keys}
-            for view in classifier.iter_roadmap(session, roadmap_row, [by_key[key] for key in keys], every):
-                tallies[view.milestone].add(view)
+            for context, rows in classifier.iter_classified(session, roadmap_row, [by_key[key] for key in keys], every):
+                tallies[context.key].add_rows(context, rows)
             results[slug] = [tallies[key] for key in keys]
 
     def remember(session) -> None:

@@ -13,11 +13,10 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable
 
 from models.calendars import holiday_before
 from models.reminders import current_window
-from models.status import Classification, StatusView
+from models.status import ClassifiedRow, Classification, MilestoneContext, RowOutcome, StatusView, status_view
 
 #: Rows kept per list (overdue, due soon, blocked, changes) for the summary artifact.
 ATTENTION_LIMIT = 200
@@ -58,6 +57,16 @@ class _Bounded:
         elif entry[:2] > self._heap[0][:2]:
             heapq.heapreplace(self._heap, entry)
 
+    def offer(self, key: float, make, *args) -> None:
+        """:meth:`add` the item ``make(*args)``, built only when it is kept (rows that do not
+        make the list cost no object)."""
+        self.total += 1
+        heap = self._heap
+        if len(heap) < self.limit:
+            heapq.heappush(heap, (-key, -self.total, make(*args)))
+        elif (-key, -self.total) > heap[0][:2]:
+            heapq.heapreplace(heap, (-key, -self.total, make(*args)))
+
     def items(self) -> list:
         """Kept items, smallest key first."""
         return [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
@@ -65,7 +74,7 @@ class _Bounded:
 
 @dataclass
 class MilestoneTally:
-    """What one milestone's check keeps. Build with :meth:`add` per row, or :func:`tally`."""
+    """What one milestone's check keeps. Build with :meth:`add_rows`."""
 
     roadmap: str
     milestone: str
@@ -92,63 +101,87 @@ class MilestoneTally:
     due_last: dt.date | None = None
     opens_first: dt.date | None = None
 
-    def add(self, view: StatusView) -> None:
-        """Account for one classified row (a few comparisons and dict updates: it runs per row)."""
-        self.rows += 1
-        due_day = view.due_day
-        if self.rows == 1:
-            self.title, self.title_ar = view.milestone_title, view.milestone_title_ar
-            self.due_first = self.due_last = due_day
-        elif due_day < self.due_first:
-            self.due_first = due_day
-        elif due_day > self.due_last:
-            self.due_last = due_day
-        if view.opens_day and (self.opens_first is None or view.opens_day < self.opens_first):
-            self.opens_first = view.opens_day
-        c = view.classification
-        value = c._value_  # plain str: Enum.value and Enum.__hash__ are Python-level calls
-        self.counts[value] += 1
-        if not self.cells_dropped:
-            # Plain values, not the view: a matrix cell must not keep its row alive.
-            self.cells[view.member_state] = (view.member_state_name, c, view.working_days_left, due_day)
-            if len(self.cells) > MATRIX_MAX_ROWS:
-                self.cells.clear()
-                self.cells_dropped = True
-        if c is _OVERDUE:
-            self.overdue.add(view.days_left, view)  # most overdue first
-        elif c is _DUE_TODAY or c is _DUE_SOON:
-            self.due.add(view.days_left, view)
-        elif c is _BLOCKED:
-            self.blocked.add(0, view)
-        if view.last_classification != value:
-            self.transitions.setdefault(value, []).append(view.status_id)
-            newly = self.newly.get(value)
-            if newly is None:
-                newly = self.newly[value] = _Bounded(ATTENTION_LIMIT)
-            newly.add(0, view)
-        if value in _ACTIONABLE_VALUES:
-            window = _window(due_day, view.today, view.reminder_days, view.overdue_every_days, view.calendar)
-            # A window already delivered (the row's hint) is not planned again; the reminder log
-            # decides for every other one.
+    def add_rows(self, context: MilestoneContext, rows: list[ClassifiedRow]) -> None:
+        """Account for the classified rows of this milestone (:meth:`models.status.Classifier.iter_classified`).
+
+        Per row a few dict updates; what rows sharing a :class:`models.status.RowOutcome` share
+        (reminder window, escalation, holiday flag, cell) is worked out once per outcome, and a
+        :class:`StatusView` is built only for a row the tally keeps (a list, a reminder).
+        """
+        if not rows:
+            return
+        self.title, self.title_ar = context.title, context.title_ar
+        counts, cells, transitions = self.counts, self.cells, self.transitions
+        statuses = self.statuses
+        per_outcome: dict[RowOutcome, tuple] = {}
+        reminder_days, overdue_every_days = context.reminder_days, context.overdue_every_days
+        for row in rows:
+            status_id, acting, o, _, last, reminded, escalated = row
+            shared = per_outcome.get(o)
+            if shared is None:
+                shared = per_outcome[o] = self._shared(o, reminder_days, overdue_every_days)
+            value, window, escalate, flag = shared
+            counts[value] += 1
+            if not self.cells_dropped:
+                # Plain values, not the view: a matrix cell must not keep its row alive.
+                cells[acting[0]] = (acting[1].name, o.classification, o.working_days_left, o.due_day)
+                if len(cells) > MATRIX_MAX_ROWS:
+                    cells.clear()
+                    self.cells_dropped = True
+            c = o.classification
+            if c is _OVERDUE:
+                self.overdue.offer(o.days_left, status_view, context, row)  # most overdue first
+            elif c is _DUE_TODAY or c is _DUE_SOON:
+                self.due.offer(o.days_left, status_view, context, row)
+            elif c is _BLOCKED:
+                self.blocked.offer(0, status_view, context, row)
+            if last != value:
+                transitions.setdefault(value, []).append(status_id)
+                newly = self.newly.get(value)
+                if newly is None:
+                    newly = self.newly[value] = _Bounded(ATTENTION_LIMIT)
+                newly.offer(0, status_view, context, row)
             if window is not None:
-                if window != view.last_reminder:
+                # A window already delivered (the row's hint) is not planned again; the reminder
+                # log decides for every other one.
+                if window != reminded:
+                    view = status_view(context, row)
                     self.reminders.append(PlannedReminder(view, view.recipient, window))
                 else:
                     self.already_sent += 1
-            if (c is _OVERDUE and -view.working_days_left > ESCALATE_AFTER_WORKING_DAYS
-                    and view.last_escalation != ESCALATION_OVERDUE):
-                self.escalations.append(PlannedReminder(view, "coordinators", ESCALATION_OVERDUE))
-        if value not in _SETTLED_VALUES:
-            flag = _holiday_flag(view.calendar, due_day, view.opens_day)
+            if escalate and escalated != ESCALATION_OVERDUE:
+                self.escalations.append(PlannedReminder(status_view(context, row), "coordinators", ESCALATION_OVERDUE))
             if flag:
-                self.holiday_flags.add(0, (view, flag))
-        if self.statuses is not None:
-            self.statuses.append(view)
+                self.holiday_flags.offer(0, _flagged, context, row, flag)
+            if statuses is not None:
+                statuses.append(status_view(context, row))
+        self.rows += len(rows)
+        days = [o.due_day for o in per_outcome]
+        opens = [o.opens_day for o in per_outcome if o.opens_day]
+        self.due_first = min(days) if self.due_first is None else min(self.due_first, *days)
+        self.due_last = max(days) if self.due_last is None else max(self.due_last, *days)
+        if opens:
+            self.opens_first = min(opens) if self.opens_first is None else min(self.opens_first, *opens)
+
+    @staticmethod
+    def _shared(o: RowOutcome, reminder_days, overdue_every_days) -> tuple:
+        """(classification value, reminder window due tonight or None, escalate?, holiday flag)."""
+        value = o.classification._value_  # plain str: Enum.value and Enum.__hash__ are Python-level calls
+        window = escalate = None
+        if value in _ACTIONABLE_VALUES:
+            window = _window(o.due_day, o.today, reminder_days, overdue_every_days, o.calendar)
+            escalate = o.classification is _OVERDUE and -o.working_days_left > ESCALATE_AFTER_WORKING_DAYS
+        flag = None if value in _SETTLED_VALUES else _holiday_flag(o.calendar, o.due_day, o.opens_day)
+        return value, window, escalate, flag
 
     @property
     def done(self) -> int:
         """Rows done or waived."""
         return self.counts[Classification.done.value] + self.counts[Classification.waived.value]
+
+
+def _flagged(context: MilestoneContext, row: ClassifiedRow, flag: str) -> tuple[StatusView, str]:
+    return status_view(context, row), flag
 
 
 def holiday_flag(view: StatusView) -> str | None:
@@ -180,14 +213,6 @@ def _window(due_day, today, reminder_days, overdue_every_days, calendar) -> str 
         due_day=due_day, today=today, reminder_days=reminder_days,
         overdue_every_days=overdue_every_days, calendar=calendar,
     )
-
-
-def tally(roadmap: str, milestone: str, views: Iterable[StatusView], keep_statuses: bool = False) -> MilestoneTally:
-    """Tally every view of one milestone (see :class:`MilestoneTally`)."""
-    result = MilestoneTally(roadmap, milestone, statuses=[] if keep_statuses else None)
-    for view in views:
-        result.add(view)
-    return result
 
 
 def status_json(view: StatusView) -> dict:

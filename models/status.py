@@ -113,6 +113,44 @@ class StatusView:
         return pendulum.instance(self.deadline.astimezone(zone(self.owner_timezone)))
 
 
+@dataclass(slots=True, eq=False)
+class RowOutcome:
+    """What the status rows of one milestone share when they share a raw deadline, window
+    opening, owner zone, working calendar, recorded state and unmet dependencies: everything a
+    :class:`StatusView` holds but the row's identity, note and reminder hints. Fields as in
+    :class:`StatusView`. One object per distinct combination per check (compared by identity).
+    """
+
+    classification: Classification
+    recorded_state: str
+    deadline: dt.datetime
+    owner_timezone: str
+    due_day: dt.date
+    today: dt.date
+    opens_day: dt.date | None
+    days_left: int
+    working_days_left: int
+    calendar: WorkingCalendar
+    blocked_by: tuple[str, ...]
+
+
+#: One classified status row, as :meth:`Classifier.iter_classified` yields it: (status id,
+#: (member state code, member state info, party), outcome, note, last classification, last
+#: reminder window, last escalation window).
+ClassifiedRow = tuple
+
+
+def status_view(context: "MilestoneContext", row: ClassifiedRow) -> StatusView:
+    """The :class:`StatusView` of a classified row of ``context``'s milestone."""
+    status_id, (code, info, party), o, note, last, reminded, escalated = row
+    return StatusView(  # positional, in field order: the fastest way to build it
+        status_id, context.roadmap, context.roadmap_title, context.key, context.title, context.title_ar, code,
+        info.name, info.name_ar, context.owner, party.recipient, o.recorded_state, o.classification, o.deadline,
+        o.owner_timezone, o.due_day, o.today, o.days_left, o.working_days_left, o.blocked_by, note,
+        context.reminder_days, context.overdue_every_days, o.calendar, last, o.opens_day, reminded, escalated,
+    )
+
+
 def classify(
     *,
     recorded_state: str,
@@ -209,12 +247,29 @@ class Classifier:
         every_milestone: list[Milestone] | None = None,
     ) -> Iterator[StatusView]:
         """Yield the status rows of ``milestones`` (default: the roadmap's active ones, file order),
-        classified, milestone by milestone, member states in code order.
+        classified, milestone by milestone, member states in code order (see
+        :meth:`iter_classified`)."""
+        for context, rows in self.iter_classified(session, roadmap, milestones, every_milestone):
+            for row in rows:
+                yield status_view(context, row)
+
+    def iter_classified(
+        self,
+        session: Session,
+        roadmap: Roadmap,
+        milestones: list[Milestone] | None = None,
+        every_milestone: list[Milestone] | None = None,
+    ) -> Iterator[tuple["MilestoneContext", list[ClassifiedRow]]]:
+        """Yield (milestone context, classified rows in member-state code order) for each of
+        ``milestones`` (default: the roadmap's active ones, in file order).
 
         One query for the roadmap: the rows of these milestones and of the milestones they depend
         on, read together (a roadmap holds at most member states x milestones rows, so memory
         stays bounded by the largest roadmap, not by the portfolio). ``every_milestone``, when the
         caller has them, are all the roadmap's milestones, removed ones included (dependencies).
+        Rows are plain tuples (:data:`ClassifiedRow`) sharing their :class:`RowOutcome`: a
+        caller that needs a :class:`StatusView` for a few of them builds it with
+        :func:`status_view`.
         """
         every = every_milestone if every_milestone is not None else list(
             session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id)))
@@ -239,19 +294,20 @@ class Classifier:
             dialect = connection.dialect
             self._instant = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None) or (lambda value: value)
         per_milestone: dict[int, list] = {}
-        recorded: dict[tuple[str, str], str] = {}
+        #: {dependency key: member state codes that did it (done or waived)}
+        satisfied: dict[str, set[str]] = {key: set() for key in dependency_ids.values()}
         for row in rows:
             per_milestone.setdefault(row[0], []).append(row)
-            if row[0] in dependency_ids:
-                recorded[(dependency_ids[row[0]], row[1])] = row[3]
+            if row[0] in dependency_ids and row[3] in _SATISFIED:
+                satisfied[dependency_ids[row[0]]].add(row[1])
+        del rows
         self._bound_memos()
         for milestone in wanted:
-            yield from self._classify_milestone(
-                session, _MilestoneContext.of(roadmap, milestone), milestone.depends_on,
-                per_milestone.get(milestone.id, ()), recorded,
-            )
+            context = MilestoneContext.of(roadmap, milestone)
+            yield context, self._classify_milestone(
+                session, context, milestone.depends_on, per_milestone.pop(milestone.id, ()), satisfied)
 
-    def _parties_of(self, context: "_MilestoneContext") -> dict:
+    def _parties_of(self, context: "MilestoneContext") -> dict:
         """{member state code: (code, member state info, party)} for ``context``'s owner (and its
         coordinators), filled as member states are met; a :class:`models.parties.Party` each."""
         key = (context.owner, context.coordinator_timezone, context.coordinator_country)
@@ -260,7 +316,7 @@ class Classifier:
             table = self._party_tables[key] = {}
         return table
 
-    def _acting(self, session: Session, context: "_MilestoneContext", code: str) -> tuple:
+    def _acting(self, session: Session, context: "MilestoneContext", code: str) -> tuple:
         """(code, member state info, party) acting on ``context``'s milestone for ``code``."""
         info = self.member_state(session, code)
         party = party_for(
@@ -272,50 +328,47 @@ class Classifier:
         )
         return code, info, party
 
-    def _facts(self, raw_deadline, raw_opens, timezone: str) -> tuple:
-        """(deadline, due day, today, opens day) of a row from its raw column values and zone."""
-        deadline = self._instant(raw_deadline)
-        opens_at = self._instant(raw_opens) if raw_opens is not None else None
-        return (deadline, self.local_date(deadline, timezone), self.local_date(self.as_of, timezone),
-                self.local_date(opens_at, timezone) if opens_at is not None else None)
-
-    def _classify_milestone(self, session, context, depends_on, rows, recorded) -> Iterator[StatusView]:
+    def _classify_milestone(self, session, context, depends_on, rows, satisfied) -> list[ClassifiedRow]:
         # Runs once per status row: everything rows share is looked up, never recomputed.
-        as_of = self.as_of
         first_reminder_days = max(context.reminder_days, default=0)
         parties = self._parties_of(context)
-        facts: dict[tuple, tuple] = {}
-        working = self._working
+        outcomes: dict[tuple, RowOutcome] = {}
         canonical = _CANONICAL
-        roadmap, roadmap_title, key, title, title_ar, owner = (
-            context.roadmap, context.roadmap_title, context.key, context.title, context.title_ar, context.owner)
-        reminder_days, overdue_every_days = context.reminder_days, context.overdue_every_days
+        unknown = set()  # a dependency missing from the roadmap (removed) counts as unmet
+        needs = [(d, satisfied.get(d, unknown)) for d in depends_on]
+        classified = []
+        append = classified.append
         for _, code, status_id, state, raw_deadline, raw_opens, timezone, note, last, reminded, escalated in rows:
             acting = parties.get(code)
             if acting is None:
                 acting = parties[code] = self._acting(session, context, code)
-            code, info, party = acting
-            fact_key = (raw_deadline, raw_opens, timezone)
-            found = facts.get(fact_key)
-            if found is None:
-                found = facts[fact_key] = (*self._facts(raw_deadline, raw_opens, timezone), canonical.get(timezone, timezone))
-            deadline, due_day, today, opens_day, timezone = found
-            # One object per distinct value, not one per row: views kept for the night (reminders,
+            blocked_by = tuple(d for d, done in needs if code not in done) if needs else ()
+            calendar = acting[2].calendar
+            outcome_key = (raw_deadline, raw_opens, timezone, calendar, state, blocked_by)
+            outcome = outcomes.get(outcome_key)
+            if outcome is None:
+                outcome = outcomes[outcome_key] = self._outcome(
+                    raw_deadline, raw_opens, canonical.get(timezone, timezone), calendar,
+                    canonical.get(state, state), blocked_by, first_reminder_days)
+            # One object per distinct value, not one per row: rows kept for the night (reminders,
             # the summary's lists) then cost their own fields only.
-            state, last = canonical.get(state, state), canonical.get(last, last)
-            blocked_by = tuple(d for d in depends_on if recorded.get((d, code)) not in _SATISFIED) if depends_on else ()
-            calendar = party.calendar
-            working_key = (calendar, today, due_day)
-            working_days_left = working.get(working_key)
-            if working_days_left is None:
-                working_days_left = working[working_key] = calendar.working_days_between(today, due_day)
-            yield StatusView(  # positional, in field order: the fastest way to build it
-                status_id, roadmap, roadmap_title, key, title, title_ar, code, info.name, info.name_ar, owner,
-                party.recipient, state,
-                _classify(state, blocked_by, as_of, deadline, today, due_day, first_reminder_days),
-                deadline, timezone, due_day, today, (due_day - today).days, working_days_left, blocked_by, note,
-                reminder_days, overdue_every_days, calendar, last, opens_day, reminded, escalated,
-            )
+            append((status_id, acting, outcome, note, canonical.get(last, last), reminded, escalated))
+        return classified
+
+    def _outcome(self, raw_deadline, raw_opens, timezone, calendar, state, blocked_by, first_reminder_days) -> RowOutcome:
+        deadline = self._instant(raw_deadline)
+        opens_at = self._instant(raw_opens) if raw_opens is not None else None
+        due_day, today = self.local_date(deadline, timezone), self.local_date(self.as_of, timezone)
+        opens_day = self.local_date(opens_at, timezone) if opens_at is not None else None
+        working_key = (calendar, today, due_day)
+        working_days_left = self._working.get(working_key)
+        if working_days_left is None:
+            working_days_left = self._working[working_key] = calendar.working_days_between(today, due_day)
+        return RowOutcome(
+            _classify(state, blocked_by, self.as_of, deadline, today, due_day, first_reminder_days),
+            state, deadline, timezone, due_day, today, opens_day, (due_day - today).days, working_days_left,
+            calendar, blocked_by,
+        )
 
 
 def iter_milestone_views(
@@ -340,7 +393,10 @@ def iter_status_views(session: Session, roadmap: Roadmap, as_of: dt.datetime) ->
 
 
 @dataclass(frozen=True)
-class _MilestoneContext:
+class MilestoneContext:
+    """What every status row of one milestone shares: roadmap and milestone names and policy
+    (plain values; build with :meth:`of`)."""
+
     roadmap: str
     roadmap_title: str
     coordinator_timezone: str
@@ -353,7 +409,8 @@ class _MilestoneContext:
     overdue_every_days: int
 
     @classmethod
-    def of(cls, roadmap: Roadmap, milestone: Milestone) -> "_MilestoneContext":
+    def of(cls, roadmap: Roadmap, milestone: Milestone) -> "MilestoneContext":
+        """The context of ``milestone`` of ``roadmap`` (ORM rows)."""
         return cls(
             roadmap.slug, roadmap.title, roadmap.coordinator_timezone, roadmap.coordinator_country,
             milestone.key, milestone.title, milestone.title_ar, milestone.owner,
