@@ -291,6 +291,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--as-of", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--cprofile")
+    parser.add_argument("--tracemalloc")
     parser.add_argument("--publish", action="store_true")
     args = parser.parse_args(argv)
 
@@ -316,10 +317,13 @@ def child_main(argv: list[str]) -> None:
 
         profiler = cProfile.Profile()
         profiler.enable()
+    tracer = _PeakTracer(args.tracemalloc) if args.tracemalloc else None
     out_load = os.getloadavg()
     started = time.perf_counter()
     state = nightly_status_check(as_of=args.as_of, include_statuses=False, publish=args.publish, return_state=True)
     elapsed = time.perf_counter() - started
+    if tracer:
+        tracer.stop()
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.cprofile)
@@ -353,12 +357,47 @@ def child_main(argv: list[str]) -> None:
     Path(args.out).write_text(json.dumps(out, default=str), encoding="utf-8")
 
 
+class _PeakTracer:
+    """Python allocations at the peak of the check (``tracemalloc``, one frame per allocation):
+    polls the traced size and keeps a snapshot each time it grows by 5 %; at the end writes the
+    40 largest allocation sites of the largest snapshot to ``path``. Slows the check about 3x."""
+
+    def __init__(self, path: str) -> None:
+        import tracemalloc
+
+        self.path, self._tracemalloc = path, tracemalloc
+        tracemalloc.start(1)
+        self.peak, self.snapshot = 0, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            current, _ = self._tracemalloc.get_traced_memory()
+            if current > self.peak * 1.05:
+                self.peak, self.snapshot = current, self._tracemalloc.take_snapshot()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        _, traced_peak = self._tracemalloc.get_traced_memory()
+        lines = [f"traced peak {traced_peak / 1e6:.1f} MB; largest snapshot {self.peak / 1e6:.1f} MB"]
+        if self.snapshot is not None:
+            for stat in self.snapshot.statistics("lineno")[:40]:
+                lines.append(f"{stat.size / 1e6:8.1f} MB {stat.count:9d} blocks  {stat.traceback[0]}")
+        Path(self.path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self._tracemalloc.stop()
+
+
 def run_check(env: dict, as_of: str, workdir: Path, label: str, py_spy: str | None, cprofile: str | None,
-              publish: bool = False) -> dict:
+              publish: bool = False, trace_memory: str | None = None) -> dict:
     out = workdir / f"{label}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_MARK, "--as-of", as_of, "--out", str(out)]
     if publish:
         cmd.append("--publish")
+    if trace_memory:
+        cmd += ["--tracemalloc", trace_memory]
     if cprofile:
         cmd += ["--cprofile", cprofile]
     if py_spy:
@@ -476,6 +515,8 @@ def main() -> None:
     parser.add_argument("--per-message", type=int, default=1, help="reminder items per digest in the delivery benchmark")
     parser.add_argument("--py-spy", help="record the timed check with py-spy into this file (collapsed stacks)")
     parser.add_argument("--cprofile", help="dump cProfile stats of the timed check into this file")
+    parser.add_argument("--tracemalloc", help="write the largest Python allocation sites at the timed check's peak "
+                                              "into this file (tracemalloc: slows the check about 3x)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--publish", action="store_true",
                         help="also draw every roadmap's timeline and write its calendar feeds (the flow's publish=True); "
@@ -544,7 +585,7 @@ def main() -> None:
 
         console.log(f"timed check as of {args.as_of}")
         before = sink.snapshot()
-        check = run_check(env, args.as_of, workdir, "check", args.py_spy, args.cprofile, args.publish)
+        check = run_check(env, args.as_of, workdir, "check", args.py_spy, args.cprofile, args.publish, args.tracemalloc)
         figures["check"] = {**check, "sink_requests": sink.snapshot()[0] - before[0],
                             "sink_bytes": sink.snapshot()[1] - before[1]}
         if check.get("error"):

@@ -279,6 +279,13 @@ def repeatedly_failing(
     Each run that fails a reminder adds one attempt to its log row; windows follow each other,
     so failures are summed across windows and reset by a delivery.
     """
+    # Only rows with a failed reminder can count; there are few (the ``state`` index finds them),
+    # where the rows' whole history is most of the log.
+    failed = set(session.exec(
+        select(ReminderLog.status_id).where(ReminderLog.state == ReminderState.failed.value,
+                                            ReminderLog.recipient != exclude_recipient)
+    ).all())
+    status_ids = sorted(failed.intersection(status_ids))
     found: dict[tuple[int, str], tuple[int, str]] = {}
     for chunk_start in range(0, len(status_ids), 5000):
         chunk = status_ids[chunk_start : chunk_start + 5000]
