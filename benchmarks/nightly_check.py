@@ -354,7 +354,29 @@ def child_main(argv: list[str]) -> None:
             offset += 200
     out["task_runs"] = len(seen)
     out["task_runs_by_task"] = dict(names)
+    out["artifacts"] = _count_artifacts(state.state_details.flow_run_id)
     Path(args.out).write_text(json.dumps(out, default=str), encoding="utf-8")
+
+
+def _count_artifacts(flow_run_id) -> dict[str, int]:
+    """Artifacts the flow run created, per kind of key ("matrix", "summary", "portfolio-overview"...)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    kinds: Counter = Counter()
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            page = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+                limit=200, offset=offset)
+            for artifact in page:
+                key = artifact.key or "(no key)"
+                kinds[key.rsplit("-", 1)[-1] if key.endswith(("-matrix", "-progress", "-summary")) else key] += 1
+            if len(page) < 200:
+                break
+            offset += 200
+    return dict(kinds)
 
 
 class _PeakTracer:
@@ -634,7 +656,8 @@ def main() -> None:
     if "first_night" in figures:
         first = figures["first_night"]
         table.add_row("first night check (as of -1 day)", f"{first['check_s']:.2f} s",
-                      f"{first['task_runs']} task runs, peak RSS {first['peak_rss_kb'] / 1024:.0f} MB, "
+                      f"{first['task_runs']} task runs, {sum(first['artifacts'].values())} artifacts, "
+                      f"peak RSS {first['peak_rss_kb'] / 1024:.0f} MB, "
                       f"reminders {first.get('result', {}).get('reminders')}, {first['sink_requests']} HTTP messages")
     table.add_row("nightly check (timed)", f"{check['check_s']:.2f} s",
                   f"reminders {check.get('result', {}).get('reminders')}, {check['sink_requests']} HTTP messages "
@@ -649,6 +672,7 @@ def main() -> None:
     table.add_row("peak RSS of the check process", f"{peak_mb:.0f} MB",
                   f"RSS before the flow call {check['rss_before_kb'] / 1024:.0f} MB; target < 300 MB at 1M rows")
     table.add_row("Prefect task runs", str(check["task_runs"]), json.dumps(check["task_runs_by_task"]))
+    table.add_row("artifacts created", str(sum(check["artifacts"].values())), json.dumps(check["artifacts"]))
     console.print(table)
     if args.py_spy:
         summary = summarize_py_spy(args.py_spy)

@@ -364,7 +364,7 @@ def overview_rows(dashboards: list[RoadmapDashboard]) -> list[dict[str, str]]:
 
 
 #: Groups of dashboards being published while the check goes on (see the flow).
-PUBLISHING_AHEAD = 2
+PUBLISHING_AHEAD = 1
 #: Artifact calls in flight at once when a task publishes many roadmaps' artifacts.
 ARTIFACT_CONCURRENCY = 8
 

@@ -120,7 +120,7 @@ def send_planned(
         for recipient in batch:  # one item per (status, recipient, window): the claim's key
             items[recipient] = {}
             for planned in plan[recipient]:
-                items[recipient].setdefault((planned.view.status_id, recipient, planned.window), planned)
+                items[recipient].setdefault((planned.status_id, recipient, planned.window), planned)
         keys = [key for recipient in batch for key in items[recipient]]
         claims = in_transaction(
             lambda session, keys=keys: claim_many(session, keys, run_id=run_id, now=now()), database_url)
@@ -145,14 +145,14 @@ CLAIM_RECIPIENTS = 10
 
 
 def _deliver_digest(recipient, claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now, report) -> None:
-    items = [_item(p, reasons.get((p.view.status_id, p.window), "")) for _, p in claimed]
+    items = [_item(p, reasons.get((p.status_id, p.window), "")) for _, p in claimed]
     subject, body = render_digest(recipient, items, as_of)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
                        body_html=lambda: render_digest_html(recipient, items, as_of))
     ids = [log_id for log_id, _ in claimed]
     if delivery.ok:
-        owner = [(p.view.status_id, p.window) for _, p in claimed if p.recipient == p.view.recipient]
-        escalated = [(p.view.status_id, p.window) for _, p in claimed if p.window == ESCALATION_OVERDUE]
+        owner = [(p.status_id, p.window) for _, p in claimed if p.recipient == p.view.recipient]
+        escalated = [(p.status_id, p.window) for _, p in claimed if p.window == ESCALATION_OVERDUE]
 
         def delivered(session) -> None:
             mark_delivered(session, ids, run_id=run_id, now=now())
@@ -186,11 +186,11 @@ def escalations(
         v = item.view
         reasons[(v.status_id, item.window)] = f"overdue by {-v.working_days_left} working days ({-v.days_left} days)"
         items.append(item)
-    views = {p.view.status_id: p.view for p in planned}
+    sources = {p.status_id: p.source for p in planned}
     with session_scope(database_url) as session:
-        failing = repeatedly_failing(session, sorted(views), min_failures=FAILED_RUNS_BEFORE_ESCALATION)
+        failing = repeatedly_failing(session, sorted(sources), min_failures=FAILED_RUNS_BEFORE_ESCALATION)
     for (status_id, recipient), (runs, error) in sorted(failing.items()):
         window = f"escalation-delivery-{recipient}"
         reasons[(status_id, window)] = f"reminders to {recipient} failed on {runs} runs: {error}"
-        items.append(PlannedReminder(views[status_id], COORDINATORS, window))
+        items.append(PlannedReminder(sources[status_id], COORDINATORS, window))
     return items, reasons

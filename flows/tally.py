@@ -34,13 +34,30 @@ _OVERDUE, _DUE_TODAY, _DUE_SOON, _BLOCKED = (
     Classification.overdue, Classification.due_today, Classification.due_soon, Classification.blocked)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedReminder:
-    """One item due tonight for one recipient (Apprise tag) in one reminder window."""
+    """One item due tonight for one recipient (Apprise tag) in one reminder window.
 
-    view: StatusView
+    ``source`` is the item's :class:`StatusView`, or the (milestone context, classified row) it
+    is built from on demand: a night plans tens of thousands of items, and a row costs a third of
+    the memory of a view.
+    """
+
+    source: StatusView | tuple[MilestoneContext, ClassifiedRow]
     recipient: str
     window: str
+
+    @property
+    def view(self) -> StatusView:
+        """The item's classified status row (built anew from a row source on each access)."""
+        source = self.source
+        return source if isinstance(source, StatusView) else status_view(*source)
+
+    @property
+    def status_id(self) -> int:
+        """Id of the item's status row."""
+        source = self.source
+        return source.status_id if isinstance(source, StatusView) else source[1][0]
 
 
 class _Bounded:
@@ -145,12 +162,11 @@ class MilestoneTally:
                 # A window already delivered (the row's hint) is not planned again; the reminder
                 # log decides for every other one.
                 if window != reminded:
-                    view = status_view(context, row)
-                    self.reminders.append(PlannedReminder(view, view.recipient, window))
+                    self.reminders.append(PlannedReminder((context, row), acting[2].recipient, window))
                 else:
                     self.already_sent += 1
             if escalate and escalated != ESCALATION_OVERDUE:
-                self.escalations.append(PlannedReminder(status_view(context, row), "coordinators", ESCALATION_OVERDUE))
+                self.escalations.append(PlannedReminder((context, row), "coordinators", ESCALATION_OVERDUE))
             if flag:
                 self.holiday_flags.offer(0, _flagged, context, row, flag)
             if statuses is not None:
