@@ -12,10 +12,13 @@ One run:
    is set: ``SubprocessASGIServer``) in a temporary ``PREFECT_HOME``, and a local HTTP sink that
    answers 200 to every Apprise ``json://`` channel (one per recipient tag, in a generated
    Apprise YAML config named by ``ROADMAP_APPRISE_CONFIG``);
-3. with ``--prior-nights 1`` (default), runs the check once at as-of minus one day, in its own
+3. with ``--prior-nights 2`` (default), runs the check at as-of minus two days, in its own
    child process (the "first night": every row changes classification, every due reminder is
-   new); then runs the timed check at ``--as-of`` in a fresh child process (the steady night:
-   only yesterday's changes, reminders of windows that started tonight). Each child warms up
+   new, every dashboard is published), then at as-of minus one day (the "second night": every
+   summary still changes once, as the first night's "newly overdue" lists empty); then runs the
+   timed check at ``--as-of`` in a fresh child process (the steady night: only yesterday's
+   changes, reminders of windows that started tonight, dashboards that changed). ``1`` runs the
+   first night only before the timed check, ``0`` none. Each child warms up
    (imports, engine, one tiny flow) and times only the ``nightly_status_check`` call; it reports
    its own peak RSS (``VmHWM``) and counts the task runs of its flow run through the Prefect client.
    The check runs with ``publish=False`` (no timeline pictures or calendar files: about 0.3 s of
@@ -532,8 +535,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20240605)
     parser.add_argument("--as-of", default=DEFAULT_AS_OF, help=f"instant of the timed check (default {DEFAULT_AS_OF})")
     parser.add_argument("--keep", action="store_true", help="keep the generated database (and the work folder)")
-    parser.add_argument("--prior-nights", type=int, choices=[0, 1], default=1,
-                        help="1: run an untimed-for-the-ratio check at as-of minus 1 day first (steady state); 0: first night only")
+    parser.add_argument("--prior-nights", type=int, choices=[0, 1, 2], default=2,
+                        help="checks run before the timed one, on the nights before as-of (default 2: the timed night is a steady one); "
+                             "0: the timed check is the first night")
     parser.add_argument("--per-message", type=int, default=1, help="reminder items per digest in the delivery benchmark")
     parser.add_argument("--py-spy", help="record the timed check with py-spy into this file (collapsed stacks)")
     parser.add_argument("--cprofile", help="dump cProfile stats of the timed check into this file")
@@ -595,15 +599,16 @@ def main() -> None:
         env = {**os.environ, "PREFECT_API_URL": server.api_url, "ROADMAP_DATABASE_URL": url,
                "ROADMAP_APPRISE_CONFIG": str(config), "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
 
-        if args.prior_nights:
-            prior = (as_of - dt.timedelta(days=1)).isoformat()
-            console.log(f"first night: check as of {prior}")
+        for night in range(args.prior_nights, 0, -1):
+            label = "first_night" if night == args.prior_nights else "second_night"
+            prior = (as_of - dt.timedelta(days=night)).isoformat()
+            console.log(f"{label.replace('_', ' ')}: check as of {prior}")
             before = sink.snapshot()
-            first = run_check(env, prior, workdir, "first-night", None, None, args.publish)
-            figures["first_night"] = {**first, "sink_requests": sink.snapshot()[0] - before[0],
-                                      "sink_bytes": sink.snapshot()[1] - before[1]}
-            console.log(f"first night: {first['check_s']:.1f} s, {first['task_runs']} task runs, "
-                        f"peak RSS {first['peak_rss_kb'] / 1024:.0f} MB, result {first.get('result', first.get('error'))}")
+            result = run_check(env, prior, workdir, label, None, None, args.publish)
+            figures[label] = {**result, "sink_requests": sink.snapshot()[0] - before[0],
+                              "sink_bytes": sink.snapshot()[1] - before[1]}
+            console.log(f"{label.replace('_', ' ')}: {result['check_s']:.1f} s, {result['task_runs']} task runs, "
+                        f"peak RSS {result['peak_rss_kb'] / 1024:.0f} MB, result {result.get('result', result.get('error'))}")
 
         console.log(f"timed check as of {args.as_of}")
         before = sink.snapshot()
@@ -653,12 +658,13 @@ def main() -> None:
     table.add_row("portfolio", f"{figures['roadmaps']} roadmaps", f"{figures['milestones']} milestones, generated in {figures['generate_s']:.1f} s")
     table.add_row("recorded states", "", ", ".join(f"{k} {v}" for k, v in sorted(figures["recorded_states"].items())))
     table.add_row("classifications", "", ", ".join(f"{k} {v}" for k, v in sorted(figures["classifications"].items(), key=str)))
-    if "first_night" in figures:
-        first = figures["first_night"]
-        table.add_row("first night check (as of -1 day)", f"{first['check_s']:.2f} s",
-                      f"{first['task_runs']} task runs, {sum(first['artifacts'].values())} artifacts, "
-                      f"peak RSS {first['peak_rss_kb'] / 1024:.0f} MB, "
-                      f"reminders {first.get('result', {}).get('reminders')}, {first['sink_requests']} HTTP messages")
+    for label, night in (("first_night", args.prior_nights), ("second_night", 1)):
+        if label in figures:
+            prior = figures[label]
+            table.add_row(f"{label.replace('_', ' ')} check (as of -{night} day)", f"{prior['check_s']:.2f} s",
+                          f"{prior['task_runs']} task runs, {sum(prior['artifacts'].values())} artifacts, "
+                          f"peak RSS {prior['peak_rss_kb'] / 1024:.0f} MB, "
+                          f"reminders {prior.get('result', {}).get('reminders')}, {prior['sink_requests']} HTTP messages")
     table.add_row("nightly check (timed)", f"{check['check_s']:.2f} s",
                   f"reminders {check.get('result', {}).get('reminders')}, {check['sink_requests']} HTTP messages "
                   f"({check['sink_bytes'] / 1e6:.1f} MB)")

@@ -66,19 +66,11 @@ class _Bounded:
     def __init__(self, limit: int):
         self.limit, self.total, self._heap = limit, 0, []
 
-    def add(self, key: float, item) -> None:
-        self.total += 1
-        entry = (-key, -self.total, item)  # max-heap on (key, arrival) through negation
-        if len(self._heap) < self.limit:
-            heapq.heappush(self._heap, entry)
-        elif entry[:2] > self._heap[0][:2]:
-            heapq.heapreplace(self._heap, entry)
-
     def offer(self, key: float, make, *args) -> None:
-        """:meth:`add` the item ``make(*args)``, built only when it is kept (rows that do not
-        make the list cost no object)."""
+        """Count an item and keep ``make(*args)`` if it is among the ``limit`` smallest keys so
+        far; built only when kept (rows that do not make the list cost no object)."""
         self.total += 1
-        heap = self._heap
+        heap = self._heap  # a max-heap on (key, arrival) through negation
         if len(heap) < self.limit:
             heapq.heappush(heap, (-key, -self.total, make(*args)))
         elif (-key, -self.total) > heap[0][:2]:
