@@ -61,24 +61,33 @@ class PlannedReminder:
 
 
 class _Bounded:
-    """Keep the ``limit`` items with the smallest numeric key (ties: first added first); count all."""
+    """Keep the ``limit`` items with the smallest numeric key (ties: first added first); count all.
 
-    def __init__(self, limit: int):
-        self.limit, self.total, self._heap = limit, 0, []
+    Items are kept as given and turned into what :meth:`items` returns by ``make(*item)`` (by
+    default the item itself): the check keeps (milestone context, row) pairs and builds a
+    :class:`StatusView` only for the few lists a summary shows.
+    """
 
-    def offer(self, key: float, make, *args) -> None:
-        """Count an item and keep ``make(*args)`` if it is among the ``limit`` smallest keys so
-        far; built only when kept (rows that do not make the list cost no object)."""
+    def __init__(self, limit: int, make=None):
+        self.limit, self.total, self._heap, self._make = limit, 0, [], make
+
+    def offer(self, key: float, item) -> None:
+        """Count an item and keep it if it is among the ``limit`` smallest keys so far."""
         self.total += 1
         heap = self._heap  # a max-heap on (key, arrival) through negation
         if len(heap) < self.limit:
-            heapq.heappush(heap, (-key, -self.total, make(*args)))
+            heapq.heappush(heap, (-key, -self.total, item))
         elif (-key, -self.total) > heap[0][:2]:
-            heapq.heapreplace(heap, (-key, -self.total, make(*args)))
+            heapq.heapreplace(heap, (-key, -self.total, item))
 
     def items(self) -> list:
         """Kept items, smallest key first."""
-        return [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
+        kept = [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
+        return kept if self._make is None else [self._make(*item) for item in kept]
+
+
+def _views() -> _Bounded:
+    return _Bounded(ATTENTION_LIMIT, status_view)
 
 
 @dataclass
@@ -92,16 +101,16 @@ class MilestoneTally:
     #: {member state code: (name, classification, working days left, local due day)}
     cells: dict[str, tuple[str, Classification, int, dt.date]] = field(default_factory=dict)
     cells_dropped: bool = False
-    overdue: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
-    due: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
-    blocked: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
+    overdue: _Bounded = field(default_factory=_views)
+    due: _Bounded = field(default_factory=_views)
+    blocked: _Bounded = field(default_factory=_views)
     newly: dict[str, _Bounded] = field(default_factory=dict)
     transitions: dict[str, list[int]] = field(default_factory=dict)
     reminders: list[PlannedReminder] = field(default_factory=list)
     #: Items due tonight whose window was already delivered (not planned again).
     already_sent: int = 0
     escalations: list[PlannedReminder] = field(default_factory=list)
-    holiday_flags: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT))
+    holiday_flags: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT, _flagged))
     statuses: list[StatusView] | None = None
     title: str = ""
     title_ar: str = ""
@@ -139,17 +148,17 @@ class MilestoneTally:
                     self.cells_dropped = True
             c = o.classification
             if c is _OVERDUE:
-                self.overdue.offer(o.days_left, status_view, context, row)  # most overdue first
+                self.overdue.offer(o.days_left, (context, row))  # most overdue first
             elif c is _DUE_TODAY or c is _DUE_SOON:
-                self.due.offer(o.days_left, status_view, context, row)
+                self.due.offer(o.days_left, (context, row))
             elif c is _BLOCKED:
-                self.blocked.offer(0, status_view, context, row)
+                self.blocked.offer(0, (context, row))
             if last != value:
                 transitions.setdefault(value, []).append(status_id)
                 newly = self.newly.get(value)
                 if newly is None:
-                    newly = self.newly[value] = _Bounded(ATTENTION_LIMIT)
-                newly.offer(0, status_view, context, row)
+                    newly = self.newly[value] = _views()
+                newly.offer(0, (context, row))
             if window is not None:
                 # A window already delivered (the row's hint) is not planned again; the reminder
                 # log decides for every other one.
@@ -160,7 +169,7 @@ class MilestoneTally:
             if escalate and escalated != ESCALATION_OVERDUE:
                 self.escalations.append(PlannedReminder((context, row), "coordinators", ESCALATION_OVERDUE))
             if flag:
-                self.holiday_flags.offer(0, _flagged, context, row, flag)
+                self.holiday_flags.offer(0, (context, row, flag))
             if statuses is not None:
                 statuses.append(status_view(context, row))
         self.rows += len(rows)

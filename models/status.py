@@ -331,13 +331,18 @@ class Classifier:
         canonical = _CANONICAL
         unknown = set()  # a dependency missing from the roadmap (removed) counts as unmet
         needs = [(d, satisfied.get(d, unknown)) for d in depends_on]
+        # Most milestones wait for at most one other: then a row is blocked by it or by nothing.
+        single = (needs[0][1], tuple(depends_on)) if len(needs) == 1 else None
         classified = []
         append = classified.append
         for _, code, status_id, state, raw_deadline, raw_opens, timezone, note, last, reminded, escalated in rows:
             acting = parties.get(code)
             if acting is None:
                 acting = parties[code] = self._acting(session, context, code)
-            blocked_by = tuple(d for d, done in needs if code not in done) if needs else ()
+            if single is not None:
+                blocked_by = () if code in single[0] else single[1]
+            else:
+                blocked_by = tuple(d for d, done in needs if code not in done) if needs else ()
             calendar = acting[2].calendar
             outcome_key = (raw_deadline, raw_opens, timezone, calendar, state, blocked_by)
             outcome = outcomes.get(outcome_key)

@@ -97,7 +97,8 @@ def test_naive_datetime_is_refused(database_url):
 
 def test_metadata_has_no_stray_tables():
     assert sorted(SQLModel.metadata.tables) == [
-        "agenda_session", "member_state", "milestone", "reminder_log", "roadmap", "status", "status_change",
+        "agenda_session", "member_state", "milestone", "published_artifact", "reminder_log", "roadmap", "status",
+        "status_change",
     ]
 
 

@@ -1,0 +1,291 @@
+"""Publishing what the nightly check found: each roadmap's dashboard artifacts (matrix, progress,
+summary), a large portfolio's overview, and the timelines and calendar feeds.
+
+A region's review publishes everything every night. A large portfolio (see
+:data:`flows.nightly.MILESTONE_TASKS_MAX`) publishes a roadmap's artifacts only when their
+content changed since they last went out (``models.published``), and its overview every night.
+Tasks here are called by :func:`flows.nightly.nightly_status_check`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import os
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import (
+    Artifact,
+    MarkdownArtifact,
+    ProgressArtifact,
+    TableArtifact,
+    create_link_artifact,
+    create_markdown_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from sqlmodel import select
+
+from flows.dashboard import (
+    SYMBOLS,
+    artifact_key,
+    content_digest,
+    failures_section,
+    matrix_rows,
+    progress_percent,
+    summary_parts,
+)
+from flows.ics import calendar_dir, write_feeds
+from flows.report import MilestoneBar, bars_from_tallies, render_timeline
+from flows.tally import MilestoneTally, status_json
+from models.db import session_scope
+from models.published import latest_published_key, published_digests, remember_published
+from models.status import ATTENTION_ORDER, Classification
+from models.tables import Roadmap
+from models.transactions import in_transaction
+
+
+#: Dashboard artifacts of each roadmap, by kind (key ``<slug>-<kind>``).
+DASHBOARD_KINDS = ("matrix", "progress", "summary")
+
+
+@dataclass
+class RoadmapDashboard:
+    """What the check keeps of one classified roadmap until its artifacts are out: no rows."""
+
+    slug: str
+    title: str
+    rows: int
+    done: int
+    matrix: list[dict[str, str]] | None
+    summary_head: str
+    summary_tail: str
+    bars: list
+    statuses: list[dict]
+    #: Rows per classification value.
+    counts: Counter = field(default_factory=Counter)
+    #: Kinds of :data:`DASHBOARD_KINDS` to publish tonight (a large portfolio: only those changed).
+    changed: tuple[str, ...] = DASHBOARD_KINDS
+    #: {artifact key: content digest} (a large portfolio's check records them once published).
+    digests: dict[str, str] = field(default_factory=dict)
+    #: As-of instant of the check that found the dashboard as it is (tonight's when it changed).
+    found_at: dt.datetime | None = None
+
+    def summary_markdown(self) -> str:
+        """A large portfolio's summary: published before the reminders, so failed channels are
+        in the run's reminder report artifact."""
+        return self.summary_head + failures_section(None, listed_elsewhere=True) + self.summary_tail
+
+
+def dashboard_of(
+    slug: str, title: str, tallies: list[MilestoneTally], as_of: dt.datetime, countdown: bool = True
+) -> RoadmapDashboard:
+    """Render a roadmap's artifacts' content from its tallies (so the rows can be let go); without
+    ``countdown``, content that changes only when a classification does (see
+    :func:`flows.dashboard.summary_parts`)."""
+    head, tail = summary_parts(title, tallies, as_of, countdown)
+    counts: Counter = Counter()
+    for t in tallies:
+        counts.update(t.counts)
+    return RoadmapDashboard(
+        slug=slug, title=title, rows=sum(t.rows for t in tallies), done=sum(t.done for t in tallies),
+        matrix=matrix_rows(tallies, countdown), summary_head=head, summary_tail=tail, bars=bars_from_tallies(tallies),
+        statuses=[status_json(v) for t in tallies for v in (t.statuses or ())], counts=counts, found_at=as_of,
+    )
+
+
+def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
+    """A large portfolio's dashboards to publish: for each, the kinds whose content differs from
+    what was last published (``published_artifact``); content not to publish is let go.
+
+    Returns:
+        The dashboards with at least one kind to publish (``changed`` set on every dashboard,
+        ``found_at`` set back to the publishing check's instant where nothing changed).
+    """
+    for d in dashboards:
+        d.digests = {
+            artifact_key(d.slug, "matrix"): content_digest(d.matrix),
+            artifact_key(d.slug, "progress"): content_digest(str(progress_percent(d.done, d.rows))),
+            artifact_key(d.slug, "summary"): content_digest(d.summary_markdown()),
+        }
+    with session_scope() as session:
+        known = published_digests(session, [key for d in dashboards for key in d.digests])
+    publishing = []
+    for d in dashboards:
+        d.changed = tuple(kind for kind in DASHBOARD_KINDS
+                          if known.get(artifact_key(d.slug, kind), (None,))[0] != d.digests[artifact_key(d.slug, kind)])
+        if not d.changed:
+            d.found_at = max(known[key][1] for key in d.digests)
+            d.digests = {}
+        if "matrix" not in d.changed:
+            d.matrix = None
+        if "summary" not in d.changed:
+            d.summary_head = d.summary_tail = ""
+        if d.changed:
+            publishing.append(d)
+    return publishing
+
+
+def published_dashboards_on_server() -> bool:
+    """False when the database records published dashboards that the Prefect server does not have
+    (a new or reset server): then every dashboard must go out again. One API call."""
+    with session_scope() as session:
+        key = latest_published_key(session)
+    if key is None:
+        return True
+    with get_client(sync_client=True) as client:
+        return bool(client.read_latest_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1))
+
+
+#: Most roadmaps listed in the ``portfolio-overview`` artifact (those with most overdue rows first).
+OVERVIEW_MAX_ROWS = 1000
+#: Key of a whole portfolio's overview artifact, refreshed by every large-portfolio check.
+OVERVIEW_ARTIFACT_KEY = "portfolio-overview"
+
+
+def overview_rows(dashboards: list[RoadmapDashboard]) -> list[dict[str, str]]:
+    """One row per roadmap, most overdue rows first (then slug), at most :data:`OVERVIEW_MAX_ROWS`:
+    counts per classification that needs attention, share done, and the day of the check that
+    found its dashboard as it is."""
+    ranked = sorted(dashboards, key=lambda d: (-d.counts.get(Classification.overdue.value, 0), d.slug))
+    rows = []
+    for d in ranked[:OVERVIEW_MAX_ROWS]:
+        rows.append({
+            "roadmap": d.slug, "title": d.title, "status rows": str(d.rows),
+            "% done": str(progress_percent(d.done, d.rows)),
+            **{SYMBOLS[c]: str(d.counts.get(c.value, 0)) for c in ATTENTION_ORDER[:4]},
+            "dashboard as of": d.found_at.date().isoformat() if d.found_at else "",
+        })
+    return rows
+
+
+#: Groups of dashboards being published while the check goes on (see the flow).
+PUBLISHING_AHEAD = 1
+#: Artifact calls in flight at once when a task publishes many roadmaps' artifacts.
+ARTIFACT_CONCURRENCY = 8
+
+
+def _create_all(artifacts: list[Artifact]) -> None:
+    """Create ``artifacts`` in the current task run, :data:`ARTIFACT_CONCURRENCY` requests at a
+    time over one API client (a client per artifact costs a TLS context each: 17 ms)."""
+
+    async def create_all() -> None:
+        limit = asyncio.Semaphore(ARTIFACT_CONCURRENCY)
+        async with get_client() as client:
+
+            async def one(artifact: Artifact) -> None:
+                async with limit:
+                    await artifact.acreate(client)
+
+            await asyncio.gather(*(one(artifact) for artifact in artifacts))
+
+    asyncio.run(create_all())
+
+
+@task(name="publish-dashboard", task_run_name="dashboard [{label}]", cache_policy=NO_CACHE)
+def publish_dashboards(label: str, dashboards: list[RoadmapDashboard], as_of: dt.datetime, whole: bool) -> None:
+    """Publish each roadmap's matrix table artifact, a few calls in flight at once. With ``whole``
+    (a large portfolio, whose progress did not move milestone by milestone): only the kinds of
+    each dashboard's ``changed``, its progress and its summary included (the summary points to
+    the run's reminder report for failed channels), then record their digests."""
+    artifacts: list[Artifact] = []
+    found = f"as found by the check of {as_of.date().isoformat()} (republished when it changes)"
+    for d in dashboards:
+        if not whole:
+            artifacts.append(TableArtifact(
+                key=artifact_key(d.slug, "matrix"), table=d.matrix,
+                description=f"{d.title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
+            ))
+            continue
+        if "matrix" in d.changed:
+            artifacts.append(TableArtifact(
+                key=artifact_key(d.slug, "matrix"), table=d.matrix,
+                description=f"{d.title}: where every member state stands on each milestone, {found}",
+            ))
+        if "progress" in d.changed:
+            artifacts.append(ProgressArtifact(
+                key=artifact_key(d.slug, "progress"), progress=progress_percent(d.done, d.rows),
+                description=f"{d.title}: share of status rows done or waived, {found}",
+            ))
+        if "summary" in d.changed:
+            artifacts.append(MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_markdown(),
+                                              description=f"{d.title}: overdue first, {found}"))
+    _create_all(artifacts)
+    if whole:
+        published = {key: digest for d in dashboards for key, digest in d.digests.items()
+                     if key.rsplit("-", 1)[1] in d.changed}
+        in_transaction(lambda session: remember_published(session, published, as_of))
+    for d in dashboards:  # published: let them go (a summary is 100 KB of UCS-4 text with its emoji)
+        d.matrix = None
+        if whole:
+            d.summary_head = d.summary_tail = ""
+        d.digests = {}
+
+
+@task(name="publish-summary", task_run_name="summary [{label}]", cache_policy=NO_CACHE)
+def publish_summaries(label: str, dashboards: list[RoadmapDashboard], failures: list[str]) -> None:
+    """Publish each roadmap's summary markdown artifact, with tonight's channel failures."""
+    failed = failures_section(failures)
+    _create_all([MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_head + failed + d.summary_tail,
+                                  description=f"{d.title}: overdue first") for d in dashboards])
+
+
+def report_dir() -> Path:
+    """Folder of published pictures and pages (``ROADMAP_REPORT_DIR``, default ``./reports``)."""
+    return Path(os.environ.get("ROADMAP_REPORT_DIR") or "reports")
+
+
+def published_url(path: Path) -> str:
+    """URL of a published file: under ``ROADMAP_PUBLISH_BASE_URL`` when the folders are served
+    over HTTP (e.g. ``https://intranet/roadmap`` serving the working directory), else a file URI."""
+    base = os.environ.get("ROADMAP_PUBLISH_BASE_URL")
+    if base:
+        return base.rstrip("/") + "/" + path.as_posix().lstrip("./")
+    return path.resolve().as_uri()
+
+
+#: Largest timeline PNG embedded in the markdown artifact (bytes); larger ones are linked.
+EMBED_MAX_BYTES = 300_000
+
+
+@task(name="publish-feeds", task_run_name="timeline and calendars [{label}]", cache_policy=NO_CACHE)
+def publish_feeds(label: str, roadmaps: list[tuple[str, str, list[MilestoneBar]]], as_of: dt.datetime) -> None:
+    """For each (slug, title, bars): draw the roadmap's timeline (``<slug>-timeline`` artifact) and
+    write its calendar feeds (``<slug>-calendars`` link artifact)."""
+    for roadmap, title, bars in roadmaps:
+        _publish_feeds(roadmap, title, bars, as_of)
+
+
+def _publish_feeds(roadmap: str, title: str, bars: list[MilestoneBar], as_of: dt.datetime) -> None:
+    folder = report_dir() / roadmap
+    folder.mkdir(parents=True, exist_ok=True)
+    # Drawn under a unique name, then renamed: concurrent runs never write one file at once.
+    partial = render_timeline(bars, as_of, folder / f".timeline.{uuid.uuid4().hex}.png")
+    png = folder / "timeline.png"  # `roadmap report` also writes an SVG
+    os.replace(partial, png)
+    shares = ", ".join(f"{b.key} {round(100 * b.share_done)}% done" for b in bars)
+    image = (
+        f"![Timeline of {title}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
+        if png.stat().st_size <= EMBED_MAX_BYTES else f"[Timeline (PNG)]({published_url(png)})"
+    )
+    with session_scope() as session:
+        roadmap_row = session.exec(select(Roadmap).where(Roadmap.slug == roadmap)).one()
+        feeds = write_feeds(session, roadmap_row, calendar_dir(), as_of)
+    create_markdown_artifact(
+        key=artifact_key(roadmap, "timeline"),
+        markdown=f"# {title}: timeline as of {as_of.date().isoformat()}\n\n{image}\n\n{shares}\n\n"
+        f"[calendar of all deadlines]({published_url(feeds[0])})",
+        description=f"{title}: milestones on a date axis, shaded by their share done",
+    )
+    create_link_artifact(
+        key=artifact_key(roadmap, "calendars"),
+        link=published_url(feeds[0]),
+        link_text=f"{title}: deadlines and agenda (ICS, {len(feeds) - 1} member state feeds beside it)",
+        description="RFC 5545 calendar feeds: all.ics and one <cc>.ics per member state",
+    )
