@@ -321,10 +321,14 @@ def child_main(argv: list[str]) -> None:
         profiler = cProfile.Profile()
         profiler.enable()
     tracer = _PeakTracer(args.tracemalloc) if args.tracemalloc else None
+    watch = _RssWatch()
+    collector = _GcTimer()
     out_load = os.getloadavg()
     started = time.perf_counter()
     state = nightly_status_check(as_of=args.as_of, include_statuses=False, publish=args.publish, return_state=True)
     elapsed = time.perf_counter() - started
+    watch.stop()
+    collector.stop()
     if tracer:
         tracer.stop()
     if profiler:
@@ -332,6 +336,7 @@ def child_main(argv: list[str]) -> None:
         profiler.dump_stats(args.cprofile)
     peak_kb = _proc_status_kb("VmHWM")
     out: dict = {"check_s": elapsed, "load_avg_before": out_load, "load_avg_after": os.getloadavg(), "peak_rss_kb": peak_kb, "rss_before_kb": rss_before_kb,
+                 "peak_rss_at": watch.peak_at, "gc": collector.figures(),
                  "state": state.type.value, "flow_run_id": str(state.state_details.flow_run_id)}
     try:
         out["result"] = state.result()
@@ -380,6 +385,60 @@ def _count_artifacts(flow_run_id) -> dict[str, int]:
                 break
             offset += 200
     return dict(kinds)
+
+
+class _GcTimer:
+    """Time spent in Python's cyclic garbage collector during the check, per generation."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self._gc = gc
+        self.seconds, self.collections, self._started = Counter(), Counter(), None
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+    def stop(self) -> None:
+        self._gc.callbacks.remove(self._callback)
+
+    def figures(self) -> dict:
+        return {f"gen{g}": {"collections": self.collections[g], "seconds": round(self.seconds[g], 2)} for g in range(3)}
+
+
+class _RssWatch:
+    """Samples the process's RSS 5 times a second and remembers where the main thread was when it
+    was highest: (seconds into the check, innermost roadmap-tracker function and line)."""
+
+    def __init__(self) -> None:
+        self.peak_kb, self.peak_at = 0, None
+        self._main = threading.main_thread().ident
+        self._started = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            rss = _proc_status_kb("VmRSS")
+            if rss > self.peak_kb:
+                frame, where = sys._current_frames().get(self._main), "?"
+                while frame is not None:
+                    name = frame.f_code.co_filename
+                    if any(f"{os.sep}{d}{os.sep}" in name for d in ("flows", "models", "notifications")):
+                        where = f"{Path(name).parent.name}/{Path(name).name}:{frame.f_lineno} {frame.f_code.co_name}"
+                        break
+                    frame = frame.f_back
+                self.peak_kb, self.peak_at = rss, (round(time.perf_counter() - self._started, 1), where)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class _PeakTracer:
@@ -676,8 +735,10 @@ def main() -> None:
     table.add_row("plain Apprise.notify", f"{delivery['apprise_rate']:.0f} msg/s", "same messages, same sink")
     table.add_row("delivery / apprise", f"{delivery['ratio']:.2f}", "target >= 0.8")
     table.add_row("peak RSS of the check process", f"{peak_mb:.0f} MB",
-                  f"RSS before the flow call {check['rss_before_kb'] / 1024:.0f} MB; target < 300 MB at 1M rows")
+                  f"RSS before the flow call {check['rss_before_kb'] / 1024:.0f} MB; target < 300 MB at 1M rows; "
+                  f"highest sample at {check['peak_rss_at']} (s into the check, innermost project frame)")
     table.add_row("Prefect task runs", str(check["task_runs"]), json.dumps(check["task_runs_by_task"]))
+    table.add_row("garbage collector", f"{sum(g['seconds'] for g in check['gc'].values()):.2f} s", json.dumps(check["gc"]))
     table.add_row("artifacts created", str(sum(check["artifacts"].values())), json.dumps(check["artifacts"]))
     console.print(table)
     if args.py_spy:
