@@ -141,3 +141,42 @@ def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
     assert "Loaded roadmaps/gcm-arab-2024.yaml: 96 status rows" in result.stdout
     assert "Reminders: 14 sent, 0 already sent, 0 failed." in result.stdout
     assert db.exists()
+
+
+def test_status_rows_read_in_one_json_row_equal_the_plain_query(seeded):
+    """SQLite reads a roadmap's rows as one JSON array (``read_status_rows``): the same values, in
+    the same order, as the plain query PostgreSQL runs."""
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.status import STATUS_COLUMNS, read_status_rows
+    from models.tables import Milestone, Status
+
+    with session_scope() as session:
+        connection = session.connection()
+        ids = set(session.exec(select(Milestone.id)).all())
+        read = [tuple(row) for row in read_status_rows(connection, ids)]
+        plain = [tuple(row) for row in connection.execute(
+            select(*STATUS_COLUMNS).where(Status.milestone_id.in_(ids))
+            .order_by(Status.milestone_id, Status.member_state_code)).all()]
+    assert len(read) == 96  # 16 member states x 6 milestones
+    assert read == plain
+    assert read[0][1] == "AE" and read[15][1] == "YE"  # member states in code order within a milestone
+
+
+def test_the_collector_is_paused_only_inside_and_restored():
+    import gc
+
+    from flows.nightly import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # a caller that paused it keeps it paused
+    finally:
+        gc.enable()
