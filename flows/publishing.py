@@ -51,10 +51,6 @@ from models.tables import Roadmap
 from models.transactions import in_transaction
 
 
-#: Dashboard artifacts of each roadmap, by kind (key ``<slug>-<kind>``).
-DASHBOARD_KINDS = ("matrix", "progress", "summary")
-
-
 @dataclass
 class RoadmapDashboard:
     """What the check keeps of one classified roadmap until its artifacts are out: no rows."""
@@ -70,9 +66,8 @@ class RoadmapDashboard:
     statuses: list[dict]
     #: Rows per classification value.
     counts: Counter = field(default_factory=Counter)
-    #: Kinds of :data:`DASHBOARD_KINDS` to publish tonight (a large portfolio: only those changed).
-    changed: tuple[str, ...] = DASHBOARD_KINDS
-    #: {artifact key: content digest} (a large portfolio's check records them once published).
+    #: A large portfolio's kinds ("matrix", "progress", "summary") to publish tonight, those whose content
+    #: changed, with their content digest (recorded once published): {kind: digest}.
     digests: dict[str, str] = field(default_factory=dict)
     #: As-of instant of the check that found the dashboard as it is (tonight's when it changed).
     found_at: dt.datetime | None = None
@@ -105,29 +100,28 @@ def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
     what was last published (``published_artifact``); content not to publish is let go.
 
     Returns:
-        The dashboards with at least one kind to publish (``changed`` set on every dashboard,
+        The dashboards with at least one kind to publish (``digests`` set on every dashboard,
         ``found_at`` set back to the publishing check's instant where nothing changed).
     """
     for d in dashboards:
         d.digests = {
-            artifact_key(d.slug, "matrix"): content_digest(d.matrix),
-            artifact_key(d.slug, "progress"): content_digest(str(progress_percent(d.done, d.rows))),
-            artifact_key(d.slug, "summary"): content_digest(d.summary_markdown()),
+            "matrix": content_digest(d.matrix),
+            "progress": content_digest(str(progress_percent(d.done, d.rows))),
+            "summary": content_digest(d.summary_markdown()),
         }
     with session_scope() as session:
-        known = published_digests(session, [key for d in dashboards for key in d.digests])
+        known = published_digests(session, [artifact_key(d.slug, kind) for d in dashboards for kind in d.digests])
     publishing = []
     for d in dashboards:
-        d.changed = tuple(kind for kind in DASHBOARD_KINDS
-                          if known.get(artifact_key(d.slug, kind), (None,))[0] != d.digests[artifact_key(d.slug, kind)])
-        if not d.changed:
-            d.found_at = max(known[key][1] for key in d.digests)
-            d.digests = {}
-        if "matrix" not in d.changed:
+        before = {kind: known.get(artifact_key(d.slug, kind), (None, None)) for kind in d.digests}
+        d.digests = {kind: digest for kind, digest in d.digests.items() if before[kind][0] != digest}
+        if not d.digests:
+            d.found_at = max(published_at for _, published_at in before.values())
+        if "matrix" not in d.digests:
             d.matrix = None
-        if "summary" not in d.changed:
+        if "summary" not in d.digests:
             d.summary_head = d.summary_tail = ""
-        if d.changed:
+        if d.digests:
             publishing.append(d)
     return publishing
 
@@ -192,7 +186,7 @@ def _create_all(artifacts: list[Artifact]) -> None:
 def publish_dashboards(label: str, dashboards: list[RoadmapDashboard], as_of: dt.datetime, whole: bool) -> None:
     """Publish each roadmap's matrix table artifact, a few calls in flight at once. With ``whole``
     (a large portfolio, whose progress did not move milestone by milestone): only the kinds of
-    each dashboard's ``changed``, its progress and its summary included (the summary points to
+    each dashboard's ``digests``, its progress and its summary included (the summary points to
     the run's reminder report for failed channels), then record their digests."""
     artifacts: list[Artifact] = []
     found = f"as found by the check of {as_of.date().isoformat()} (republished when it changes)"
@@ -203,23 +197,22 @@ def publish_dashboards(label: str, dashboards: list[RoadmapDashboard], as_of: dt
                 description=f"{d.title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
             ))
             continue
-        if "matrix" in d.changed:
+        if "matrix" in d.digests:
             artifacts.append(TableArtifact(
                 key=artifact_key(d.slug, "matrix"), table=d.matrix,
                 description=f"{d.title}: where every member state stands on each milestone, {found}",
             ))
-        if "progress" in d.changed:
+        if "progress" in d.digests:
             artifacts.append(ProgressArtifact(
                 key=artifact_key(d.slug, "progress"), progress=progress_percent(d.done, d.rows),
                 description=f"{d.title}: share of status rows done or waived, {found}",
             ))
-        if "summary" in d.changed:
+        if "summary" in d.digests:
             artifacts.append(MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_markdown(),
                                               description=f"{d.title}: overdue first, {found}"))
     _create_all(artifacts)
     if whole:
-        published = {key: digest for d in dashboards for key, digest in d.digests.items()
-                     if key.rsplit("-", 1)[1] in d.changed}
+        published = {artifact_key(d.slug, kind): digest for d in dashboards for kind, digest in d.digests.items()}
         in_transaction(lambda session: remember_published(session, published, as_of))
     for d in dashboards:  # published: let them go (a summary is 100 KB of UCS-4 text with its emoji)
         d.matrix = None
