@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 import apprise
 
+from flows.collector import collector_paused
 from flows.tally import ESCALATION_OVERDUE, PlannedReminder
 from models.db import session_scope
 from models.transactions import in_transaction
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 #: Runs a reminder may fail before the coordinators get an escalation (issue 4).
 FAILED_RUNS_BEFORE_ESCALATION = 3
 COORDINATORS = "coordinators"
+#: Every escalation window starts so (``escalation-overdue``, ``escalation-delivery-<recipient>``).
+ESCALATION_PREFIX = "escalation-"
 
 
 @dataclass
@@ -145,13 +148,17 @@ CLAIM_RECIPIENTS = 10
 
 
 def _deliver_digest(recipient, claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now, report) -> None:
-    items = [_item(p, reasons.get((p.status_id, p.window), "")) for _, p in claimed]
-    subject, body = render_digest(recipient, items, as_of)
+    with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
+        items = [_item(p, reasons.get((p.status_id, p.window), "")) for _, p in claimed]
+        subject, body = render_digest(recipient, items, as_of)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
                        body_html=lambda: render_digest_html(recipient, items, as_of))
     ids = [log_id for log_id, _ in claimed]
     if delivery.ok:
-        owner = [(p.status_id, p.window) for _, p in claimed if p.recipient == p.view.recipient]
+        # The hints: a reminder delivered to the row's own party, and the overdue escalation. An
+        # escalation to the coordinators of a row they own is not the row's reminder window.
+        owner = [(p.status_id, p.window) for _, p in claimed
+                 if p.recipient == p.view.recipient and not p.window.startswith(ESCALATION_PREFIX)]
         escalated = [(p.status_id, p.window) for _, p in claimed if p.window == ESCALATION_OVERDUE]
 
         def delivered(session) -> None:
@@ -190,7 +197,7 @@ def escalations(
     with session_scope(database_url) as session:
         failing = repeatedly_failing(session, sorted(sources), min_failures=FAILED_RUNS_BEFORE_ESCALATION)
     for (status_id, recipient), (runs, error) in sorted(failing.items()):
-        window = f"escalation-delivery-{recipient}"
+        window = f"{ESCALATION_PREFIX}delivery-{recipient}"
         reasons[(status_id, window)] = f"reminders to {recipient} failed on {runs} runs: {error}"
         items.append(PlannedReminder(sources[status_id], COORDINATORS, window))
     return items, reasons

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+
+import pendulum
 
 from hijridate import Gregorian
 from jinja2 import FileSystemLoader, StrictUndefined
@@ -55,6 +58,7 @@ class DigestItem:
     reason: str = ""
 
 
+@lru_cache(maxsize=4096)
 def hijri_date(day: dt.date, language: str = "ar") -> str:
     """Return ``day`` in the Umm al-Qura Hijri calendar, e.g. 2024-05-31 -> "23 ذو القعدة 1445".
 
@@ -87,14 +91,21 @@ _TEXT_ENV = _env(autoescape=False)
 _HTML_ENV = _env(autoescape=True)
 
 
-def _context(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> dict:
-    import pendulum
+@lru_cache(maxsize=65_536)
+def _local_deadline(deadline: dt.datetime, timezone: str) -> tuple[str, dt.date]:
+    """("YYYY-MM-DD HH:mm" in ``timezone``, local due day) of an aware deadline. Cached: a
+    milestone's deadline repeats across member states, and pendulum's formatting is the costly
+    part of a digest of hundreds of items."""
+    local = pendulum.instance(deadline).in_tz(timezone)
+    return local.format("YYYY-MM-DD HH:mm"), local.date()
 
+
+def _context(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> dict:
     rows = []
     ordered = sorted(items, key=lambda i: (i.days_left, i.member_state, i.milestone_title))  # most urgent first
     for item in ordered[:DIGEST_MAX_ITEMS]:
-        local = pendulum.instance(item.deadline).in_tz(item.timezone)
-        rows.append({"item": item, "deadline_local": local.format("YYYY-MM-DD HH:mm"), "due_day": local.date()})
+        text, day = _local_deadline(item.deadline, item.timezone)
+        rows.append({"item": item, "deadline_local": text, "due_day": day})
     return {"recipient": recipient, "rows": rows, "count": len(items), "more": len(items) - len(rows),
             "as_of": as_of.isoformat()}
 

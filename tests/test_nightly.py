@@ -98,6 +98,30 @@ def test_a_missed_night_is_caught_up_once(seeded, outbox):
     assert len(list((outbox / "mission-jo").glob("*.txt"))) == 3
 
 
+def test_an_escalation_of_a_coordinators_row_keeps_its_reminder_hint(seeded, outbox):
+    # The conference (owner: coordinator, in Riyadh; due Thursday 4 July 2024) is 7 working days
+    # overdue on Monday 15 July (the weekend there is Friday and Saturday): on the same night the
+    # coordinators get its last reminder window (before-1) and its overdue escalation. The row's
+    # hint must stay the reminder's window, or every later night plans the reminder again for the
+    # log to refuse.
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.tables import Milestone, Status
+
+    _check("2024-07-15T09:00:00+03:00")
+    with session_scope() as session:
+        hints = session.exec(
+            select(Status.last_reminder, Status.last_escalation).join(Milestone).where(Milestone.key == "conference")
+        ).all()
+    assert hints == [("before-1", "escalation-overdue")] * 16
+    digests = sorted(p.read_text(encoding="utf-8").splitlines()[0] for p in (outbox / "coordinators").glob("*.txt"))
+    assert digests == [
+        "Subject: Escalation: 32 items need the coordinators | تصعيد: 32 بنود تحتاج إلى المنسقين",
+        "Subject: Roadmap reminders: 16 items (16 overdue / 16 متأخر) | تذكيرات خريطة الطريق: 16 بنود",
+    ]
+
+
 def test_failing_channel_is_logged_and_retried_next_run(seeded, outbox, tmp_path, monkeypatch):
     from tests.sinks import HttpSink
 
@@ -167,7 +191,7 @@ def test_status_rows_read_in_one_json_row_equal_the_plain_query(seeded):
 def test_the_collector_is_paused_only_inside_and_restored():
     import gc
 
-    from flows.nightly import collector_paused
+    from flows.collector import collector_paused
 
     assert gc.isenabled()
     with collector_paused():
