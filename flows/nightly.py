@@ -28,7 +28,7 @@ from sqlalchemy import func, update
 from sqlmodel import select
 
 from flows import progress
-from flows.collector import collector_paused
+from flows.collector import collector_paused, frozen_until_done
 from flows.dashboard import REMINDERS_ARTIFACT_KEY, artifact_key, progress_percent, reminders_markdown
 from flows.events import emit_reminder_event, emit_status_event, emit_summary_event
 from flows.publishing import (
@@ -213,7 +213,7 @@ def check_milestones(
     """
     classifier = Classifier(as_of)
     results: dict[str, list[MilestoneTally]] = {}
-    with collector_paused(), session_scope() as session:
+    with collector_paused(freeze=True), session_scope() as session:
         roadmap_rows = {r.slug: r for r in session.exec(select(Roadmap).where(Roadmap.slug.in_([slug for slug, _ in work])))}
         milestones: dict[int, list[Milestone]] = {}
         for m in session.exec(select(Milestone).where(Milestone.roadmap_id.in_([r.id for r in roadmap_rows.values()]))):
@@ -327,6 +327,12 @@ def nightly_status_check(
         ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state", "deadline",
         "days_left"}], "reminders": {"sent", "already_sent", "failed"}}`` (JSON-ready).
     """
+    with frozen_until_done():  # what check_milestones froze goes back to the collector
+        return _check_portfolio(as_of, roadmaps, include_statuses, publish, republish)
+
+
+def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> dict:
+    """The body of :func:`nightly_status_check` (same arguments and result)."""
     logger = get_run_logger()
     moment = resolve_as_of(as_of)
     run_id = str(flow_run.get_id() or uuid.uuid4())

@@ -204,3 +204,27 @@ def test_the_collector_is_paused_only_inside_and_restored():
         assert not gc.isenabled()  # a caller that paused it keeps it paused
     finally:
         gc.enable()
+
+
+def test_what_a_paused_block_froze_is_collectable_again_after_the_check():
+    import gc
+    import weakref
+
+    from flows.collector import collector_paused, frozen_until_done
+
+    class Node:
+        pass
+
+    assert gc.get_freeze_count() == 0
+    with frozen_until_done():
+        with collector_paused(freeze=True):
+            cycle = Node()
+            cycle.self = cycle
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        alive = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen: a full collection does not look at it
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert alive() is None
