@@ -17,33 +17,38 @@ from typing import Iterator
 
 
 @contextmanager
-def collector_paused(freeze: bool = False) -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause the cyclic collector for the block; restore the caller's setting after it (a
-    caller that had it off keeps it off). Process-wide, as :func:`gc.disable` is.
-
-    With ``freeze``, what is alive when the block ends goes to the permanent generation
-    (:func:`gc.freeze`) before the collector resumes: what a check keeps for the rest of the
-    night (the reminder plan, the rows a summary may list) is then not walked again by every
-    later collection (at 1M status rows, the first collection after a paused group walked
-    hundreds of thousands of them, and each full collection all of them). Reference counting
-    still frees frozen objects; only a reference cycle frozen as garbage waits for
-    :func:`frozen_until_done`.
-    """
+    caller that had it off keeps it off). Process-wide, as :func:`gc.disable` is."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if freeze:
-            gc.freeze()
         if was_enabled:
             gc.enable()
 
 
+def freeze_survivors() -> None:
+    """Collect the young generations, then move every object alive to the permanent generation
+    (:func:`gc.freeze`), until :func:`frozen_until_done` gives them back.
+
+    For after each group of a large check: what it keeps for the rest of the night (the reminder
+    plan, the rows a summary may list) is then not walked again by every later collection. At
+    1M status rows the collector took 5.8 s of a 42 s check, 0.4 s with this. Reference
+    counting still frees frozen objects; only a reference cycle that becomes garbage while
+    frozen waits for :func:`frozen_until_done`. The young collection first frees the cycles
+    that are garbage already: a finished Prefect task run's engine, which holds the task's
+    result (frozen without it, the first night at 1M rows peaked 67 MB higher).
+    """
+    gc.collect(1)
+    gc.freeze()
+
+
 @contextmanager
 def frozen_until_done() -> Iterator[None]:
-    """Give back to the collector, when the block ends, whatever ``collector_paused(freeze=True)``
-    froze inside it (:func:`gc.unfreeze`; the next full collection frees any cycle among them).
+    """Give back to the collector, when the block ends, whatever :func:`freeze_survivors` froze
+    inside it (:func:`gc.unfreeze`; the next full collection frees any cycle among them).
     Process-wide: it also unfreezes what the caller froze before the block."""
     try:
         yield

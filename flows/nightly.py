@@ -28,7 +28,7 @@ from sqlalchemy import func, update
 from sqlmodel import select
 
 from flows import progress
-from flows.collector import collector_paused, frozen_until_done
+from flows.collector import collector_paused, freeze_survivors, frozen_until_done
 from flows.dashboard import REMINDERS_ARTIFACT_KEY, artifact_key, progress_percent, reminders_markdown
 from flows.events import emit_reminder_event, emit_status_event, emit_summary_event
 from flows.publishing import (
@@ -213,7 +213,7 @@ def check_milestones(
     """
     classifier = Classifier(as_of)
     results: dict[str, list[MilestoneTally]] = {}
-    with collector_paused(freeze=True), session_scope() as session:
+    with collector_paused(), session_scope() as session:
         roadmap_rows = {r.slug: r for r in session.exec(select(Roadmap).where(Roadmap.slug.in_([slug for slug, _ in work])))}
         milestones: dict[int, list[Milestone]] = {}
         for m in session.exec(select(Milestone).where(Milestone.roadmap_id.in_([r.id for r in roadmap_rows.values()]))):
@@ -361,6 +361,8 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
                 )
         # quote(): Prefect would otherwise walk every row of these values looking for futures.
         results = check_milestones(unit.label, quote(unit.work), moment, include_statuses)
+        if not live_progress:
+            freeze_survivors()  # a large portfolio: later collections skip what this group keeps
         _emit_status_events(status_events, results)
         complete = []
         for slug, tallies in results.items():

@@ -23,10 +23,10 @@ import zoneinfo
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pendulum
-from sqlalchemy import String, func, type_coerce
+from sqlalchemy import String, Text, cast, func, type_coerce
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
@@ -286,8 +286,7 @@ class Classifier:
         connection = session.connection()
         rows = read_status_rows(connection, ids)
         if self._instant is None:
-            dialect = connection.dialect
-            self._instant = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None) or (lambda value: value)
+            self._instant = instant_reader(connection.dialect)
         per_milestone: dict[int, list] = {}
         #: {dependency key: member state codes that did it (done or waived)}
         satisfied: dict[str, set[str]] = {key: set() for key in dependency_ids.values()}
@@ -382,27 +381,39 @@ STATUS_COLUMNS = (
 
 def read_status_rows(connection: Connection, milestone_ids: set[int]) -> list:
     """The :data:`STATUS_COLUMNS` of every status row of these milestones, ordered by milestone
-    id and member state code (tuples, or lists on SQLite).
+    id and member state code (lists; read the deadline and opening columns, text, with
+    :func:`instant_reader`).
 
-    On SQLite the rows come back as one JSON array built by SQLite's JSON functions, in one row:
-    Python's ``sqlite3`` lets go of the GIL for every row it steps through, and while any other
-    thread of the process is busy (artifacts being published, Prefect's event and log workers)
-    each row then waits for that thread's turn to end (``benchmarks/sqlite_reads.py``: 20,000
-    rows read in 8.5 s instead of 0.03 s next to one busy thread). One row per roadmap waits once:
-    0.2 s.
+    The rows come back as one JSON array built by the database, in one row. On SQLite, Python's
+    ``sqlite3`` lets go of the GIL for every row it steps through, and while any other thread of
+    the process is busy (artifacts being published, Prefect's event and log workers) each row
+    then waits for that thread's turn to end (``benchmarks/sqlite_reads.py``: 20,000 rows read in
+    8.5 s instead of 0.03 s next to one busy thread); one row per roadmap waits once: 0.2 s. On
+    PostgreSQL the server builds the array on its own core, and ``json.loads`` reads it in C,
+    where the driver and SQLAlchemy built typed values and a row object per row.
 
     Args:
         connection: a SQLAlchemy connection (SQLite or PostgreSQL).
         milestone_ids: ids of the milestones whose rows to read.
     """
     where = Status.milestone_id.in_(milestone_ids)
-    if connection.dialect.name == "sqlite":
-        text = connection.execute(select(func.json_group_array(func.json_array(*STATUS_COLUMNS))).where(where)).scalar_one()
-        rows = json.loads(text)
-        rows.sort(key=itemgetter(0, 1))
-        return rows
-    return connection.execute(  # Core: plain rows, no ORM loading per row
-        select(*STATUS_COLUMNS).where(where).order_by(Status.milestone_id, Status.member_state_code)).all()
+    if connection.dialect.name == "postgresql":
+        aggregate = func.json_agg(func.json_build_array(*STATUS_COLUMNS))
+    else:
+        aggregate = func.json_group_array(func.json_array(*STATUS_COLUMNS))
+    found = connection.execute(select(cast(aggregate, Text)).where(where)).scalar_one()  # text: json.loads here
+    rows = json.loads(found) if found else []
+    rows.sort(key=itemgetter(0, 1))
+    return rows
+
+
+def instant_reader(dialect) -> Callable[[str], dt.datetime]:
+    """Turn a deadline or opening as :func:`read_status_rows` gives it (text) into an aware UTC
+    datetime: SQLite's stored text through the column type's own reader (:class:`models.db.UTCDateTime`),
+    PostgreSQL's ISO 8601 text with its offset through :meth:`datetime.datetime.fromisoformat`."""
+    if dialect.name == "postgresql":
+        return lambda text: dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc)
+    return UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
 
 
 def iter_milestone_views(

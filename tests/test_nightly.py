@@ -168,24 +168,29 @@ def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
 
 
 def test_status_rows_read_in_one_json_row_equal_the_plain_query(seeded):
-    """SQLite reads a roadmap's rows as one JSON array (``read_status_rows``): the same values, in
-    the same order, as the plain query PostgreSQL runs."""
+    """A roadmap's rows are read as one JSON array (``read_status_rows``): the same values, in
+    the same order, as the plain query, deadlines and openings the same instants."""
     from sqlmodel import select
 
     from models.db import session_scope
-    from models.status import STATUS_COLUMNS, read_status_rows
+    from models.status import STATUS_COLUMNS, instant_reader, read_status_rows
     from models.tables import Milestone, Status
 
     with session_scope() as session:
         connection = session.connection()
         ids = set(session.exec(select(Milestone.id)).all())
-        read = [tuple(row) for row in read_status_rows(connection, ids)]
+        instant = instant_reader(connection.dialect)
+        read = [(*row[:4], instant(row[4]), row[5] and instant(row[5]), *row[6:])
+                for row in read_status_rows(connection, ids)]
+        columns = [*STATUS_COLUMNS[:4], Status.deadline, Status.opens_at, *STATUS_COLUMNS[6:]]
         plain = [tuple(row) for row in connection.execute(
-            select(*STATUS_COLUMNS).where(Status.milestone_id.in_(ids))
+            select(*columns).where(Status.milestone_id.in_(ids))
             .order_by(Status.milestone_id, Status.member_state_code)).all()]
     assert len(read) == 96  # 16 member states x 6 milestones
     assert read == plain
     assert read[0][1] == "AE" and read[15][1] == "YE"  # member states in code order within a milestone
+    jo_invitations = next(row for row in read if row[1] == "JO" and row[4].day == 31)
+    assert jo_invitations[4].isoformat() == "2024-05-31T21:59:59+00:00"  # 23:59:59 in Geneva, summer time
 
 
 def test_the_collector_is_paused_only_inside_and_restored():
@@ -210,16 +215,21 @@ def test_what_a_paused_block_froze_is_collectable_again_after_the_check():
     import gc
     import weakref
 
-    from flows.collector import collector_paused, frozen_until_done
+    from flows.collector import freeze_survivors, frozen_until_done
 
     class Node:
         pass
 
     assert gc.get_freeze_count() == 0
     with frozen_until_done():
-        with collector_paused(freeze=True):
-            cycle = Node()
-            cycle.self = cycle
+        garbage = Node()
+        garbage.self = garbage
+        was_garbage = weakref.ref(garbage)
+        del garbage
+        cycle = Node()
+        cycle.self = cycle
+        freeze_survivors()
+        assert was_garbage() is None  # a cycle that was garbage already is not frozen
         assert gc.isenabled() and gc.get_freeze_count() > 0
         alive = weakref.ref(cycle)
         del cycle
