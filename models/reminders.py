@@ -260,7 +260,8 @@ def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt
 
 
 def remember_delivered(session: Session, reminders: list[tuple[int, str]], escalations: list[tuple[int, str]]) -> None:
-    """Write the status rows' hints (no commit; call in the transaction that marks them sent):
+    """Write the status rows' hints (no commit; call once their claims are marked sent, never
+    before: a hint makes the check skip the item):
     ``reminders`` and ``escalations`` are (status id, window) delivered to the owner and, for
     escalations, to the coordinators. See ``Status.last_reminder``."""
     for column, items in (("last_reminder", reminders), ("last_escalation", escalations)):
