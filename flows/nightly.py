@@ -379,6 +379,9 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
                     sum(t.done for t in checked[slug]), refs[slug].rows))
             if len(checked[slug]) == len(refs[slug].milestones):
                 complete.append(dashboard_of(slug, refs[slug].title, checked.pop(slug), moment, countdown=live_progress))
+        # Emptied, not just dropped: the finished task run's engine (garbage, frozen with the
+        # rest) still points at this dict, and would keep the group's tallies for the night.
+        results.clear()
         progress.report(rows_through, total_rows)
         dashboards += complete
         if not live_progress:
