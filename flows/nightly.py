@@ -351,49 +351,48 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
     already_sent = 0
     status_events = _EventBudget("roadmap.milestone", STATUS_EVENTS_PER_RUN)
     for unit in units:
-        if live_progress:  # one milestone per task run: the progress bar moves milestone by milestone
-            slug = unit.work[0][0]
-            if slug not in progress_ids:
-                progress_ids[slug] = create_progress_artifact(
-                    progress=0.0, key=artifact_key(slug, "progress"),
-                    description=f"{refs[slug].title}: share of status rows done or waived (counting)",
-                )
-        # quote(): Prefect would otherwise walk every row of these values looking for futures.
-        # The collector is paused while rows are classified (flows.collector): 12.8 s of a 42 s
-        # check at 1M status rows. A large portfolio then freezes what the group keeps for the
-        # night before it resumes, or the first collection would walk it all again.
+        # The collector is paused for the group (flows.collector): classifying it and rendering
+        # its dashboards made 12.8 s of collections in a 42 s check at 1M status rows. A large
+        # portfolio then collects the group's young garbage and freezes what it keeps for the
+        # night (the reminder plan), so that no later collection walks it again.
         with collector_paused():
+            if live_progress:  # one milestone per task run: the progress bar moves milestone by milestone
+                slug = unit.work[0][0]
+                if slug not in progress_ids:
+                    progress_ids[slug] = create_progress_artifact(
+                        progress=0.0, key=artifact_key(slug, "progress"),
+                        description=f"{refs[slug].title}: share of status rows done or waived (counting)",
+                    )
+            # quote(): Prefect would otherwise walk every row of these values looking for futures.
             results = check_milestones(unit.label, quote(unit.work), moment, include_statuses)
+            _emit_status_events(status_events, results)
+            complete = []
+            for slug, tallies in results.items():
+                checked.setdefault(slug, []).extend(tallies)
+                planned += [p for t in tallies for p in t.reminders]
+                overdue_escalations += [p for t in tallies for p in t.escalations]
+                already_sent += sum(t.already_sent for t in tallies)
+                rows_through += sum(t.rows for t in tallies)
+                if progress_ids.get(slug):
+                    update_progress_artifact(progress_ids[slug], progress_percent(
+                        sum(t.done for t in checked[slug]), refs[slug].rows))
+                if len(checked[slug]) == len(refs[slug].milestones):
+                    complete.append(dashboard_of(slug, refs[slug].title, checked.pop(slug), moment, countdown=live_progress))
+            progress.report(rows_through, total_rows)
+            dashboards += complete
+            if not live_progress:
+                complete = keep_changed(complete)
+            if complete:
+                # In a worker thread while the next group is classified: the API server's work
+                # overlaps ours. At most PUBLISHING_AHEAD groups wait for the server, so memory holds
+                # a few groups' dashboards, not the portfolio's, when the server is the slower side.
+                while len(publishing) >= PUBLISHING_AHEAD:
+                    publishing.popleft().result()
+                publishing.append(publish_dashboards.submit(
+                    roadmaps_label([d.slug for d in complete]), quote(complete), moment, whole=not live_progress))
+            del results, complete
             if not live_progress:
                 freeze_survivors()
-        _emit_status_events(status_events, results)
-        complete = []
-        for slug, tallies in results.items():
-            checked.setdefault(slug, []).extend(tallies)
-            planned += [p for t in tallies for p in t.reminders]
-            overdue_escalations += [p for t in tallies for p in t.escalations]
-            already_sent += sum(t.already_sent for t in tallies)
-            rows_through += sum(t.rows for t in tallies)
-            if progress_ids.get(slug):
-                update_progress_artifact(progress_ids[slug], progress_percent(
-                    sum(t.done for t in checked[slug]), refs[slug].rows))
-            if len(checked[slug]) == len(refs[slug].milestones):
-                complete.append(dashboard_of(slug, refs[slug].title, checked.pop(slug), moment, countdown=live_progress))
-        # Emptied, not just dropped: the finished task run's engine (garbage, frozen with the
-        # rest) still points at this dict, and would keep the group's tallies for the night.
-        results.clear()
-        progress.report(rows_through, total_rows)
-        dashboards += complete
-        if not live_progress:
-            complete = keep_changed(complete)
-        if complete:
-            # In a worker thread while the next group is classified: the API server's work
-            # overlaps ours. At most PUBLISHING_AHEAD groups wait for the server, so memory holds
-            # a few groups' dashboards, not the portfolio's, when the server is the slower side.
-            while len(publishing) >= PUBLISHING_AHEAD:
-                publishing.popleft().result()
-            publishing.append(publish_dashboards.submit(
-                roadmaps_label([d.slug for d in complete]), quote(complete), moment, whole=not live_progress))
     empty = [dashboard_of(ref.slug, ref.title, [], moment, countdown=live_progress) for ref in refs.values() if not ref.milestones]
     dashboards += empty
     if not live_progress:

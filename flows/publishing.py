@@ -32,7 +32,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from sqlmodel import select
 
-from flows.collector import collector_paused
 from flows.dashboard import (
     SYMBOLS,
     artifact_key,
@@ -84,21 +83,18 @@ def dashboard_of(
 ) -> RoadmapDashboard:
     """Render a roadmap's artifacts' content from its tallies (so the rows can be let go); without
     ``countdown``, content that changes only when a classification does (see
-    :func:`flows.dashboard.summary_parts`).
-
-    The garbage collector is paused meanwhile (:mod:`flows.collector`): a summary builds a view
-    of every row it may list, hundreds of thousands a night at 1M status rows, and makes no
-    reference cycles."""
-    with collector_paused():
-        head, tail = summary_parts(title, tallies, as_of, countdown)
-        counts: Counter = Counter()
-        for t in tallies:
-            counts.update(t.counts)
-        return RoadmapDashboard(
-            slug=slug, title=title, rows=sum(t.rows for t in tallies), done=sum(t.done for t in tallies),
-            matrix=matrix_rows(tallies, countdown), summary_head=head, summary_tail=tail, bars=bars_from_tallies(tallies),
-            statuses=[status_json(v) for t in tallies for v in (t.statuses or ())], counts=counts, found_at=as_of,
-        )
+    :func:`flows.dashboard.summary_parts`). Makes no reference cycles: the nightly check runs it
+    with the garbage collector paused (a summary builds a view of every row it may list,
+    hundreds of thousands a night at 1M status rows)."""
+    head, tail = summary_parts(title, tallies, as_of, countdown)
+    counts: Counter = Counter()
+    for t in tallies:
+        counts.update(t.counts)
+    return RoadmapDashboard(
+        slug=slug, title=title, rows=sum(t.rows for t in tallies), done=sum(t.done for t in tallies),
+        matrix=matrix_rows(tallies, countdown), summary_head=head, summary_tail=tail, bars=bars_from_tallies(tallies),
+        statuses=[status_json(v) for t in tallies for v in (t.statuses or ())], counts=counts, found_at=as_of,
+    )
 
 
 def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
