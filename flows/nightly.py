@@ -211,6 +211,7 @@ def check_milestones(
         {roadmap slug: [MilestoneTally in the order of the keys given]}.
     """
     classifier = Classifier(as_of)
+    shared: dict = {}  # the tallies' (flows.tally), for the outcomes the classifier shares
     results: dict[str, list[MilestoneTally]] = {}
     with session_scope() as session:
         roadmap_rows = {r.slug: r for r in session.exec(select(Roadmap).where(Roadmap.slug.in_([slug for slug, _ in work])))}
@@ -221,7 +222,7 @@ def check_milestones(
             roadmap_row = roadmap_rows[slug]
             every = milestones.get(roadmap_row.id, [])
             by_key = {m.key: m for m in every}
-            tallies = {key: MilestoneTally(slug, key, statuses=[] if keep_statuses else None) for key in keys}
+            tallies = {key: MilestoneTally(slug, key, statuses=[] if keep_statuses else None, shared=shared) for key in keys}
             for context, rows in classifier.iter_classified(session, roadmap_row, [by_key[key] for key in keys], every):
                 tallies[context.key].add_rows(context, rows)
             results[slug] = [tallies[key] for key in keys]

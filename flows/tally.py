@@ -118,6 +118,10 @@ class MilestoneTally:
     due_first: dt.date | None = None
     due_last: dt.date | None = None
     opens_first: dt.date | None = None
+    #: What an outcome means for this milestone's policy, {(outcome, reminder days, overdue
+    #: period): (value, window, escalate, flag)}: pass one dict to the tallies of one check's
+    #: milestones, which share outcomes (:class:`models.status.RowOutcome`).
+    shared: dict = field(default_factory=dict, repr=False)
 
     def add_rows(self, context: MilestoneContext, rows: list[ClassifiedRow]) -> None:
         """Account for the classified rows of this milestone (:meth:`models.status.Classifier.iter_classified`).
@@ -132,12 +136,17 @@ class MilestoneTally:
         counts, cells, transitions = self.counts, self.cells, self.transitions
         statuses = self.statuses
         per_outcome: dict[RowOutcome, tuple] = {}
-        reminder_days, overdue_every_days = context.reminder_days, context.overdue_every_days
+        policy = reminder_days, overdue_every_days = context.reminder_days, context.overdue_every_days
+        known = self.shared
         for row in rows:
             status_id, acting, o, _, last, reminded, escalated = row
             shared = per_outcome.get(o)
             if shared is None:
-                shared = per_outcome[o] = self._shared(o, reminder_days, overdue_every_days)
+                key = (o, *policy)
+                shared = known.get(key)
+                if shared is None:
+                    shared = known[key] = self._shared(o, reminder_days, overdue_every_days)
+                per_outcome[o] = shared
             value, window, escalate, flag = shared
             counts[value] += 1
             if not self.cells_dropped:

@@ -118,10 +118,12 @@ class StatusView:
 
 @dataclass(slots=True, eq=False)
 class RowOutcome:
-    """What the status rows of one milestone share when they share a raw deadline, window
-    opening, owner zone, working calendar, recorded state and unmet dependencies: everything a
-    :class:`StatusView` holds but the row's identity, note and reminder hints. Fields as in
-    :class:`StatusView`. One object per distinct combination per check (compared by identity).
+    """What status rows share when they share a raw deadline, window opening, owner zone,
+    working calendar, recorded state, unmet dependencies and their milestone's first reminder
+    offset: everything a :class:`StatusView` holds but the row's identity, note and reminder
+    hints. Fields as in :class:`StatusView`. One object per distinct combination per
+    :class:`Classifier`, across milestones and roadmaps (compared by identity): the roadmaps of
+    a portfolio share deadlines.
     """
 
     classification: Classification
@@ -216,12 +218,16 @@ class Classifier:
         self._working: dict[tuple, int] = {}
         self._member_states: dict[str, _MemberStateInfo] | None = None
         self._party_tables: dict[tuple, dict] = {}
+        #: {first reminder offset: {(raw deadline, raw opening, zone, calendar, state, blocked by): RowOutcome}}
+        self._outcomes: dict[int, dict[tuple, RowOutcome]] = {}
         self._instant = None  # the deadline column's own result processor, once a connection is known
 
     def _bound_memos(self) -> None:
         for memo in (self._dates, self._working):
             if len(memo) > self.MEMO_LIMIT:
                 memo.clear()
+        if sum(len(outcomes) for outcomes in self._outcomes.values()) > self.MEMO_LIMIT:
+            self._outcomes.clear()
 
     def local_date(self, instant: dt.datetime, timezone: str) -> dt.date:
         """The local calendar date of an aware ``instant`` in the IANA ``timezone``."""
@@ -326,7 +332,7 @@ class Classifier:
         # Runs once per status row: everything rows share is looked up, never recomputed.
         first_reminder_days = max(context.reminder_days, default=0)
         parties = self._parties_of(context)
-        outcomes: dict[tuple, RowOutcome] = {}
+        outcomes = self._outcomes.setdefault(first_reminder_days, {})
         canonical = _CANONICAL
         unknown = set()  # a dependency missing from the roadmap (removed) counts as unmet
         needs = [(d, satisfied.get(d, unknown)) for d in depends_on]
