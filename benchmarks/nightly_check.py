@@ -500,6 +500,8 @@ def run_check(env: dict, as_of: str, workdir: Path, label: str, py_spy: str | No
 
 
 _PROJECT_DIRS = ("(flows/", "(models/", "(notifications/")
+#: The function that holds the flow's body (``nightly_status_check`` wraps it).
+_FLOW_BODY = "_check_portfolio ("
 
 
 def _where(names: list[str]) -> str:
@@ -507,6 +509,8 @@ def _where(names: list[str]) -> str:
     (as a task body or a flow-body call), else Prefect's own work around task bodies or in the flow."""
     in_task = False
     for name in names[1:]:
+        if name.startswith(_FLOW_BODY):
+            continue  # the flow's body, not a part of it
         if name.startswith("run_task_sync (prefect/"):
             in_task = True
         if any(d in name for d in _PROJECT_DIRS):
