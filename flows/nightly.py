@@ -49,7 +49,7 @@ from flows.tally import MilestoneTally, PlannedReminder
 from models.db import session_scope
 from models.deadlines import parse_instant
 from models.published import forget_published
-from models.status import Classification, Classifier
+from models.status import Classification, Classifier, milestones_to_read, read_ahead
 from models.tables import Milestone, Roadmap, Status
 from models.transactions import in_transaction
 from notifications.channels import ChannelConfigError, load_channels
@@ -218,12 +218,17 @@ def check_milestones(
         milestones: dict[int, list[Milestone]] = {}
         for m in session.exec(select(Milestone).where(Milestone.roadmap_id.in_([r.id for r in roadmap_rows.values()]))):
             milestones.setdefault(m.roadmap_id, []).append(m)
+        plan = []  # (slug, keys, roadmap, its milestones to check, all its milestones)
         for slug, keys in work:
             roadmap_row = roadmap_rows[slug]
             every = milestones.get(roadmap_row.id, [])
             by_key = {m.key: m for m in every}
+            plan.append((slug, keys, roadmap_row, [by_key[key] for key in keys], every))
+        # The next roadmap's rows are read while this one is classified (models.status.read_ahead).
+        reads = read_ahead(session.get_bind(), (milestones_to_read(wanted, every) for _, _, _, wanted, every in plan))
+        for (slug, keys, roadmap_row, wanted, every), read in zip(plan, reads, strict=True):
             tallies = {key: MilestoneTally(slug, key, statuses=[] if keep_statuses else None, shared=shared) for key in keys}
-            for context, rows in classifier.iter_classified(session, roadmap_row, [by_key[key] for key in keys], every):
+            for context, rows in classifier.iter_classified(session, roadmap_row, wanted, every, rows=read):
                 tallies[context.key].add_rows(context, rows)
             results[slug] = [tallies[key] for key in keys]
 
