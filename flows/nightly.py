@@ -108,8 +108,11 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
 #: :data:`GROUP_ROWS` status rows: task runs still grow with roadmaps, never with rows, and a
 #: portfolio of thousands of roadmaps is not thousands of orchestrated task runs (issue "Scale").
 MILESTONE_TASKS_MAX = 60
-#: Status rows per grouped task run (a roadmap is never split).
-GROUP_ROWS = 50_000
+#: Status rows per grouped task run (a roadmap is never split). What a group keeps until its
+#: dashboards are rendered (its rows that a summary may list, its matrix cells, the texts) is
+#: most of the check's memory peak: 25,000 rows keep the peak of 1M status rows under 300 MB,
+#: for about twice the task runs of 50,000 (``benchmarks/nightly_check.py``).
+GROUP_ROWS = 25_000
 # Every task here has ``cache_policy=NO_CACHE``: a night's check must run every night, and the
 # default policy would hash every input (hundreds of thousands of rows at scale) for nothing.
 

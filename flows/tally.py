@@ -219,7 +219,9 @@ def holiday_flag(view: StatusView) -> str | None:
     return _holiday_flag(view.calendar, view.due_day, view.opens_day)
 
 
-@lru_cache(maxsize=65_536)
+# Bounded small: a portfolio has more (calendar, day) pairs than any cache size worth keeping,
+# and each group's tallies share what they found (MilestoneTally.shared).
+@lru_cache(maxsize=8192)
 def _holiday_flag(calendar, due_day: dt.date, opens_day: dt.date | None) -> str | None:
     near = holiday_before(calendar, due_day, 2)
     if near:
@@ -232,7 +234,7 @@ def _holiday_flag(calendar, due_day: dt.date, opens_day: dt.date | None) -> str 
     return None
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=8192)
 def _window(due_day, today, reminder_days, overdue_every_days, calendar) -> str | None:
     # Rows of one milestone share a handful of (due day, today, calendar) combinations.
     return current_window(
