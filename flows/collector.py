@@ -2,11 +2,13 @@
 
 Every collection of the oldest generation walks the whole heap (Prefect, SQLAlchemy, the
 modules: about 0.5 s at 1M status rows), and the millions of short-lived objects a large check
-makes (rows, views, cells, digest lines) trigger dozens. The steps paused here make no reference
-cycles of their own, so reference counting frees what they drop as before; the collector runs
-as usual everywhere else (publishing, reminders' channels, events), whose cycles it must collect:
-with it paused for the whole check, the first night at 1M status rows peaked at 965 MB instead
-of 585 MB (``benchmarks/nightly_check.py``).
+makes (rows, views, cells, digest lines) trigger dozens. The nightly check pauses it for each
+group of a large portfolio (classification and dashboards make no reference cycles, so
+reference counting frees what they drop), then collects the group's young garbage once (Prefect's
+task-run machinery does make cycles) and freezes what the night keeps; and while a digest is
+rendered. Elsewhere (publishing, reminders' channels, events) it runs as usual: with it paused
+for the whole check, the first night at 1M status rows peaked at 965 MB instead of 585 MB
+(``benchmarks/nightly_check.py``).
 """
 
 from __future__ import annotations

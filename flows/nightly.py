@@ -110,8 +110,8 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
 MILESTONE_TASKS_MAX = 60
 #: Status rows per grouped task run (a roadmap is never split). What a group keeps until its
 #: dashboards are rendered (its rows that a summary may list, its matrix cells, the texts) is
-#: most of the check's memory peak: 25,000 rows keep the peak of 1M status rows under 300 MB,
-#: for about twice the task runs of 50,000 (``benchmarks/nightly_check.py``).
+#: most of the check's memory peak: at 1M status rows, 25,000 rows a group brought the peak
+#: from 341 MB to 311 MB for twice the task runs of 50,000 (``benchmarks/nightly_check.py``).
 GROUP_ROWS = 25_000
 # Every task here has ``cache_policy=NO_CACHE``: a night's check must run every night, and the
 # default policy would hash every input (hundreds of thousands of rows at scale) for nothing.
@@ -335,7 +335,7 @@ def nightly_status_check(
         ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state", "deadline",
         "days_left"}], "reminders": {"sent", "already_sent", "failed"}}`` (JSON-ready).
     """
-    with frozen_until_done():  # what check_milestones froze goes back to the collector
+    with frozen_until_done():  # what each group froze (flows.collector) goes back to the collector
         return _check_portfolio(as_of, roadmaps, include_statuses, publish, republish)
 
 
