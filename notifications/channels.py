@@ -70,9 +70,14 @@ def _schema(url: str) -> str:
     return schema + "://" if "://" in url and _SCHEMA.match(schema) else "(no schema)"
 
 
+#: What an error may quote of a tag: a plain name ("mission-jo", "coordinators"). Anything else
+#: (a URL pasted where the tag goes, with its password) is not echoed.
+_PLAIN_TAG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def _tag_text(tag) -> str:
     text = str(tag)
-    return text if text.isprintable() else repr(text)
+    return text if _PLAIN_TAG.fullmatch(text) else "(a tag that is not a plain name, not shown)"
 
 
 def _tags(entry_value, global_tags) -> str:

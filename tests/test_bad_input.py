@@ -416,6 +416,7 @@ def mark_argument(draw, valid: list[str]) -> str:
 @example(milestone="invitations", member_state="JO", state="done", note=None, at="0001-01-01T00:00:00")
 @example(milestone="invitations", member_state="JO", state="done", note=None, at="9999-12-31T23:59:59-12:00")
 @example(milestone="orientation-briefing", member_state="DZ", state="pending", note=None, at="0002-01-01000:00:00.1")
+@example(milestone="orientation-briefing", member_state="DZ", state="pending", note="\x00", at=None)
 def test_mark_records_or_fails_with_one_error_line_and_changes_nothing(seeded, milestone, member_state, state, note, at):
     from models.deadlines import parse_instant
 
@@ -424,7 +425,8 @@ def test_mark_records_or_fails_with_one_error_line_and_changes_nothing(seeded, m
     milestone, member_state, state, note, at = (
         a for a in (milestone, member_state, state, note, at)
     )
-    valid = milestone in KEYS and member_state.upper() in CODES and state in STATES and (note is None or len(note) <= 2000)
+    valid = (milestone in KEYS and member_state.upper() in CODES and state in STATES
+             and (note is None or (len(note) <= 2000 and "\x00" not in note)))  # NUL: PostgreSQL cannot store it
     when = None
     if valid and at is not None:
         try:
@@ -452,7 +454,7 @@ def test_mark_records_or_fails_with_one_error_line_and_changes_nothing(seeded, m
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr[:500]
     # Long values are quoted up to their first 60 characters.
-    named = any(repr(a) in lines[0] or repr(a[:60]) in lines[0] for a in (milestone, member_state, state, at) if a is not None)
+    named = any(repr(a) in lines[0] or repr(a[:60]) in lines[0] for a in (milestone, member_state, state, note, at) if a is not None)
     assert named or "note is" in lines[0], lines[0][:500]
     assert _snapshot(seeded) == before
 
@@ -562,6 +564,7 @@ def test_the_valid_apprise_config_loads():
 @example(case=("S3cr3t-feedfacefeed", "version: " + "9" * 5000 + "\nurls: []\n"))
 @example(case=("S3cr3t-feedfacefeed", "urls: " + "[" * 20_000 + "]" * 20_000))
 @example(case=("S3cr3t-feedfacefeed", ""))
+@example(case=("S3cr3t-000000000000", "urls:\n- ''\ntag: json://u:S3cr3t-000000000000@h.example.org/x\n"))
 def test_apprise_config_loads_or_fails_without_the_password(case):
     CASES["apprise"] += 1
     password, text = case
