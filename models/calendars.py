@@ -64,7 +64,7 @@ class WorkingCalendar:
 
     def _step(self, day: dt.date, days: int) -> dt.date:
         for _ in range(_MAX_SEARCH_DAYS):
-            day = _plain(pendulum.date(day.year, day.month, day.day).add(days=days))
+            day = shift_days(day, days)
             if self.is_working_day(day):
                 return day
         raise CalendarError(f"no working day within {_MAX_SEARCH_DAYS} days of {day} for {self.country}")
@@ -113,6 +113,15 @@ class WorkingCalendar:
 
 def _plain(day: dt.date) -> dt.date:
     return dt.date(day.year, day.month, day.day)
+
+
+# A night asks for the same few thousand (day, offset) pairs hundreds of thousands of times
+# (reminder windows, holiday look-backs): pendulum's arithmetic costs 3 us a call, a hit 0.1 us.
+@lru_cache(maxsize=16384)
+def shift_days(day: dt.date, days: int) -> dt.date:
+    """Return the plain ``datetime.date`` ``days`` calendar days after ``day`` (before, if
+    negative), computed by pendulum. Calendar days: no time zone, no working-day rule."""
+    return _plain(pendulum.date(day.year, day.month, day.day).add(days=days))
 
 
 @lru_cache(maxsize=2048)
@@ -183,7 +192,7 @@ def holiday_before(calendar: WorkingCalendar, due_day: dt.date, within_working_d
     days before ``due_day`` (or falls on it), or None: a deadline that follows a holiday this
     closely leaves the office little time (the issue's Eid al-Adha 2024 case).
     """
-    start = _plain(pendulum.date(due_day.year, due_day.month, due_day.day).subtract(days=31))
+    start = shift_days(due_day, -31)
     found = calendar.holidays_between(start, due_day)
     if not found:
         return None

@@ -23,12 +23,11 @@ import json
 import os
 from dataclasses import dataclass
 
-import pendulum
 from sqlalchemy import Integer, String, and_, bindparam, func, literal, or_, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, select
 
-from models.calendars import WorkingCalendar
+from models.calendars import WorkingCalendar, shift_days
 from models.db import UTCDateTime, upsert_insert
 from models.tables import ReminderLog, ReminderState, Status
 
@@ -50,11 +49,6 @@ def window_name(offset_days: int) -> str:
     if offset_days > 0:
         return f"before-{offset_days}"
     return f"overdue-{-offset_days}"
-
-
-def _day(anchor: dt.date, days: int) -> dt.date:
-    moved = pendulum.date(anchor.year, anchor.month, anchor.day).add(days=days)
-    return dt.date(moved.year, moved.month, moved.day)
 
 
 def delivery_day(calendar: WorkingCalendar, nominal: dt.date) -> dt.date:
@@ -87,7 +81,7 @@ def current_window(
     offsets = sorted(set(reminder_days), reverse=True)  # earliest first
     started: list[tuple[dt.date, int]] = []
     for offset in offsets:
-        day = delivery_day(calendar, _day(due_day, -offset))
+        day = delivery_day(calendar, shift_days(due_day, -offset))
         if day <= today:
             started.append((day, offset))
     if overdue_every_days > 0 and today > due_day:
@@ -97,7 +91,7 @@ def current_window(
             if k <= 0:
                 continue
             offset = -k * overdue_every_days
-            day = delivery_day(calendar, _day(due_day, -offset))
+            day = delivery_day(calendar, shift_days(due_day, -offset))
             if day <= today:
                 started.append((day, offset))
     if not started:

@@ -154,6 +154,34 @@ def test_a_large_portfolio_is_checked_in_grouped_task_runs_with_the_same_artifac
         assert "## Overdue (15)" in artifacts[f"{SLUG}-summary"].data
 
 
+def test_list_roadmaps_gives_active_milestones_and_rows_of_every_roadmap(seeded, tmp_path):
+    """Roadmaps by slug, with their active milestones in file order and active rows counted: a
+    milestone removed from the file (inactive) and its 16 rows are left out."""
+    import yaml
+
+    from flows.nightly import RoadmapRef, list_roadmaps
+    from models.sync import sync_roadmap_file
+    from tests.conftest import SEED_ROADMAP
+
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    data.update(slug="aa-review", title="An earlier review")
+    path = tmp_path / "aa-review.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    sync_roadmap_file(path)
+    data["milestones"] = [m for m in data["milestones"] if m["key"] != "conference"]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    sync_roadmap_file(path)
+
+    seed_keys = ("orientation-briefing", "save-the-date", "invitations", "nominations", "travel", "conference")
+    refs = list_roadmaps()
+    assert [(r.slug, r.title, r.milestones, r.rows) for r in refs] == [
+        ("aa-review", "An earlier review", seed_keys[:5], 80),
+        (SLUG, "Second Regional Review of the Global Compact for Migration in the Arab Region", seed_keys, 96),
+    ]
+    assert list_roadmaps([SLUG]) == [RoadmapRef(refs[1].id, SLUG, refs[1].title, seed_keys, 96)]
+    assert list_roadmaps(["no-such-roadmap"]) == []
+
+
 def test_plan_units_groups_whole_roadmaps_by_rows(monkeypatch):
     import flows.nightly as nightly
     from flows.nightly import RoadmapRef, plan_units
