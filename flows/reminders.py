@@ -175,7 +175,7 @@ def _deliver_digest(recipient, claimed, *, hub, as_of, run_id, database_url, rea
         # The hints: a reminder delivered to the row's own party, and the overdue escalation. An
         # escalation to the coordinators of a row they own is not the row's reminder window.
         hints.reminders += [(p.status_id, p.window) for _, p in claimed
-                            if p.recipient == p.view.recipient and not p.window.startswith(ESCALATION_PREFIX)]
+                            if p.recipient == p.owner_recipient and not p.window.startswith(ESCALATION_PREFIX)]
         hints.escalations += [(p.status_id, p.window) for _, p in claimed if p.window == ESCALATION_OVERDUE]
         report.sent += len(ids)
         report.messages += 1

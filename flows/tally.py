@@ -59,6 +59,13 @@ class PlannedReminder:
         source = self.source
         return source.status_id if isinstance(source, StatusView) else source[1][0]
 
+    @property
+    def owner_recipient(self) -> str:
+        """Apprise tag of the party that acts on the item's row (the row's own reminders go
+        there), read from the source without building a view."""
+        source = self.source
+        return source.recipient if isinstance(source, StatusView) else source[1][1][2].recipient
+
 
 class _Bounded:
     """Keep the ``limit`` items with the smallest numeric key (ties: first added first); count all.
