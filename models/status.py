@@ -20,6 +20,7 @@ import datetime as dt
 import enum
 import json
 import zoneinfo
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -435,31 +436,52 @@ def milestones_to_read(milestones: list[Milestone], every_milestone: list[Milest
     return {m.id for m in milestones} | {by_key[d].id for m in milestones for d in m.depends_on if d in by_key}
 
 
-def read_ahead(engine: Engine, id_sets: Iterable[set[int]]) -> Iterator[list]:
-    """Yield :func:`read_status_rows` of each set of milestone ids, in order, reading the next
-    set in a worker thread (on a connection of its own) while the caller classifies the current.
+#: Roadmaps read ahead of the one being classified (:func:`read_ahead`).
+READ_AHEAD = 2
+
+
+def read_ahead(engine: Engine, id_sets: Iterable[set[int]], depth: int = READ_AHEAD) -> Iterator[list]:
+    """Yield :func:`read_status_rows` of each set of milestone ids, in order, reading up to
+    ``depth`` sets ahead in a worker thread (on one connection of its own) while the caller
+    classifies the current one.
 
     The database builds a roadmap's JSON array without Python's GIL (SQLite inside
     ``sqlite3``'s step, PostgreSQL in its own process), so the read overlaps the classification
-    on the machine's other core: at 1M status rows the reads waited 3.5 s on SQLite and 6.4 s
-    on PostgreSQL (``benchmarks/nightly_check.py``). Memory holds one set's rows ahead. Each set
-    is read in its own statement (one consistent snapshot per roadmap, as before). A read's
-    error is raised when its rows are due.
+    on the machine's other core. Roadmaps differ in size, and with one set ahead a large one's
+    read kept the classification waiting: 4.3 s of a 33 s check at 1M status rows on SQLite
+    (``benchmarks/nightly_check.py``). Memory holds ``depth`` sets' rows ahead (a roadmap's
+    rows, hundreds). Each set is read in its own statement and transaction (one consistent
+    snapshot per roadmap, as before). A read's error is raised when its rows are due.
     """
+    held: dict[str, Connection] = {}
 
     def read(ids: set[int]) -> list:
-        with engine.connect() as connection:
+        connection = held.get("connection")
+        if connection is None:
+            connection = held["connection"] = engine.connect()
+        try:
             return read_status_rows(connection, ids)
+        finally:
+            connection.rollback()  # ends the read's transaction
+
+    def close() -> None:
+        connection = held.pop("connection", None)
+        if connection is not None:
+            connection.close()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-rows") as pool:
-        pending = None
-        for ids in id_sets:
-            upcoming = pool.submit(read, ids)
-            if pending is not None:
-                yield pending.result()
-            pending = upcoming
-        if pending is not None:
-            yield pending.result()
+        pending: deque = deque()
+        try:
+            for ids in id_sets:
+                pending.append(pool.submit(read, ids))
+                if len(pending) > depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.submit(close)  # in the thread that used it (SQLite connections belong to one)
 
 
 def instant_reader(dialect) -> Callable[[str], dt.datetime]:

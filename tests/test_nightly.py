@@ -193,6 +193,41 @@ def test_status_rows_read_in_one_json_row_equal_the_plain_query(seeded):
     assert jo_invitations[4].isoformat() == "2024-05-31T21:59:59+00:00"  # 23:59:59 in Geneva, summer time
 
 
+@pytest.mark.parametrize("depth", [1, 3])
+def test_read_ahead_yields_each_milestone_set_in_order_and_raises_a_failed_read_when_due(seeded, monkeypatch, depth):
+    """Six milestone sets read ahead on one worker connection give the rows that one read of
+    each gives, in order; a read that fails raises when its rows are due, after the sets
+    before it, and the worker lets go of its connection."""
+    from sqlmodel import select
+
+    import models.status as status
+    from models.db import session_scope
+    from models.tables import Milestone
+
+    with session_scope() as session:
+        connection = session.connection()
+        ids = [{m} for m in session.exec(select(Milestone.id).order_by(Milestone.position)).all()]
+        one_by_one = [status.read_status_rows(connection, s) for s in ids]
+        engine = session.get_bind()
+    assert [len(rows) for rows in one_by_one] == [16] * 6
+    assert list(status.read_ahead(engine, ids, depth=depth)) == one_by_one
+
+    real = status.read_status_rows
+
+    def fail_on_the_fourth(connection, milestone_ids):
+        if milestone_ids == ids[3]:
+            raise RuntimeError(f"read of {sorted(milestone_ids)} failed")
+        return real(connection, milestone_ids)
+
+    monkeypatch.setattr(status, "read_status_rows", fail_on_the_fourth)
+    got = []
+    with pytest.raises(RuntimeError, match=rf"read of \[{min(ids[3])}\] failed"):
+        for rows in status.read_ahead(engine, ids, depth=depth):
+            got.append(rows)
+    assert got == one_by_one[:3]
+    assert engine.pool.checkedout() == 0
+
+
 def test_the_collector_is_paused_only_inside_and_restored():
     import gc
 
