@@ -230,6 +230,9 @@ class Classifier:
         self._working: dict[tuple, int] = {}
         self._member_states: dict[str, _MemberStateInfo] | None = None
         self._party_tables: dict[tuple, dict] = {}
+        #: One str object per reminder hint ("before-7", "escalation-overdue"; open-ended, so not
+        #: in _CANONICAL), not one per row: each row of a night's reminder plan keeps its hints.
+        self._hints: dict[str | None, str | None] = {}
         #: {first reminder offset: {(raw deadline, raw opening, zone, calendar, state, blocked by): RowOutcome}}
         self._outcomes: dict[int, dict[tuple, RowOutcome]] = {}
         self._instant = None  # the deadline column's own result processor, once a connection is known
@@ -348,7 +351,7 @@ class Classifier:
         first_reminder_days = max(context.reminder_days, default=0)
         parties = self._parties_of(context)
         outcomes = self._outcomes.setdefault(first_reminder_days, {})
-        canonical = _CANONICAL
+        canonical, hints = _CANONICAL, self._hints
         unknown = set()  # a dependency missing from the roadmap (removed) counts as unmet
         needs = [(d, satisfied.get(d, unknown)) for d in depends_on]
         # Most milestones wait for at most one other: then a row is blocked by it or by nothing.
@@ -372,7 +375,8 @@ class Classifier:
                     canonical.get(state, state), blocked_by, first_reminder_days)
             # One object per distinct value, not one per row: rows kept for the night (reminders,
             # the summary's lists) then cost their own fields only.
-            append((status_id, acting, outcome, note, canonical.get(last, last), reminded, escalated))
+            append((status_id, acting, outcome, note, canonical.get(last, last),
+                    hints.setdefault(reminded, reminded), hints.setdefault(escalated, escalated)))
         return classified
 
     def _outcome(self, raw_deadline, raw_opens, timezone, calendar, state, blocked_by, first_reminder_days) -> RowOutcome:
