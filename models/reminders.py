@@ -277,7 +277,9 @@ def _mark(session: Session, log_ids: list[int], run_id: str, **values) -> int:
     """Set ``values`` and one more attempt on this run's claims among ``log_ids``; return how many."""
     changed = 0
     for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
-        changed += len(session.execute(
+        # Core, not the ORM's bulk UPDATE: no object in the session is affected, and the ORM
+        # path's session synchronisation is Python work per digest.
+        changed += len(session.connection().execute(
             update(ReminderLog)
             .where(ReminderLog.id.in_(log_ids[start : start + _IDS_PER_STATEMENT]), ReminderLog.claimed_by == run_id)
             .values(attempts=ReminderLog.attempts + 1, **values)
