@@ -199,7 +199,8 @@ def _shared_acting(code: str, info: _MemberStateInfo, party) -> tuple:
     """One (code, member state info, party) object per distinct value, across classifiers. A
     night keeps the rows of its reminder plan until they are sent, and each task run of a large
     check has its own :class:`Classifier`: at 1M status rows the plan's rows held 52,000 equal
-    parties and their triples, 12 MB (``benchmarks/nightly_check.py --tracemalloc``)."""
+    parties and 56,000 triples, 11 MB (``benchmarks/nightly_check.py --tracemalloc``), and
+    sharing them brought the steady night's peak from 313 to 295 MB."""
     return code, info, party
 
 
@@ -452,8 +453,11 @@ def read_ahead(engine: Engine, id_sets: Iterable[set[int]], depth: int = READ_AH
     The database builds a roadmap's JSON array without Python's GIL (SQLite inside
     ``sqlite3``'s step, PostgreSQL in its own process), so the read overlaps the classification
     on the machine's other core. Roadmaps differ in size, and with one set ahead a large one's
-    read kept the classification waiting: 4.3 s of a 33 s check at 1M status rows on SQLite
-    (``benchmarks/nightly_check.py``). Memory holds ``depth`` sets' rows ahead (a roadmap's
+    read kept the classification waiting: 4.3 s of a 33 s check at 1M status rows on SQLite,
+    2.9 s with two ahead (``benchmarks/nightly_check.py --py-spy``). What waits then is the
+    GIL: the reader's Python work (the driver, ``json.loads``) takes turns with the
+    classification's (a shorter ``sys.setswitchinterval`` moved the wait into the
+    classification, for the same check time). Memory holds ``depth`` sets' rows ahead (a roadmap's
     rows, hundreds). Each set is read in its own statement and transaction (one consistent
     snapshot per roadmap, as before). A read's error is raised when its rows are due.
     """
