@@ -191,23 +191,30 @@ def claim_many(
     return outcome
 
 
-def _claim_statement(session: Session, keys: list[ReminderKey], run_id: str, now: dt.datetime):
-    """``INSERT INTO reminder_log ... SELECT`` the keys ``ON CONFLICT DO NOTHING RETURNING`` the
-    rows written: one statement whose text does not depend on how many keys it claims. The keys
-    travel as three arrays (PostgreSQL's ``unnest``) or one JSON array (SQLite's ``json_each``):
-    a multi-row ``VALUES`` list of 500 keys took most of the check's claim time on PostgreSQL,
-    where the driver parses every distinct statement text anew (``benchmarks/nightly_check.py``).
+def _keyed(session: Session, names: tuple[str, ...], types: tuple, rows: list[tuple]) -> tuple:
+    """``rows`` as a table in one statement whose text does not depend on how many rows there
+    are: columns as arrays through PostgreSQL's ``unnest``, or one JSON array through SQLite's
+    ``json_each``. Returns (selectable, its columns in the order of ``names``).
+
+    A multi-row ``VALUES`` list of 500 keys took most of the check's claim time on PostgreSQL,
+    where the driver parses every distinct statement text anew, and an ``executemany`` of one
+    ``UPDATE`` per row is a round trip per row (``benchmarks/nightly_check.py``).
     """
     if session.get_bind().dialect.name == "postgresql":
-        keyed = func.unnest(
-            bindparam("status_ids", [k[0] for k in keys], type_=ARRAY(Integer)),
-            bindparam("recipients", [k[1] for k in keys], type_=ARRAY(String)),
-            bindparam("windows", [k[2] for k in keys], type_=ARRAY(String)),
-        ).table_valued("status_id", "recipient", "window").render_derived(name="keyed")
-        status_id, recipient, window = keyed.c.status_id, keyed.c.recipient, keyed.c.window
-    else:
-        keyed = func.json_each(bindparam("keys", json.dumps(keys))).table_valued("value")
-        status_id, recipient, window = (func.json_extract(keyed.c.value, f"$[{i}]") for i in range(3))
+        keyed = func.unnest(*(
+            bindparam(f"{name}s", [row[i] for row in rows], type_=ARRAY(type_))
+            for i, (name, type_) in enumerate(zip(names, types, strict=True))
+        )).table_valued(*names).render_derived(name="keyed")
+        return keyed, [keyed.c[name] for name in names]
+    keyed = func.json_each(bindparam("rows", json.dumps(rows))).table_valued("value")
+    return keyed, [func.json_extract(keyed.c.value, f"$[{i}]") for i in range(len(names))]
+
+
+def _claim_statement(session: Session, keys: list[ReminderKey], run_id: str, now: dt.datetime):
+    """``INSERT INTO reminder_log ... SELECT`` the keys (:func:`_keyed`) ``ON CONFLICT DO
+    NOTHING RETURNING`` the rows written."""
+    keyed, (status_id, recipient, window) = _keyed(
+        session, ("status_id", "recipient", "window"), (Integer, String, String), keys)
     rows = select(
         status_id, recipient, window, literal(ReminderState.claimed.value), literal(0),
         bindparam("now", now, type_=UTCDateTime), literal(run_id), literal(""),
@@ -260,10 +267,10 @@ def remember_delivered(session: Session, reminders: list[tuple[int, str]], escal
     escalations, to the coordinators. See ``Status.last_reminder``."""
     for column, items in (("last_reminder", reminders), ("last_escalation", escalations)):
         if items:
-            session.connection().execute(
-                update(Status).where(Status.id == bindparam("status_id")).values({column: bindparam("window")}),
-                [{"status_id": status_id, "window": window} for status_id, window in items],
-            )
+            # One UPDATE ... FROM the items (:func:`_keyed`), the last window given per row.
+            latest = list(dict(items).items())
+            keyed, (status_id, window) = _keyed(session, ("status_id", "window"), (Integer, String), latest)
+            session.connection().execute(update(Status).where(Status.id == status_id).values({column: window}))
 
 
 def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: str) -> int:

@@ -173,3 +173,34 @@ def test_claims_and_marks_in_batches_keep_every_rule(seeded, monkeypatch):
         assert reminders.mark_delivered(session, taken, run_id="run-3", now=later) == 2
         states = dict(session.exec(select(ReminderLog.status_id, ReminderLog.state)).all())
     assert [states[i] for i in ids] == ["sent"] * 5 + ["claimed"] * 2
+
+
+def test_hints_are_written_in_one_statement_per_column_the_last_window_of_a_row_winning(seeded):
+    """remember_delivered sets ``last_reminder`` / ``last_escalation`` on exactly the rows given;
+    a row given twice keeps the later window; the other rows keep theirs (None)."""
+    from sqlalchemy import event
+    from sqlmodel import select
+
+    import models.reminders as reminders
+    from models.db import session_scope
+    from models.tables import Status
+
+    with session_scope() as session:
+        ids = sorted(session.exec(select(Status.id)).all())
+        statements = []
+
+        def seen(connection, cursor, statement, *rest):
+            statements.append(statement)
+
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            reminders.remember_delivered(
+                session, [(ids[0], "before-7"), (ids[1], "due"), (ids[0], "before-3")], [(ids[2], "escalation-overdue")])
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+    with session_scope() as session:
+        hints = {row[0]: row[1:] for row in session.exec(select(Status.id, Status.last_reminder, Status.last_escalation))}
+    assert [hints[i] for i in ids[:4]] == [("before-3", None), ("due", None), (None, "escalation-overdue"), (None, None)]
+    assert sum(1 for h in hints.values() if h != (None, None)) == 3
+    assert len([s for s in statements if s.lstrip().upper().startswith("UPDATE STATUS")]) == 2
