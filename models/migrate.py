@@ -53,7 +53,9 @@ PG_ADVISORY_LOCK_KEY = 0x524D_5452_4B4D_4947  # "RMTRKMIG"
 INITIAL_REVISION = "0001"
 
 #: (revision, table, column): the newest revision whose column a ``create_all`` database has
-#: tells its schema, newest first. A revision that adds a column or a table adds a marker here.
+#: tells its schema, newest first. A revision that adds a column or a table adds a marker here;
+#: one that only drops an index (0006) cannot be told apart and must be a no-op where the index
+#: is absent (``IF EXISTS``): such a database is stamped at the marker's revision and upgraded.
 SCHEMA_MARKERS = (
     ("0005", "published_artifact", "digest"),
     ("0004", "status", "last_reminder"),

@@ -226,7 +226,9 @@ class ReminderLog(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    status_id: int = Field(foreign_key="status.id", index=True)
+    #: No index of its own: the unique (status_id, recipient, window) index leads with it
+    #: (migration 0006 dropped the separate one, which every claim and mark also wrote).
+    status_id: int = Field(foreign_key="status.id")
     #: Apprise tag of the recipient ("mission-jo", "office-jo", "coordinators").
     recipient: str = Field(max_length=64)
     #: Reminder window ("before-14", "due", "overdue-3"): which reminder of the policy this is.

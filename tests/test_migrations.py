@@ -216,11 +216,13 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
 
 def test_models_and_migrations_agree(database_url):
     upgrade(database_url, INITIAL_REVISION)
-    # The check is live: at 0001 it sees the columns 0002, 0003 and 0004 add, and 0005's table.
+    # The check is live: at 0001 it sees the columns 0002, 0003 and 0004 add, 0005's table and
+    # the index 0006 drops.
     differences = _differences(database_url)
     added = sorted(op[3].name for op in differences if op[0] == "add_column")
     assert added == ["declared_slug", "last_checked_at", "last_classification", "last_escalation", "last_reminder"]
     assert [op[1].name for op in differences if op[0] == "add_table"] == ["published_artifact"]
+    assert [op[1].name for op in differences if op[0] == "remove_index"] == ["ix_reminder_log_status_id"]
     upgrade(database_url)
     assert _differences(database_url) == []
 
