@@ -96,13 +96,16 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
         if slugs:
             query = query.where(Roadmap.slug.in_(slugs))
         roadmaps = session.exec(query).all()
-        chosen = (lambda q: q.where(Milestone.roadmap_id.in_([r.id for r in roadmaps]))) if slugs else (lambda q: q)
+
+        def of_these(milestone_query):
+            return milestone_query.where(Milestone.roadmap_id.in_([r.id for r in roadmaps])) if slugs else milestone_query
+
         keys: dict[int, list[str]] = {}
-        for roadmap_id, key in session.exec(chosen(
+        for roadmap_id, key in session.exec(of_these(
             select(Milestone.roadmap_id, Milestone.key).where(Milestone.active).order_by(Milestone.roadmap_id, Milestone.position)
         )):
             keys.setdefault(roadmap_id, []).append(key)
-        counts = dict(session.exec(chosen(
+        counts = dict(session.exec(of_these(
             select(Milestone.roadmap_id, func.count(Status.id)).join(Status, Status.milestone_id == Milestone.id)
             .where(Milestone.active).group_by(Milestone.roadmap_id)
         )).all())
