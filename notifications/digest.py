@@ -70,7 +70,7 @@ def hijri_date(day: dt.date, language: str = "ar") -> str:
 
 def _env(autoescape: bool) -> Environment:
     # Not Jinja2's SandboxedEnvironment: a sandbox guards against untrusted *templates*, and
-    # these are ours. Its check of every attribute a template reads was a quarter of a digest's
+    # these are ours. Its check of every attribute a template reads was most of a digest's
     # rendering time (1.4 s a night at 1M status rows, ``benchmarks/nightly_check.py``).
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), auto_reload=False,
