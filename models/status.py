@@ -302,9 +302,8 @@ class Classifier:
             session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id)))
         wanted = milestones if milestones is not None else sorted(
             (m for m in every if m.active), key=lambda m: m.position)
-        by_key = {m.key: m for m in every}
-        dependency_ids = {by_key[d].id: d for m in wanted for d in m.depends_on if d in by_key}
-        ids = milestones_to_read(wanted, every)
+        dependency_ids = _dependencies(wanted, every)
+        ids = {m.id for m in wanted} | set(dependency_ids)  # milestones_to_read, from what is at hand
         if not ids:
             return
         connection = session.connection()
@@ -433,12 +432,17 @@ def read_status_rows(connection: Connection, milestone_ids: set[int]) -> list:
     return rows
 
 
+def _dependencies(milestones: list[Milestone], every_milestone: list[Milestone]) -> dict[int, str]:
+    """{id: key} of the milestones ``milestones`` depend on, found among ``every_milestone`` (the
+    roadmap's; a removed dependency is not there and counts as unmet)."""
+    by_key = {m.key: m for m in every_milestone}
+    return {by_key[d].id: d for m in milestones for d in m.depends_on if d in by_key}
+
+
 def milestones_to_read(milestones: list[Milestone], every_milestone: list[Milestone]) -> set[int]:
     """Ids of the milestones whose status rows classifying ``milestones`` reads: theirs and those
-    of the milestones they depend on (found among ``every_milestone``, the roadmap's; a removed
-    dependency is not read and counts as unmet)."""
-    by_key = {m.key: m for m in every_milestone}
-    return {m.id for m in milestones} | {by_key[d].id for m in milestones for d in m.depends_on if d in by_key}
+    of the milestones they depend on (:func:`_dependencies`)."""
+    return {m.id for m in milestones} | set(_dependencies(milestones, every_milestone))
 
 
 #: Roadmaps read ahead of the one being classified (:func:`read_ahead`).
