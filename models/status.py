@@ -183,8 +183,12 @@ def classify(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _MemberStateInfo:
+    """A member state's names, zones and weekend. One object per distinct value
+    (:func:`_member_state_info`), so it hashes and compares by identity: it keys the parties
+    cache, looked up for every (group, owner, member state) of a night."""
+
     name: str
     name_ar: str
     mission_timezone: str
@@ -193,14 +197,29 @@ class _MemberStateInfo:
     weekend_source: str
 
 
-# Bounded: a portfolio has a few thousand (member state, party) pairs.
-@lru_cache(maxsize=8192)
-def _shared_acting(code: str, info: _MemberStateInfo, party) -> tuple:
-    """One (code, member state info, party) object per distinct value, across classifiers. A
-    night keeps the rows of its reminder plan until they are sent, and each task run of a large
-    check has its own :class:`Classifier`: at 1M status rows the plan's rows held 52,000 equal
-    parties and 56,000 triples, 11 MB (``benchmarks/nightly_check.py --tracemalloc``), and
-    sharing them brought the steady night's peak from 313 to 295 MB."""
+@lru_cache(maxsize=4096)
+def _member_state_info(name, name_ar, mission_timezone, office_timezone, weekend_override, weekend_source) -> _MemberStateInfo:
+    """The one :class:`_MemberStateInfo` of these values (a member state table row's columns)."""
+    return _MemberStateInfo(name, name_ar, mission_timezone, office_timezone, weekend_override, weekend_source)
+
+
+# Bounded: a portfolio has a few thousand (owner, coordinators, member state) combinations.
+@lru_cache(maxsize=16384)
+def _shared_acting(owner: str, coordinator_timezone: str, coordinator_country: str, code: str, info: _MemberStateInfo) -> tuple:
+    """The (code, member state info, party) acting for ``owner`` on a member state's row, one
+    object per distinct value across classifiers (pure: the party follows from these values).
+
+    Each task run of a large check has its own :class:`Classifier`, and each met every member
+    state anew: at 1M status rows the night worked out 248,000 parties for about 7,500 distinct
+    ones (13 % of the classification). The night's reminder plan keeps its rows until they are
+    sent, and one object per value also keeps it small: 52,000 equal parties and 56,000 equal
+    triples were 11 MB (``benchmarks/nightly_check.py --tracemalloc``)."""
+    party = party_for(
+        owner, member_state_code=code, mission_timezone=info.mission_timezone, office_timezone=info.office_timezone,
+        weekend_override=list(info.weekend_override) if info.weekend_override is not None else None,
+        weekend_source=info.weekend_source, coordinator_timezone=coordinator_timezone,
+        coordinator_country=coordinator_country,
+    )
     return code, info, party
 
 
@@ -236,10 +255,13 @@ class Classifier:
         self._hints: dict[str | None, str | None] = {}
         #: {first reminder offset: {(raw deadline, raw opening, zone, calendar, state, blocked by): RowOutcome}}
         self._outcomes: dict[int, dict[tuple, RowOutcome]] = {}
+        #: {(raw deadline, raw opening, zone, calendar): (deadline, due day, today, opening day,
+        #: working days left)}: what outcomes differing only in state or dependencies share.
+        self._days: dict[tuple, tuple] = {}
         self._instant = None  # the deadline column's own result processor, once a connection is known
 
     def _bound_memos(self) -> None:
-        for memo in (self._dates, self._working):
+        for memo in (self._dates, self._working, self._days):
             if len(memo) > self.MEMO_LIMIT:
                 memo.clear()
         if sum(len(outcomes) for outcomes in self._outcomes.values()) > self.MEMO_LIMIT:
@@ -256,11 +278,12 @@ class Classifier:
     def member_state(self, session: Session, code: str) -> _MemberStateInfo:
         """The member state's names, zones and weekend (all member states are read once)."""
         if self._member_states is None or code not in self._member_states:
+            columns = (MemberState.code, MemberState.name, MemberState.name_ar, MemberState.mission_timezone,
+                       MemberState.office_timezone, MemberState.weekend_override, MemberState.weekend_source)
             self._member_states = {
-                row.code: _MemberStateInfo(row.name, row.name_ar, row.mission_timezone, row.office_timezone,
-                                           tuple(row.weekend_override) if row.weekend_override is not None else None,
-                                           row.weekend_source)
-                for row in session.exec(select(MemberState))
+                code_: _member_state_info(name, name_ar, mission_tz, office_tz,
+                                          tuple(weekend) if weekend is not None else None, weekend_source)
+                for code_, name, name_ar, mission_tz, office_tz, weekend, weekend_source in session.exec(select(*columns))
             }
         return self._member_states[code]
 
@@ -336,15 +359,8 @@ class Classifier:
 
     def _acting(self, session: Session, context: "MilestoneContext", code: str) -> tuple:
         """(code, member state info, party) acting on ``context``'s milestone for ``code``."""
-        info = self.member_state(session, code)
-        party = party_for(
-            context.owner, member_state_code=code, mission_timezone=info.mission_timezone,
-            office_timezone=info.office_timezone,
-            weekend_override=list(info.weekend_override) if info.weekend_override is not None else None,
-            weekend_source=info.weekend_source, coordinator_timezone=context.coordinator_timezone,
-            coordinator_country=context.coordinator_country,
-        )
-        return _shared_acting(code, info, party)
+        return _shared_acting(context.owner, context.coordinator_timezone, context.coordinator_country, code,
+                              self.member_state(session, code))
 
     def _classify_milestone(self, session, context, depends_on, rows, satisfied) -> list[ClassifiedRow]:
         # Runs once per status row: everything rows share is looked up, never recomputed.
@@ -380,6 +396,20 @@ class Classifier:
         return classified
 
     def _outcome(self, raw_deadline, raw_opens, timezone, calendar, state, blocked_by, first_reminder_days) -> RowOutcome:
+        days_key = (raw_deadline, raw_opens, timezone, calendar)
+        days = self._days.get(days_key)
+        if days is None:
+            days = self._days[days_key] = self._days_of(raw_deadline, raw_opens, timezone, calendar)
+        deadline, due_day, today, opens_day, working_days_left = days
+        return RowOutcome(
+            _classify(state, blocked_by, self.as_of, deadline, today, due_day, first_reminder_days),
+            state, deadline, timezone, due_day, today, opens_day, (due_day - today).days, working_days_left,
+            calendar, blocked_by,
+        )
+
+    def _days_of(self, raw_deadline, raw_opens, timezone, calendar) -> tuple:
+        """(deadline, due day, today, opening day, working days left) of a raw deadline and
+        opening in ``timezone`` and ``calendar``."""
         deadline = self._instant(raw_deadline)
         opens_at = self._instant(raw_opens) if raw_opens is not None else None
         due_day, today = self.local_date(deadline, timezone), self.local_date(self.as_of, timezone)
@@ -388,11 +418,7 @@ class Classifier:
         working_days_left = self._working.get(working_key)
         if working_days_left is None:
             working_days_left = self._working[working_key] = calendar.working_days_between(today, due_day)
-        return RowOutcome(
-            _classify(state, blocked_by, self.as_of, deadline, today, due_day, first_reminder_days),
-            state, deadline, timezone, due_day, today, opens_day, (due_day - today).days, working_days_left,
-            calendar, blocked_by,
-        )
+        return deadline, due_day, today, opens_day, working_days_left
 
 
 #: The status columns classification reads, in the order :meth:`Classifier.iter_classified`

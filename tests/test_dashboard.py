@@ -3,6 +3,7 @@ from a real Prefect test server."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -136,7 +137,8 @@ def test_a_large_portfolio_is_checked_in_grouped_task_runs_with_the_same_artifac
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
         names = sorted(t.name for t in task_runs)
         assert len(names) == 3 and names[2].startswith("send-reminders")  # Prefect suffixes unnamed runs
-        assert names[:2] == [f"dashboard [{SLUG}]", SLUG]
+        # The group's label: its roadmap and first deadline (the seed's orientation briefing).
+        assert names[:2] == [f"dashboard [{SLUG}]", f"{SLUG}, first deadline 2024-03-17"]
         artifacts = _latest_artifacts(
             client, [f"{SLUG}-{kind}" for kind in ("matrix", "progress", "summary")] + ["nightly-check-reminders"])
         # Summaries went out with the matrices, before the reminders: failed channels are in the run's report.
@@ -174,11 +176,12 @@ def test_list_roadmaps_gives_active_milestones_and_rows_of_every_roadmap(seeded,
 
     seed_keys = ("orientation-briefing", "save-the-date", "invitations", "nominations", "travel", "conference")
     refs = list_roadmaps()
-    assert [(r.slug, r.title, r.milestones, r.rows) for r in refs] == [
-        ("aa-review", "An earlier review", seed_keys[:5], 80),
-        (SLUG, "Second Regional Review of the Global Compact for Migration in the Arab Region", seed_keys, 96),
+    briefing = dt.date(2024, 3, 17)  # the seed's orientation briefing, its first deadline
+    assert [(r.slug, r.title, r.milestones, r.rows, r.first_due) for r in refs] == [
+        ("aa-review", "An earlier review", seed_keys[:5], 80, briefing),
+        (SLUG, "Second Regional Review of the Global Compact for Migration in the Arab Region", seed_keys, 96, briefing),
     ]
-    assert list_roadmaps([SLUG]) == [RoadmapRef(refs[1].id, SLUG, refs[1].title, seed_keys, 96)]
+    assert list_roadmaps([SLUG]) == [RoadmapRef(refs[1].id, SLUG, refs[1].title, seed_keys, 96, briefing)]
     assert list_roadmaps(["no-such-roadmap"]) == []
 
 
@@ -194,6 +197,32 @@ def test_plan_units_groups_whole_roadmaps_by_rows(monkeypatch):
     assert [u.label for u in units] == ["r0 … r1 (2 roadmaps)", "r2", "r3 … r4 (2 roadmaps)"]
     assert [u.rows for u in units] == [90, 30, 100]
     assert units[0].work == (("r0", ("a", "b", "c")), ("r1", ("a", "b", "c")))
+
+
+def test_plan_units_groups_roadmaps_that_share_deadlines(monkeypatch):
+    """Groups follow the roadmaps' first deadlines (then slugs), so that roadmaps on one
+    timetable share a task run; roadmaps without milestones come last."""
+    import flows.nightly as nightly
+    from flows.nightly import RoadmapRef, plan_units
+
+    monkeypatch.setattr(nightly, "MILESTONE_TASKS_MAX", 3)
+    monkeypatch.setattr(nightly, "GROUP_ROWS", 100)
+    june, july = dt.date(2024, 6, 1), dt.date(2024, 7, 4)
+    refs = [
+        RoadmapRef(1, "asia", "Asia", ("a",), 40, july),
+        RoadmapRef(2, "arab", "Arab", ("a",), 50, june),
+        RoadmapRef(3, "empty", "Empty", (), 0, None),
+        RoadmapRef(4, "africa", "Africa", ("a",), 30, july),
+        RoadmapRef(5, "europe", "Europe", ("a",), 40, june),
+    ]
+    units = plan_units(refs)
+    assert [u.work for u in units] == [
+        (("arab", ("a",)), ("europe", ("a",))),
+        (("africa", ("a",)), ("asia", ("a",)), ("empty", ()))]
+    assert [u.label for u in units] == [
+        "arab … europe (2 roadmaps), first deadline 2024-06-01",
+        "africa … empty (3 roadmaps), first deadline 2024-07-04"]
+    assert [u.rows for u in units] == [90, 70]
 
 
 def test_status_and_reminder_events_stay_within_the_run_budget(seeded, outbox, monkeypatch):
