@@ -156,6 +156,30 @@ def test_a_large_portfolio_is_checked_in_grouped_task_runs_with_the_same_artifac
         assert "## Overdue (15)" in artifacts[f"{SLUG}-summary"].data
 
 
+def test_dashboards_the_server_refuses_fail_the_run_after_the_reminders_went_out(seeded, outbox, monkeypatch):
+    """A large portfolio's dashboards go out in a worker thread while the check goes on. When the
+    Prefect server refuses them, the night's reminders still go out (16 digests on 5 June, all
+    recorded sent), nothing is recorded as published, and then the run fails."""
+    from sqlmodel import func, select
+
+    import flows.nightly as nightly
+    import flows.publishing as publishing
+    from models.tables import PublishedArtifact, ReminderLog, ReminderState
+
+    def refuse(artifacts):
+        raise RuntimeError("the artifact API is down")
+
+    monkeypatch.setattr(nightly, "MILESTONE_TASKS_MAX", 5)  # the seed has 6 milestones
+    monkeypatch.setattr(publishing, "_create_all", refuse)
+    state = nightly_status_check(as_of=AS_OF, publish=False, return_state=True)
+    assert state.is_failed()
+    assert sum(len(list(p.glob("*.txt"))) for p in outbox.iterdir()) == 16
+    with session_scope() as session:
+        states = dict(session.exec(select(ReminderLog.state, func.count()).group_by(ReminderLog.state)).all())
+        assert states == {ReminderState.sent.value: 16}
+        assert session.exec(select(func.count()).select_from(PublishedArtifact)).one() == 0
+
+
 def test_list_roadmaps_gives_active_milestones_and_rows_of_every_roadmap(seeded, tmp_path):
     """Roadmaps by slug, with their active milestones in file order and active rows counted: a
     milestone removed from the file (inactive) and its 16 rows are left out."""
@@ -201,7 +225,8 @@ def test_plan_units_groups_whole_roadmaps_by_rows(monkeypatch):
 
 def test_plan_units_groups_roadmaps_that_share_deadlines(monkeypatch):
     """Groups follow the roadmaps' first deadlines (then slugs), so that roadmaps on one
-    timetable share a task run; roadmaps without milestones come last."""
+    timetable share a task run; a roadmap without active milestones is in no group (the flow
+    gives it its dashboard; it used to get a second one from its group)."""
     import flows.nightly as nightly
     from flows.nightly import RoadmapRef, plan_units
 
@@ -218,10 +243,10 @@ def test_plan_units_groups_roadmaps_that_share_deadlines(monkeypatch):
     units = plan_units(refs)
     assert [u.work for u in units] == [
         (("arab", ("a",)), ("europe", ("a",))),
-        (("africa", ("a",)), ("asia", ("a",)), ("empty", ()))]
+        (("africa", ("a",)), ("asia", ("a",)))]
     assert [u.label for u in units] == [
         "arab … europe (2 roadmaps), first deadline 2024-06-01",
-        "africa … empty (3 roadmaps), first deadline 2024-07-04"]
+        "africa … asia (2 roadmaps), first deadline 2024-07-04"]
     assert [u.rows for u in units] == [90, 70]
 
 
