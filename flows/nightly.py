@@ -185,8 +185,11 @@ class CheckUnit:
 
 
 def roadmaps_label(slugs: list[str]) -> str:
-    """Name a group of roadmaps in a task run name: the slug, or "first … last (N roadmaps)"."""
-    return slugs[0] if len(slugs) == 1 else f"{slugs[0]} … {slugs[-1]} ({len(slugs)} roadmaps)"
+    """Name a group of roadmaps in a task run name: the slug, or "N roadmaps (first, second, …)".
+    Not a range of slugs: large groups follow the roadmaps' deadlines (:func:`plan_units`)."""
+    if len(slugs) == 1:
+        return slugs[0]
+    return f"{len(slugs)} roadmaps ({', '.join(slugs[:2])}{', …' if len(slugs) > 2 else ''})"
 
 
 def milestone_by_milestone(refs: list[RoadmapRef]) -> bool:

@@ -218,7 +218,7 @@ def test_plan_units_groups_whole_roadmaps_by_rows(monkeypatch):
     monkeypatch.setattr(nightly, "MILESTONE_TASKS_MAX", 3)
     monkeypatch.setattr(nightly, "GROUP_ROWS", 100)
     units = plan_units(refs)
-    assert [u.label for u in units] == ["r0 … r1 (2 roadmaps)", "r2", "r3 … r4 (2 roadmaps)"]
+    assert [u.label for u in units] == ["2 roadmaps (r0, r1)", "r2", "2 roadmaps (r3, r4)"]
     assert [u.rows for u in units] == [90, 30, 100]
     assert units[0].work == (("r0", ("a", "b", "c")), ("r1", ("a", "b", "c")))
 
@@ -245,8 +245,9 @@ def test_plan_units_groups_roadmaps_that_share_deadlines(monkeypatch):
         (("arab", ("a",)), ("europe", ("a",))),
         (("africa", ("a",)), ("asia", ("a",)))]
     assert [u.label for u in units] == [
-        "arab … europe (2 roadmaps), first deadline 2024-06-01",
-        "africa … asia (2 roadmaps), first deadline 2024-07-04"]
+        "2 roadmaps (arab, europe), first deadline 2024-06-01",
+        "2 roadmaps (africa, asia), first deadline 2024-07-04"]
+    assert nightly.roadmaps_label(["arab", "europe", "asia"]) == "3 roadmaps (arab, europe, …)"
     assert [u.rows for u in units] == [90, 70]
 
 
