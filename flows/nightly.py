@@ -221,9 +221,9 @@ def plan_units(refs: list[RoadmapRef]) -> list[CheckUnit]:
     def close() -> None:
         if batch:
             label = roadmaps_label([r.slug for r in batch])
-            days = sorted(r.first_due for r in batch if r.first_due is not None)
-            if days:
-                label += f", first deadline {days[0]}" if days[0] == days[-1] else f", first deadlines {days[0]} to {days[-1]}"
+            first, last = batch[0].first_due, batch[-1].first_due  # the batch is in deadline order
+            if first is not None:
+                label += f", first deadline {first}" if first == last else f", first deadlines {first} to {last}"
             units.append(CheckUnit(label, tuple((r.slug, r.milestones) for r in batch), sum(r.rows for r in batch)))
             batch.clear()
 

@@ -212,9 +212,9 @@ def _shared_acting(owner: str, coordinator_timezone: str, coordinator_country: s
     Each task run of a large check has its own :class:`Classifier`, and each met every member
     state anew: at 1M status rows the night worked out 248,000 parties, for at most 7,470
     distinct (owner, coordinators' office, member state) in the benchmark's portfolio (13 % of
-    the classification). The night's reminder plan keeps its rows until they are
-    sent, and one object per value also keeps it small: 52,000 equal parties and 56,000 equal
-    triples were 11 MB (``benchmarks/nightly_check.py --tracemalloc``)."""
+    the classification). The night's reminder plan keeps its rows until they are sent, and one
+    object per value also keeps it small: 52,000 equal parties and 56,000 equal triples were
+    11 MB (``benchmarks/nightly_check.py --tracemalloc``)."""
     party = party_for(
         owner, member_state_code=code, mission_timezone=info.mission_timezone, office_timezone=info.office_timezone,
         weekend_override=list(info.weekend_override) if info.weekend_override is not None else None,
