@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import os
 import uuid
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from prefect import task
 from prefect.artifacts import (
@@ -69,6 +72,9 @@ class RoadmapDashboard:
     #: A large portfolio's kinds ("matrix", "progress", "summary") to publish tonight, those whose content
     #: changed, with their content digest (recorded once published): {kind: digest}.
     digests: dict[str, str] = field(default_factory=dict)
+    #: A large portfolio's matrix and summary to publish, from :func:`keep_changed` until they are
+    #: out: {"matrix": the table's JSON text, "summary": the markdown}, each packed (:func:`pack`).
+    packed: dict[str, bytes] = field(default_factory=dict)
     #: As-of instant of the check that found the dashboard as it is (tonight's when it changed).
     found_at: dt.datetime | None = None
 
@@ -97,9 +103,26 @@ def dashboard_of(
     )
 
 
+def pack(text: str) -> bytes:
+    """``text`` (str) as zlib-compressed UTF-8 (level 1), for content waiting to be published.
+
+    A roadmap's summary at 1M status rows is about 100 KB in memory (its emoji make Python store
+    every character in 4 bytes) and a few KB packed; its matrix is hundreds of small row dicts.
+    Held packed, many groups' dashboards can wait for the Prefect server at once. zlib is
+    Python's own (RFC 1950).
+    """
+    return zlib.compress(text.encode("utf-8"), 1)
+
+
+def unpack(packed: bytes) -> str:
+    """The text :func:`pack` packed (str)."""
+    return zlib.decompress(packed).decode("utf-8")
+
+
 def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
     """A large portfolio's dashboards to publish: for each, the kinds whose content differs from
-    what was last published (``published_artifact``); content not to publish is let go.
+    what was last published (``published_artifact``); content not to publish is let go, content
+    to publish is :func:`pack`-ed into ``packed`` (the matrix as its table artifact's JSON text).
 
     Returns:
         The dashboards with at least one kind to publish (``digests`` set on every dashboard,
@@ -119,10 +142,12 @@ def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
         d.digests = {kind: digest for kind, digest in d.digests.items() if before[kind][0] != digest}
         if not d.digests:
             d.found_at = max(published_at for _, published_at in before.values())
-        if "matrix" not in d.digests:
-            d.matrix = None
-        if "summary" not in d.digests:
-            d.summary_head = d.summary_tail = ""
+        if "matrix" in d.digests:
+            d.packed["matrix"] = pack(json.dumps(d.matrix))  # as TableArtifact sends it
+        if "summary" in d.digests:
+            d.packed["summary"] = pack(d.summary_markdown())
+        d.matrix = None
+        d.summary_head = d.summary_tail = ""
         if d.digests:
             publishing.append(d)
     return publishing
@@ -161,25 +186,42 @@ def overview_rows(dashboards: list[RoadmapDashboard]) -> list[dict[str, str]]:
     return rows
 
 
-#: Groups of dashboards being published while the check goes on (see the flow).
-PUBLISHING_AHEAD = 1
+#: Groups of dashboards waiting for the Prefect server or being published while the check goes
+#: on (see the flow, which publishes one group at a time). A large portfolio's dashboards wait
+#: packed (:func:`keep_changed`), a few KB each. Groups by deadline bring the changed dashboards
+#: together, and with one group ahead the check waited for the server 5.3 s of 44.5 s at 1M
+#: status rows (``benchmarks/nightly_check.py --py-spy``).
+PUBLISHING_AHEAD = 16
 #: Artifact calls in flight at once when a task publishes many roadmaps' artifacts.
 ARTIFACT_CONCURRENCY = 8
 
 
-def _create_all(artifacts: list[Artifact]) -> None:
-    """Create ``artifacts`` in the current task run, :data:`ARTIFACT_CONCURRENCY` requests at a
-    time over one API client (a client per artifact costs a TLS context each: 17 ms)."""
+class TableText(Artifact):
+    """A table artifact given as its JSON text (``table_json``: ``json.dumps`` of a list of row
+    dicts), which is the data :class:`prefect.artifacts.TableArtifact` sends; for a matrix held
+    packed, so that its rows are never built again."""
+
+    table_json: str
+    type: str | None = "table"
+
+    async def aformat(self) -> str:
+        return self.table_json
+
+
+def _create_all(makers: list[Callable[[], Artifact]]) -> None:
+    """Create the artifacts ``makers`` make, in the current task run, :data:`ARTIFACT_CONCURRENCY`
+    requests at a time over one API client (a client per artifact costs a TLS context each:
+    17 ms). Each artifact is made just before its request: a packed one is unpacked then."""
 
     async def create_all() -> None:
         limit = asyncio.Semaphore(ARTIFACT_CONCURRENCY)
         async with get_client() as client:
 
-            async def one(artifact: Artifact) -> None:
+            async def one(make: Callable[[], Artifact]) -> None:
                 async with limit:
-                    await artifact.acreate(client)
+                    await make().acreate(client)
 
-            await asyncio.gather(*(one(artifact) for artifact in artifacts))
+            await asyncio.gather(*(one(make) for make in makers))
 
     asyncio.run(create_all())
 
@@ -189,37 +231,39 @@ def publish_dashboards(label: str, dashboards: list[RoadmapDashboard], as_of: dt
     """Publish each roadmap's matrix table artifact, a few calls in flight at once. With ``whole``
     (a large portfolio, whose progress did not move milestone by milestone): only the kinds of
     each dashboard's ``digests``, its progress and its summary included (the summary points to
-    the run's reminder report for failed channels), then record their digests."""
-    artifacts: list[Artifact] = []
+    the run's reminder report for failed channels), from what :func:`keep_changed` packed; then
+    record their digests."""
+    makers: list[Callable[[], Artifact]] = []  # each binds its dashboard: d=d
     found = f"as found by the check of {as_of.date().isoformat()} (republished when it changes)"
     for d in dashboards:
         if not whole:
-            artifacts.append(TableArtifact(
+            makers.append(lambda d=d: TableArtifact(
                 key=artifact_key(d.slug, "matrix"), table=d.matrix,
                 description=f"{d.title}: where every member state stands on each milestone, as of {as_of.isoformat()}",
             ))
             continue
         if "matrix" in d.digests:
-            artifacts.append(TableArtifact(
-                key=artifact_key(d.slug, "matrix"), table=d.matrix,
+            makers.append(lambda d=d: TableText(
+                key=artifact_key(d.slug, "matrix"), table_json=unpack(d.packed["matrix"]),
                 description=f"{d.title}: where every member state stands on each milestone, {found}",
             ))
         if "progress" in d.digests:
-            artifacts.append(ProgressArtifact(
+            makers.append(lambda d=d: ProgressArtifact(
                 key=artifact_key(d.slug, "progress"), progress=progress_percent(d.done, d.rows),
                 description=f"{d.title}: share of status rows done or waived, {found}",
             ))
         if "summary" in d.digests:
-            artifacts.append(MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_markdown(),
-                                              description=f"{d.title}: overdue first, {found}"))
-    _create_all(artifacts)
+            makers.append(lambda d=d: MarkdownArtifact(
+                key=artifact_key(d.slug, "summary"), markdown=unpack(d.packed["summary"]),
+                description=f"{d.title}: overdue first, {found}",
+            ))
+    _create_all(makers)
     if whole:
         published = {artifact_key(d.slug, kind): digest for d in dashboards for kind, digest in d.digests.items()}
         in_transaction(lambda session: remember_published(session, published, as_of))
-    for d in dashboards:  # published: let them go (a summary is 100 KB of UCS-4 text with its emoji)
+    for d in dashboards:  # published: let them go
         d.matrix = None
-        if whole:
-            d.summary_head = d.summary_tail = ""
+        d.packed = {}
         d.digests = {}
 
 
@@ -227,8 +271,9 @@ def publish_dashboards(label: str, dashboards: list[RoadmapDashboard], as_of: dt
 def publish_summaries(label: str, dashboards: list[RoadmapDashboard], failures: list[str]) -> None:
     """Publish each roadmap's summary markdown artifact, with tonight's channel failures."""
     failed = failures_section(failures)
-    _create_all([MarkdownArtifact(key=artifact_key(d.slug, "summary"), markdown=d.summary_head + failed + d.summary_tail,
-                                  description=f"{d.title}: overdue first") for d in dashboards])
+    _create_all([lambda d=d: MarkdownArtifact(key=artifact_key(d.slug, "summary"),
+                                              markdown=d.summary_head + failed + d.summary_tail,
+                                              description=f"{d.title}: overdue first") for d in dashboards])
 
 
 def report_dir() -> Path:

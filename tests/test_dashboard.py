@@ -145,6 +145,7 @@ def test_a_large_portfolio_is_checked_in_grouped_task_runs_with_the_same_artifac
         assert "see the `nightly-check-reminders` artifact" in artifacts[f"{SLUG}-summary"].data
         assert "15 items sent in 15 digests, 0 already sent, 0 failed" in artifacts["nightly-check-reminders"].data
         assert artifacts[f"{SLUG}-progress"].data == pytest.approx(34.4)
+        assert artifacts[f"{SLUG}-matrix"].type == "table"  # sent as its JSON text (publishing.TableText)
         matrix = artifacts[f"{SLUG}-matrix"].data
         matrix = json.loads(matrix) if isinstance(matrix, str) else matrix
         assert len(matrix) == 16
