@@ -337,3 +337,42 @@ def test_a_large_portfolio_republishes_a_dashboard_only_when_it_changes(seeded, 
         for artifact in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[keys[0]]))):
             client.delete_artifact(artifact.id)
     assert published_by() == {"matrix": 1, "progress": 1, "summary": 1}
+
+
+def test_a_dashboard_waiting_to_be_published_holds_its_content_packed(database_url):
+    """A large portfolio's dashboard whose content changed waits for the Prefect server packed:
+    the matrix as the very JSON text a TableArtifact sends, the summary as its markdown, the row
+    dicts and the strings let go. Once recorded as published, the same content is not kept."""
+    import asyncio
+
+    from prefect.artifacts import TableArtifact
+
+    from flows.dashboard import artifact_key
+    from flows.publishing import RoadmapDashboard, TableText, keep_changed, unpack
+    from models.published import remember_published
+    from models.transactions import in_transaction
+
+    matrix = [{"member_state": "JO Jordan", "invitations": "✅ done · 2024-05-31"},
+              {"member_state": "DZ Algeria", "invitations": "🔴 overdue · 2024-05-31"}]
+
+    def dashboard() -> RoadmapDashboard:
+        return RoadmapDashboard(slug=SLUG, title="GCM review", rows=2, done=1, matrix=[dict(r) for r in matrix],
+                                summary_head="# GCM review\n\n🔴 1 overdue\n", summary_tail="\n## Overdue (1)\n- DZ\n",
+                                bars=[], statuses=[])
+
+    d = dashboard()
+    summary = d.summary_markdown()
+    assert keep_changed([d]) == [d]
+    assert set(d.digests) == {"matrix", "progress", "summary"} and set(d.packed) == {"matrix", "summary"}
+    assert d.matrix is None and d.summary_head == d.summary_tail == ""
+    assert unpack(d.packed["summary"]) == summary
+    sent = asyncio.run(TableText(key=artifact_key(SLUG, "matrix"), table_json=unpack(d.packed["matrix"])).aformat())
+    assert sent == asyncio.run(TableArtifact(key=artifact_key(SLUG, "matrix"), table=matrix).aformat())
+    assert json.loads(sent) == matrix
+
+    at = dt.datetime(2024, 6, 5, 7, tzinfo=dt.timezone.utc)
+    in_transaction(lambda session: remember_published(
+        session, {artifact_key(SLUG, kind): digest for kind, digest in d.digests.items()}, at))
+    again = dashboard()
+    assert keep_changed([again]) == []
+    assert again.packed == {} and again.matrix is None and again.summary_head == "" and again.found_at == at
