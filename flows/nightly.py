@@ -354,7 +354,7 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
 #: thread; the groups waiting hold their packed content only. Prefect's default runner starts a
 #: thread per submitted task: with every group's publication in flight at once, each with its own
 #: API client and event loop, the check's peak at 1M status rows was 311 MB, against 291 MB one at
-#: a time with 16 groups ahead (``benchmarks/nightly_check.py``).
+#: a time (``benchmarks/nightly_check.py``).
 CHECK_TASK_RUNNER = ThreadPoolTaskRunner(max_workers=1)
 
 

@@ -187,11 +187,13 @@ def overview_rows(dashboards: list[RoadmapDashboard]) -> list[dict[str, str]]:
 
 
 #: Groups of dashboards waiting for the Prefect server or being published while the check goes
-#: on (see the flow, which publishes one group at a time). A large portfolio's dashboards wait
-#: packed (:func:`keep_changed`), a few KB each. Groups by deadline bring the changed dashboards
-#: together, and with one group ahead the check waited for the server 5.3 s of 44.5 s at 1M
-#: status rows (``benchmarks/nightly_check.py --py-spy``).
-PUBLISHING_AHEAD = 16
+#: on (see the flow, which publishes one group at a time). Groups by deadline bring the changed
+#: dashboards together: at 1M status rows the check waited for the server 5.3 s of 44.5 s with
+#: one group ahead, 2.5 s of 45.5 s with four, 0.04 s of 39.4 s with eight
+#: (``benchmarks/nightly_check.py --py-spy``). Packed, a changed summary is about 6 KB and a
+#: matrix 3 KB, yet each group waiting costs more than its content: the second night, when every
+#: summary changes, peaked at 291 MB with four ahead, 298 MB with eight, 303 MB with sixteen.
+PUBLISHING_AHEAD = 8
 #: Artifact calls in flight at once when a task publishes many roadmaps' artifacts.
 ARTIFACT_CONCURRENCY = 8
 

@@ -204,3 +204,42 @@ def test_hints_are_written_in_one_statement_per_column_the_last_window_of_a_row_
     assert [hints[i] for i in ids[:4]] == [("before-3", None), ("due", None), (None, "escalation-overdue"), (None, None)]
     assert sum(1 for h in hints.values() if h != (None, None)) == 3
     assert len([s for s in statements if s.lstrip().upper().startswith("UPDATE STATUS")]) == 2
+
+
+def test_a_digest_that_fails_to_render_leaves_the_one_delivered_before_it_marked_sent(seeded, outbox, monkeypatch):
+    """When rendering the third digest of the first claim batch (10 recipients) raises, the run
+    fails, but the two digests delivered before it are marked sent: the next run (claims
+    abandoned at once: lease 0) sends the 14 others and neither of the two again."""
+    from sqlmodel import func, select
+
+    import flows.reminders as reminders
+    from flows.nightly import nightly_status_check
+    from models.db import session_scope
+    from models.tables import ReminderLog
+
+    def outbox_files() -> Counter:
+        return Counter({folder.name: len(list(folder.glob("*.txt"))) for folder in outbox.iterdir()})
+
+    rendered = []
+    real_render = reminders.render_digest
+
+    def render_or_fail(recipient, items, as_of):
+        rendered.append(recipient)
+        if len(rendered) == 3:
+            raise RuntimeError("a template bug")
+        return real_render(recipient, items, as_of)
+
+    monkeypatch.setattr(reminders, "render_digest", render_or_fail)
+    assert nightly_status_check(as_of=AS_OF, publish=False, return_state=True).is_failed()
+    with session_scope() as session:
+        states = dict(session.exec(select(ReminderLog.state, func.count()).group_by(ReminderLog.state)).all())
+    assert states == {"sent": 2, "claimed": 8}  # the third and the rest of the batch: claimed, not sent
+    first_two = outbox_files()
+    assert sum(first_two.values()) == 2 and set(first_two) == set(rendered[:2])
+
+    monkeypatch.setattr(reminders, "render_digest", real_render)
+    monkeypatch.setenv("ROADMAP_CLAIM_LEASE_S", "0")
+    assert nightly_status_check(as_of=AS_OF, publish=False, return_state=True).is_completed()
+    assert sum(outbox_files().values()) == 16 and set(outbox_files().values()) == {1}
+    with session_scope() as session:
+        assert session.exec(select(func.count()).select_from(ReminderLog).where(ReminderLog.state == "sent")).one() == 16
