@@ -340,8 +340,11 @@ def test_artifacts_render_in_the_prefect_ui(tmp_path, browser_tools, ui_server):
         _wait_for(driver, "matrix table", _missing_texts("16 Items", "member_state", "invitations", *MEMBER_STATES), shots)
 
         def first_column(d):
-            cells = [c.text.strip() for c in d.find_elements(By.CSS_SELECTOR, "table tbody tr td:first-child")]
-            return cells if len(cells) == len(MEMBER_STATES) else Missing([f"16 rows, found {cells}"])
+            # textContent, not .text: Selenium's .text is "" for a cell the table is still laying
+            # out (seen once in CI: ['', 'BH Bahrain', ...]); an empty cell is polled again.
+            cells = [(c.get_attribute("textContent") or "").strip()
+                     for c in d.find_elements(By.CSS_SELECTOR, "table tbody tr td:first-child")]
+            return cells if len(cells) == len(MEMBER_STATES) and all(cells) else Missing([f"16 rows, found {cells}"])
 
         assert _wait_for(driver, "matrix rows", first_column, shots) == MEMBER_STATES
         algeria = driver.find_element(By.XPATH, "//table//tr[td[1][normalize-space()='DZ Algeria']]").text
