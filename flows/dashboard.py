@@ -61,12 +61,22 @@ def matrix_rows(tallies: list[MilestoneTally], countdown: bool = True) -> list[d
     for t in tallies:
         for code, entry in t.cells.items():
             names[code] = entry[0]
+    # A cell's text follows from its outcome, which the rows of a check share (compared by
+    # identity): each text is built once, not once per cell (a million cells a night at 1M rows).
+    texts: dict[object, str] = {}
     rows = []
     for code in sorted(names):
         row = {"member_state": f"{code} {names[code]}"}
         for t in tallies:
             entry = t.cells.get(code)
-            row[t.milestone] = cell_text(*entry[1:], countdown) if entry else ""
+            if entry is None:
+                row[t.milestone] = ""
+                continue
+            o = entry[1]
+            text = texts.get(o)
+            if text is None:
+                text = texts[o] = cell_text(o.classification, o.working_days_left, o.due_day, countdown)
+            row[t.milestone] = text
         rows.append(row)
     return rows
 

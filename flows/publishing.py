@@ -130,7 +130,9 @@ def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
     """
     for d in dashboards:
         d.digests = {
-            "matrix": content_digest(d.matrix),
+            # The JSON text a TableArtifact sends, which the matrix's rows (member state, then
+            # milestones in roadmap order) make canonical: no sorted copy to dump for the digest.
+            "matrix": content_digest(json.dumps(d.matrix)),
             "progress": content_digest(str(progress_percent(d.done, d.rows))),
             "summary": content_digest(d.summary_markdown()),
         }

@@ -105,8 +105,9 @@ class MilestoneTally:
     milestone: str
     rows: int = 0
     counts: Counter = field(default_factory=Counter)
-    #: {member state code: (name, classification, working days left, local due day)}
-    cells: dict[str, tuple[str, Classification, int, dt.date]] = field(default_factory=dict)
+    #: {member state code: (member state name, the row's outcome)}: a cell's classification,
+    #: working days left and local due day are its outcome's, which rows share.
+    cells: dict[str, tuple[str, RowOutcome]] = field(default_factory=dict)
     cells_dropped: bool = False
     overdue: _Bounded = field(default_factory=_views)
     due: _Bounded = field(default_factory=_views)
@@ -157,8 +158,8 @@ class MilestoneTally:
             value, window, escalate, flag = shared
             counts[value] += 1
             if not self.cells_dropped:
-                # Plain values, not the view: a matrix cell must not keep its row alive.
-                cells[acting[0]] = (acting[1].name, o.classification, o.working_days_left, o.due_day)
+                # The shared outcome, not the view: a matrix cell must not keep its row alive.
+                cells[acting[0]] = (acting[1].name, o)
                 if len(cells) > MATRIX_MAX_ROWS:
                     cells.clear()
                     self.cells_dropped = True
