@@ -243,3 +243,39 @@ def test_a_digest_that_fails_to_render_leaves_the_one_delivered_before_it_marked
     assert sum(outbox_files().values()) == 16 and set(outbox_files().values()) == {1}
     with session_scope() as session:
         assert session.exec(select(func.count()).select_from(ReminderLog).where(ReminderLog.state == "sent")).one() == 16
+
+
+def test_hints_are_written_every_few_claim_batches_for_every_item_delivered(seeded, outbox, monkeypatch):
+    """With one recipient per claim batch and hints written every 4 batches, the 16 digests of
+    5 June write their hints in 4 statements (after batches 4, 8, 12 and 16, nothing left for
+    the end), and every item sent carries its window as its row's hint: the next night plans
+    none of them again."""
+    from sqlalchemy import event
+    from sqlmodel import select
+
+    import flows.reminders as reminders
+    from flows.nightly import nightly_status_check
+    from models.db import get_engine, session_scope
+    from models.tables import ReminderLog, Status
+
+    monkeypatch.setattr(reminders, "CLAIM_RECIPIENTS", 1)
+    monkeypatch.setattr(reminders, "HINT_BATCHES", 4)
+    statements = []
+
+    def seen(connection, cursor, statement, *rest):
+        if statement.lstrip().upper().startswith("UPDATE STATUS SET LAST_REMINDER"):
+            statements.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        result = nightly_status_check(as_of=AS_OF, publish=False)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert len(statements) == 4
+    with session_scope() as session:
+        sent = set(session.exec(select(ReminderLog.status_id, ReminderLog.window).where(ReminderLog.state == "sent")).all())
+        hinted = set(session.exec(select(Status.id, Status.last_reminder).where(Status.last_reminder.is_not(None))).all())
+    assert len(sent) == 16 and hinted == sent
+    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
