@@ -128,11 +128,15 @@ def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
         The dashboards with at least one kind to publish (``digests`` set on every dashboard,
         ``found_at`` set back to the publishing check's instant where nothing changed).
     """
+    # Each matrix as the JSON text a TableArtifact sends, dumped once: its digest is taken of it
+    # (the rows' keys, member state then milestones in roadmap order, make it canonical) and a
+    # changed one is packed from it. The text is smaller than the rows, which go at once.
+    matrix_json: dict[str, str] = {}
     for d in dashboards:
+        matrix_json[d.slug] = json.dumps(d.matrix)
+        d.matrix = None
         d.digests = {
-            # The JSON text a TableArtifact sends, which the matrix's rows (member state, then
-            # milestones in roadmap order) make canonical: no sorted copy to dump for the digest.
-            "matrix": content_digest(json.dumps(d.matrix)),
+            "matrix": content_digest(matrix_json[d.slug]),
             "progress": content_digest(str(progress_percent(d.done, d.rows))),
             "summary": content_digest(d.summary_markdown()),
         }
@@ -144,11 +148,11 @@ def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
         d.digests = {kind: digest for kind, digest in d.digests.items() if before[kind][0] != digest}
         if not d.digests:
             d.found_at = max(published_at for _, published_at in before.values())
+        text = matrix_json.pop(d.slug)
         if "matrix" in d.digests:
-            d.packed["matrix"] = pack(json.dumps(d.matrix))  # as TableArtifact sends it
+            d.packed["matrix"] = pack(text)
         if "summary" in d.digests:
             d.packed["summary"] = pack(d.summary_markdown())
-        d.matrix = None
         d.summary_head = d.summary_tail = ""
         if d.digests:
             publishing.append(d)

@@ -350,9 +350,9 @@ class Classifier:
                 session, context, milestone.depends_on, per_milestone.pop(milestone.id, ()), satisfied)
 
     def _parties_of(self, context: "MilestoneContext") -> dict:
-        """{member state code: ((code, member state info, party), the party's working calendar,
-        ``id()`` of that calendar)} for ``context``'s owner (and its coordinators), filled as
-        member states are met (:meth:`_acting`); a :class:`models.parties.Party` each."""
+        """{member state code: ((code, member state info, party), ``id()`` of the party's working
+        calendar)} for ``context``'s owner (and its coordinators), filled as member states are
+        met (:meth:`_acting`); a :class:`models.parties.Party` each."""
         key = (context.owner, context.coordinator_timezone, context.coordinator_country)
         table = self._party_tables.get(key)
         if table is None:
@@ -360,12 +360,11 @@ class Classifier:
         return table
 
     def _acting(self, session: Session, context: "MilestoneContext", code: str) -> tuple:
-        """((code, member state info, party), calendar, id(calendar)) acting on ``context``'s
+        """((code, member state info, party), id(the party's calendar)) acting on ``context``'s
         milestone for ``code`` (an entry of :meth:`_parties_of`)."""
         acting = _shared_acting(context.owner, context.coordinator_timezone, context.coordinator_country, code,
                                 self.member_state(session, code))
-        calendar = acting[2].calendar
-        return acting, calendar, id(calendar)
+        return acting, id(acting[2].calendar)
 
     def _classify_milestone(self, session, context, depends_on, rows, satisfied) -> list[ClassifiedRow]:
         # Runs once per status row: everything rows share is looked up, never recomputed.
@@ -383,18 +382,19 @@ class Classifier:
             entry = parties.get(code)
             if entry is None:
                 entry = parties[code] = self._acting(session, context, code)
-            acting, calendar, calendar_id = entry
+            acting, calendar_id = entry
             if single is not None:
                 blocked_by = () if code in single[0] else single[1]
             else:
                 blocked_by = tuple(d for d, done in needs if code not in done) if needs else ()
             # The calendar by identity: its own __hash__ is a Python call, once per row. The
-            # parties table keeps it alive (its id is not reused) for the classifier's life.
+            # party in the parties table keeps it alive (its id is not reused) for the
+            # classifier's life.
             outcome_key = (raw_deadline, raw_opens, timezone, calendar_id, state, blocked_by)
             outcome = outcomes.get(outcome_key)
             if outcome is None:
                 outcome = outcomes[outcome_key] = self._outcome(
-                    raw_deadline, raw_opens, canonical.get(timezone, timezone), calendar,
+                    raw_deadline, raw_opens, canonical.get(timezone, timezone), acting[2].calendar,
                     canonical.get(state, state), blocked_by, first_reminder_days)
             # One object per distinct value, not one per row: rows kept for the night (reminders,
             # the summary's lists) then cost their own fields only.
