@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from functools import lru_cache
 
-from flows.tally import MilestoneTally
+from flows.tally import Listed, MilestoneTally, listed
 from models.status import ATTENTION_ORDER, Classification, StatusView, zone
 
 SYMBOLS = {
@@ -99,14 +99,14 @@ def _deadline_text(deadline: dt.datetime, timezone: str) -> str:
     return local.strftime("%Y-%m-%d %H:%M") + f" {timezone}"
 
 
-def _table(views: list[StatusView], detail) -> list[str]:
+def _table(rows: list[Listed], detail) -> list[str]:
     if detail is None:
         lines = ["| Milestone | Member state | Deadline (owner's time) |", "|---|---|---|"]
     else:
         lines = ["| Milestone | Member state | Deadline (owner's time) | |", "|---|---|---|---|"]
-    for v in views:
-        row = f"| {v.milestone} | {v.member_state} {v.member_state_name} | {_deadline_text(v.deadline, v.owner_timezone)} |"
-        lines.append(row if detail is None else f"{row} {detail(v)} |")
+    for r in rows:
+        line = f"| {r.milestone} | {r.member_state} {r.member_state_name} | {_deadline_text(r.deadline, r.owner_timezone)} |"
+        lines.append(line if detail is None else f"{line} {detail(r)} |")
     return lines
 
 
@@ -164,17 +164,16 @@ def summary_parts(
         " · ".join(f"{SYMBOLS[c]}: {counts.get(c.value, 0)}" for c in ATTENTION_ORDER),
         "",
     ]
-    overdue = sorted((v for t in tallies for v in t.overdue.items()), key=lambda v: (v.days_left, v.milestone, v.member_state))
-    due_week = sorted(
-        (v for t in tallies for v in t.due.items() if v.days_left <= 7), key=lambda v: (v.days_left, v.milestone, v.member_state)
-    )
-    blocked = [v for t in tallies for v in t.blocked.items()]
+    # Listed rows sort by (days left, milestone, member state) as tuples.
+    overdue = sorted(r for t in tallies for r in t.overdue.items(listed))
+    due_week = sorted(r for t in tallies for r in t.due.items(listed) if r.days_left <= 7)
+    blocked = [r for t in tallies for r in t.blocked.items(listed)]
     sections = [
         ("Overdue", overdue, sum(t.overdue.total for t in tallies),
-         (lambda v: f"overdue by {-v.days_left} days ({-v.working_days_left} working days)") if countdown else None),
+         (lambda r: f"overdue by {-r.days_left} days ({-r.working_days_left} working days)") if countdown else None),
         ("Due this week", due_week, len(due_week),
-         (lambda v: f"{v.days_left} days left ({v.working_days_left} working days)") if countdown else None),
-        ("Blocked", blocked, sum(t.blocked.total for t in tallies), lambda v: "waiting for " + ", ".join(v.blocked_by)),
+         (lambda r: f"{r.days_left} days left ({r.working_days_left} working days)") if countdown else None),
+        ("Blocked", blocked, sum(t.blocked.total for t in tallies), lambda r: "waiting for " + ", ".join(r.blocked_by)),
     ]
     for heading, items, total, detail in sections:
         lines += [f"## {heading} ({total})", ""]

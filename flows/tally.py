@@ -13,6 +13,7 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from models.calendars import holiday_before
 from models.reminders import current_window
@@ -87,14 +88,42 @@ class _Bounded:
         elif (-key, -self.total) > heap[0][:2]:
             heapq.heapreplace(heap, (-key, -self.total, item))
 
-    def items(self) -> list:
-        """Kept items, smallest key first."""
-        kept = [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
-        return kept if self._make is None else [self._make(*item) for item in kept]
+    def items(self, make=None) -> list:
+        """Kept items, smallest key first (ties: first added first), each turned into what
+        ``make(*item)`` returns (default: the ``make`` given to the constructor)."""
+        make = make or self._make
+        # Entries (-key, -arrival, item) are unique on their first two values: sorted
+        # descending, they are in key then arrival order, without a Python key function.
+        kept = [item for _, _, item in sorted(self._heap, reverse=True)]
+        return kept if make is None else [make(*item) for item in kept]
 
 
 def _views() -> _Bounded:
     return _Bounded(ATTENTION_LIMIT, status_view)
+
+
+class Listed(NamedTuple):
+    """A row as a summary lists it (overdue, due, blocked), built straight from the classified
+    row (:func:`listed`) rather than as a :class:`StatusView`: a night's summaries list hundreds
+    of thousands of rows at 1M status rows. As a tuple it sorts as the summary lists rows:
+    fewest days left (most overdue) first, then milestone key, then member state code."""
+
+    days_left: int
+    milestone: str
+    member_state: str
+    member_state_name: str
+    #: Aware UTC instant, shown in ``owner_timezone`` (IANA).
+    deadline: dt.datetime
+    owner_timezone: str
+    working_days_left: int
+    blocked_by: tuple[str, ...]
+
+
+def listed(context: MilestoneContext, row: ClassifiedRow) -> Listed:
+    """The :class:`Listed` form of a classified row of ``context``'s milestone."""
+    o, (code, info, _) = row[2], row[1]
+    return Listed(o.days_left, context.key, code, info.name, o.deadline, o.owner_timezone, o.working_days_left,
+                  o.blocked_by)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import groupby
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
@@ -437,18 +438,25 @@ STATUS_COLUMNS = (
 )
 
 
+#: Positions in :data:`STATUS_COLUMNS` of the deadline and the window opening.
+STATUS_INSTANTS = (4, 5)
+
+
 def read_status_rows(connection: Connection, milestone_ids: set[int]) -> list:
     """The :data:`STATUS_COLUMNS` of every status row of these milestones, ordered by milestone
-    id and member state code (lists; read the deadline and opening columns, text, with
+    id and member state code (sequences; read the deadline and opening columns, text, with
     :func:`instant_reader`).
 
-    The rows come back as one JSON array built by the database, in one row. On SQLite, Python's
+    On SQLite the rows come back as one JSON array built by the database, in one row. Python's
     ``sqlite3`` lets go of the GIL for every row it steps through, and while any other thread of
     the process is busy (artifacts being published, Prefect's event and log workers) each row
     then waits for that thread's turn to end (``benchmarks/sqlite_reads.py``: 20,000 rows read in
-    8.5 s instead of 0.03 s next to one busy thread); one row per roadmap waits once: 0.2 s. On
-    PostgreSQL the server builds the array on its own core, and ``json.loads`` reads it in C,
-    where the driver and SQLAlchemy built typed values and a row object per row.
+    8.5 s instead of 0.03 s next to one busy thread); one row per roadmap waits once: 0.2 s.
+
+    On PostgreSQL they are plain rows taken from the driver's cursor (tuples, timestamps as
+    text): psycopg builds them in C. The server's own ``json_agg`` of the same rows took 3.2 s
+    at 1M status rows, against 1.5 s for the plain rows, read one roadmap after the other
+    (``benchmarks/nightly_check.py``'s portfolio).
 
     Args:
         connection: a SQLAlchemy connection (SQLite or PostgreSQL).
@@ -456,11 +464,18 @@ def read_status_rows(connection: Connection, milestone_ids: set[int]) -> list:
     """
     where = Status.milestone_id.in_(milestone_ids)
     if connection.dialect.name == "postgresql":
-        aggregate = func.json_agg(func.json_build_array(*STATUS_COLUMNS))
+        # Instants as text ("2024-05-31 21:59:59+00"): ISO 8601, as psycopg itself requires of
+        # the session's DateStyle to read any timestamp; parsed once per distinct value.
+        columns = [cast(c, Text) if i in STATUS_INSTANTS else c for i, c in enumerate(STATUS_COLUMNS)]
+        result = connection.execute(select(*columns).where(where))
+        try:
+            rows = result.cursor.fetchall()  # the driver's tuples: no Row object per row
+        finally:
+            result.close()
     else:
         aggregate = func.json_group_array(func.json_array(*STATUS_COLUMNS))
-    found = connection.execute(select(cast(aggregate, Text)).where(where)).scalar_one()  # text: json.loads here
-    rows = json.loads(found) if found else []
+        found = connection.execute(select(cast(aggregate, Text)).where(where)).scalar_one()  # text: json.loads here
+        rows = json.loads(found) if found else []
     rows.sort(key=itemgetter(0, 1))
     return rows
 
@@ -478,55 +493,91 @@ def milestones_to_read(milestones: list[Milestone], every_milestone: list[Milest
     return {m.id for m in milestones} | set(_dependencies(milestones, every_milestone))
 
 
-#: Roadmaps read ahead of the one being classified (:func:`read_ahead`).
+#: Statements read ahead of the roadmaps being classified (:func:`read_ahead`, SQLite).
 READ_AHEAD = 2
+#: Milestone sets (roadmaps) read in one statement by :func:`read_ahead`.
+READ_BATCH = 4
 
 
-def read_ahead(engine: Engine, id_sets: Iterable[set[int]], depth: int = READ_AHEAD) -> Iterator[list]:
-    """Yield :func:`read_status_rows` of each set of milestone ids, in order, reading up to
-    ``depth`` sets ahead in a worker thread (on one connection of its own) while the caller
-    classifies the current one.
+def read_ahead(
+    engine: Engine, id_sets: Iterable[set[int]], depth: int = READ_AHEAD, batch: int = READ_BATCH
+) -> Iterator[list]:
+    """Yield :func:`read_status_rows` of each set of milestone ids, in order. ``batch`` sets are
+    read in one statement and transaction (one consistent snapshot of those roadmaps) on a
+    connection of the reader's own, and their rows split again, each set's in the order
+    :func:`read_status_rows` gives.
 
-    The database builds a roadmap's JSON array without Python's GIL (SQLite inside
-    ``sqlite3``'s step, PostgreSQL in its own process), so the read overlaps the classification
-    on the machine's other core. Roadmaps differ in size, and with one set ahead a large one's
-    read kept the classification waiting: 4.3 s of a 33 s check at 1M status rows on SQLite,
-    2.9 s with two ahead (``benchmarks/nightly_check.py --py-spy``). What waits then is the
-    GIL: the reader's Python work (the driver, ``json.loads``) takes turns with the
-    classification's (a shorter ``sys.setswitchinterval`` moved the wait into the
-    classification, for the same check time). Memory holds ``depth`` sets' rows ahead (a roadmap's
-    rows, hundreds). Each set is read in its own statement and transaction (one consistent
-    snapshot per roadmap, as before). A read's error is raised when its rows are due.
+    On SQLite the statements run in a worker thread, up to ``depth`` ahead, while the caller
+    classifies: SQLite builds the JSON array inside ``sqlite3``'s step, without Python's GIL,
+    on the machine's other core. On PostgreSQL they run in the caller's thread, when due.
+
+    Why: what waits in a reader thread is the GIL. Each statement takes it back a few times (to
+    send, to fetch, to end the transaction), and each time waits for the classifying thread's
+    turn to end (``sys.getswitchinterval()``, 5 ms), longer than the classification of a roadmap.
+    At 1M status rows the classification waited for rows 10 % of the check on SQLite and 21 % on
+    PostgreSQL (``benchmarks/nightly_check.py --py-spy``). Several roadmaps per statement take
+    it back fewer times per row. On PostgreSQL a reader thread gained nothing even with plain
+    rows (the wait went from 21 % to 16 % of the sampled check, the check took as long); in the
+    caller's thread the read is 14 %, mostly the server's work, and the check about 1 s shorter
+    (docs/benchmarks.md, ninth session).
+
+    Memory holds ``depth`` statements' rows ahead (``batch`` roadmaps each, hundreds of rows per
+    roadmap). A statement's error is raised when its first set's rows are due, after the sets of
+    the statements before it.
     """
     held: dict[str, Connection] = {}
 
-    def read(ids: set[int]) -> list:
+    def read(chunk: list[set[int]]) -> list[list]:
         connection = held.get("connection")
         if connection is None:
             connection = held["connection"] = engine.connect()
         try:
-            return read_status_rows(connection, ids)
+            rows = read_status_rows(connection, set().union(*chunk))
         finally:
             connection.rollback()  # ends the read's transaction
+        if len(chunk) == 1:
+            return [rows]
+        by_milestone = {key: list(group) for key, group in groupby(rows, key=itemgetter(0))}
+        return [[row for milestone_id in sorted(ids) for row in by_milestone.get(milestone_id, ())] for ids in chunk]
 
     def close() -> None:
         connection = held.pop("connection", None)
         if connection is not None:
             connection.close()
 
+    chunks = _chunks(id_sets, max(1, batch))
+    if engine.dialect.name == "postgresql":
+        try:
+            for chunk in chunks:
+                yield from read(chunk)
+        finally:
+            close()
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-rows") as pool:
         pending: deque = deque()
         try:
-            for ids in id_sets:
-                pending.append(pool.submit(read, ids))
+            for chunk in chunks:
+                pending.append(pool.submit(read, chunk))
                 if len(pending) > depth:
-                    yield pending.popleft().result()
+                    yield from pending.popleft().result()
             while pending:
-                yield pending.popleft().result()
+                yield from pending.popleft().result()
         finally:
             for future in pending:
                 future.cancel()
             pool.submit(close)  # in the thread that used it (SQLite connections belong to one)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last may be shorter)."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def instant_reader(dialect) -> Callable[[str], dt.datetime]:

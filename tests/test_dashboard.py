@@ -376,3 +376,41 @@ def test_a_dashboard_waiting_to_be_published_holds_its_content_packed(database_u
     again = dashboard()
     assert keep_changed([again]) == []
     assert again.packed == {} and again.matrix is None and again.summary_head == "" and again.found_at == at
+
+
+def test_summary_lists_most_overdue_first_then_milestone_then_member_state(seeded):
+    """The summary's lists, built from the classified rows: on 10 July 2024 the 15 invitations
+    still out (40 days overdue in Geneva) come first, member states in code order, then Jordan's
+    nominations (10 days overdue in Amman, its invitation done), then the conference (6 days);
+    the blocked nominations and travel follow in roadmap order."""
+    from sqlmodel import select
+
+    from flows.dashboard import summary_parts
+    from flows.tally import MilestoneTally
+    from models.status import Classifier
+    from models.tables import Roadmap
+
+    codes = "AE BH DJ DZ IQ JO KW LB LY MR QA SA SD SO TN YE".split()
+    as_of = dt.datetime(2024, 7, 10, 7, tzinfo=dt.timezone.utc)
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done", roadmap=SLUG)
+    with session_scope() as session:
+        roadmap = session.exec(select(Roadmap).where(Roadmap.slug == SLUG)).one()
+        tallies = {}
+        for context, rows in Classifier(as_of).iter_classified(session, roadmap):
+            tallies.setdefault(context.key, MilestoneTally(SLUG, context.key)).add_rows(context, rows)
+    head, _ = summary_parts("GCM review", list(tallies.values()), as_of)
+
+    def listed(heading: str) -> list[str]:
+        section = head.split(f"## {heading}")[1].split("\n## ")[0]
+        return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Milestone")]
+
+    overdue = listed("Overdue (32)")
+    assert [" ".join(line.split(" | ")[:2])[2:].split(" ")[:2] for line in overdue] == (
+        [["invitations", c] for c in codes if c != "JO"] + [["nominations", "JO"]] + [["conference", c] for c in codes])
+    assert overdue[0] == "| invitations | AE United Arab Emirates | 2024-05-31 23:59 Europe/Zurich | overdue by 40 days (28 working days) |"
+    assert overdue[15].startswith("| nominations | JO Jordan | 2024-06-30 23:59 Asia/Amman | overdue by 10 days (")
+    blocked = listed("Blocked (31)")
+    assert [line.split(" | ")[0][2:] for line in blocked] == ["nominations"] * 15 + ["travel"] * 16
+    assert blocked[0].endswith("| waiting for invitations |")
+    assert blocked[15] == blocked[15].split(" | waiting")[0] + " | waiting for nominations |"

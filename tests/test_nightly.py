@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -167,9 +168,10 @@ def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
     assert db.exists()
 
 
-def test_status_rows_read_in_one_json_row_equal_the_plain_query(seeded):
-    """A roadmap's rows are read as one JSON array (``read_status_rows``): the same values, in
-    the same order, as the plain query, deadlines and openings the same instants."""
+def test_status_rows_read_for_classification_equal_the_plain_query(seeded):
+    """A roadmap's rows as ``read_status_rows`` reads them (SQLite: one JSON array; PostgreSQL:
+    the driver's tuples, instants as text): the same values, in the same order, as the plain
+    query, deadlines and openings the same instants."""
     from sqlmodel import select
 
     from models.db import session_scope
@@ -193,11 +195,11 @@ def test_status_rows_read_in_one_json_row_equal_the_plain_query(seeded):
     assert jo_invitations[4].isoformat() == "2024-05-31T21:59:59+00:00"  # 23:59:59 in Geneva, summer time
 
 
-@pytest.mark.parametrize("depth", [1, 3])
-def test_read_ahead_yields_each_milestone_set_in_order_and_raises_a_failed_read_when_due(seeded, monkeypatch, depth):
-    """Six milestone sets read ahead on one worker connection give the rows that one read of
-    each gives, in order; a read that fails raises when its rows are due, after the sets
-    before it, and the worker lets go of its connection."""
+@pytest.mark.parametrize(("depth", "batch"), [(1, 1), (3, 1), (2, 4)])
+def test_read_ahead_yields_each_milestone_set_in_order_and_raises_a_failed_read_when_due(seeded, monkeypatch, depth, batch):
+    """Six milestone sets read ahead (``batch`` sets a statement) give the rows that one read of
+    each gives, in order; a statement that fails raises when its first set is due, after the
+    sets of the statements before it, and the reader lets go of its connection."""
     from sqlmodel import select
 
     import models.status as status
@@ -210,21 +212,25 @@ def test_read_ahead_yields_each_milestone_set_in_order_and_raises_a_failed_read_
         one_by_one = [status.read_status_rows(connection, s) for s in ids]
         engine = session.get_bind()
     assert [len(rows) for rows in one_by_one] == [16] * 6
-    assert list(status.read_ahead(engine, ids, depth=depth)) == one_by_one
+    assert list(status.read_ahead(engine, ids, depth=depth, batch=batch)) == one_by_one
 
     real = status.read_status_rows
+    statements = []
 
-    def fail_on_the_fourth(connection, milestone_ids):
-        if milestone_ids == ids[3]:
+    def fail_with_the_fourth(connection, milestone_ids):
+        statements.append(sorted(milestone_ids))
+        if ids[3] <= milestone_ids:
             raise RuntimeError(f"read of {sorted(milestone_ids)} failed")
         return real(connection, milestone_ids)
 
-    monkeypatch.setattr(status, "read_status_rows", fail_on_the_fourth)
+    monkeypatch.setattr(status, "read_status_rows", fail_with_the_fourth)
     got = []
-    with pytest.raises(RuntimeError, match=rf"read of \[{min(ids[3])}\] failed"):
-        for rows in status.read_ahead(engine, ids, depth=depth):
+    failing = sorted(set().union(*ids[3 // batch * batch : 3 // batch * batch + batch]))
+    with pytest.raises(RuntimeError, match=rf"read of {re.escape(str(failing))} failed"):
+        for rows in status.read_ahead(engine, ids, depth=depth, batch=batch):
             got.append(rows)
-    assert got == one_by_one[:3]
+    assert got == one_by_one[: 3 // batch * batch]  # batch 4: the first statement holds the fourth set
+    assert statements[0] == sorted(set().union(*ids[:batch]))
     assert engine.pool.checkedout() == 0
 
 
