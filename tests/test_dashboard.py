@@ -286,6 +286,9 @@ def test_status_and_reminder_events_stay_within_the_run_budget(seeded, outbox, m
 
         assert [e.payload["items_not_emitted_one_by_one"] for e in summary("roadmap.milestone.overdue")] == [11]
         assert [e.payload["items_not_emitted_one_by_one"] for e in summary("roadmap.reminder.sent")] == [9]
+        # Newly done: orientation (16 rows: 4 events, 12 counted), then save-the-date (16) and
+        # Jordan's invitation (1) counted once the budget is spent.
+        assert [e.payload["items_not_emitted_one_by_one"] for e in summary("roadmap.milestone.done")] == [29]
     assert {e.resource["roadmap.milestone"] for e in overdue} == {"invitations"}
 
 
