@@ -514,12 +514,12 @@ def read_ahead(
     Why: what waits in a reader thread is the GIL. Each statement takes it back a few times (to
     send, to fetch, to end the transaction), and each time waits for the classifying thread's
     turn to end (``sys.getswitchinterval()``, 5 ms), longer than the classification of a roadmap.
-    At 1M status rows the classification waited for rows 10 % of the check on SQLite and 21 % on
+    At 1M status rows the classification waited for rows 13 % of the check on SQLite and 25 % on
     PostgreSQL (``benchmarks/nightly_check.py --py-spy``). Several roadmaps per statement take
     it back fewer times per row. On PostgreSQL a reader thread gained nothing even with plain
-    rows (the wait went from 21 % to 16 % of the sampled check, the check took as long); in the
-    caller's thread the read is 14 %, mostly the server's work, and the check about 1 s shorter
-    (docs/benchmarks.md, ninth session).
+    rows (the wait went from 25 % to 19 % of the sampled check, the check took as long); in the
+    caller's thread the read is 16 %, two thirds of it the server's work, and the check 1 to 2 s
+    shorter (docs/benchmarks.md, ninth session).
 
     Memory holds ``depth`` statements' rows ahead (``batch`` roadmaps each, hundreds of rows per
     roadmap). A statement's error is raised when its first set's rows are due, after the sets of
