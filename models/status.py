@@ -518,8 +518,9 @@ def read_ahead(
     PostgreSQL (``benchmarks/nightly_check.py --py-spy``). Several roadmaps per statement take
     it back fewer times per row. On PostgreSQL a reader thread gained nothing even with plain
     rows (the wait went from 25 % to 19 % of the sampled check, the check took as long); in the
-    caller's thread the read is 16 %, two thirds of it the server's work, and the check 1 to 2 s
-    shorter (docs/benchmarks.md, ninth session).
+    caller's thread the read is 16 %, two thirds of it the server's work, and the check took
+    24.2 s to 27.2 s in three runs against 26.2 s before: no worse, no gain beyond the noise
+    (docs/benchmarks.md, ninth session).
 
     Memory holds ``depth`` statements' rows ahead (``batch`` roadmaps each, hundreds of rows per
     roadmap). A statement's error is raised when its first set's rows are due, after the sets of
