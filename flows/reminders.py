@@ -20,6 +20,7 @@ import apprise
 
 from flows.collector import collector_paused
 from flows.tally import ESCALATION_OVERDUE, PlannedReminder
+from models.status import StatusView
 from models.db import session_scope
 from models.transactions import in_transaction
 from models.reminders import claim_many, mark_delivered, remember_delivered, mark_failed, repeatedly_failing
@@ -70,6 +71,8 @@ def by_recipient(planned: Iterable[PlannedReminder]) -> dict[str, list[PlannedRe
 
 def _item(planned: PlannedReminder, reason: str = "") -> DigestItem:
     v = planned.view
+    if not reason and planned.window == ESCALATION_OVERDUE:
+        reason = overdue_reason(v)
     return DigestItem(
         roadmap_title=v.roadmap_title,
         milestone_title=v.milestone_title,
@@ -202,21 +205,27 @@ def _deliver_digest(recipient, claimed, *, hub, as_of, run_id, database_url, rea
             on_result("sent" if delivery.ok else "failed", planned, "" if delivery.ok else delivery.reason)
 
 
+def overdue_reason(view: StatusView) -> str:
+    """Why an overdue item is escalated, e.g. "overdue by 6 working days (10 days)". Built when
+    the digest is rendered, not with the plan: the first night of 1M status rows escalates
+    125,000 items, and their texts made up 23 MB of the night's peak
+    (``benchmarks/nightly_check.py --prior-nights 0 --tracemalloc``)."""
+    return f"overdue by {-view.working_days_left} working days ({-view.days_left} days)"
+
+
 def escalations(
     planned: list[PlannedReminder], overdue: list[PlannedReminder], database_url: str | None = None
 ) -> tuple[list[PlannedReminder], dict[tuple[int, str], str]]:
-    """Items to escalate to the coordinators tonight, and the reason for each.
+    """Items to escalate to the coordinators tonight, and the reason of each delivery escalation
+    ({(status id, window): text}; an overdue item's reason is :func:`overdue_reason`, worked out
+    when its digest is rendered).
 
     Two rules (issue 4): a reminder that failed on :data:`FAILED_RUNS_BEFORE_ESCALATION` runs
     since its last delivery (window ``escalation-delivery-<recipient>``), and an item more than 5
     working days overdue (window ``escalation-overdue``, planned by the tally). Each is sent once.
     """
     reasons: dict[tuple[int, str], str] = {}
-    items: list[PlannedReminder] = []
-    for item in overdue:
-        v = item.view
-        reasons[(v.status_id, item.window)] = f"overdue by {-v.working_days_left} working days ({-v.days_left} days)"
-        items.append(item)
+    items: list[PlannedReminder] = list(overdue)  # a first night at 1M status rows: 125,000
     sources = {p.status_id: p.source for p in planned}
     with session_scope(database_url) as session:
         failing = repeatedly_failing(session, sorted(sources), min_failures=FAILED_RUNS_BEFORE_ESCALATION)
