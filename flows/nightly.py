@@ -17,6 +17,7 @@ import os
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass
+from typing import Callable
 
 import pendulum
 from prefect import flow, get_run_logger, task
@@ -151,22 +152,21 @@ class _EventBudget:
         self.emitted: Counter = Counter()
         self.skipped: Counter = Counter()
 
-    def allow(self, kind: str, items: list, total: int | None = None) -> list:
+    def allow(self, kind: str, items: list | Callable[[], list], total: int | None = None) -> list:
         """The first of ``items`` that fit in the budget; the others (of ``total``, default all
-        items) are counted for the summary."""
-        allowed = items[: self.left(kind)]
+        items) are counted for the summary. ``items`` may be a function that returns them: it
+        is not called once the budget of ``kind`` is spent (``total`` is then required), so a
+        first night does not build views of rows it only counts."""
+        left = max(0, self.limit - self.emitted[kind])
+        if callable(items):
+            if not left:
+                self.skipped[kind] += total
+                return []
+            items = items()
+        allowed = items[:left]
         self.emitted[kind] += len(allowed)
         self.skipped[kind] += (len(items) if total is None else total) - len(allowed)
         return allowed
-
-    def left(self, kind: str) -> int:
-        """Events of ``kind`` the budget still allows one by one."""
-        return max(0, self.limit - self.emitted[kind])
-
-    def count(self, kind: str, total: int) -> None:
-        """Count ``total`` items of ``kind`` for the summary without emitting any (the budget
-        of ``kind`` is spent: see :meth:`left`)."""
-        self.skipped[kind] += total
 
     def flush(self, run_id: str) -> None:
         for kind, count in self.skipped.items():
@@ -180,13 +180,9 @@ def _emit_status_events(budget: _EventBudget, results: dict[str, list[MilestoneT
         for tally in tallies:
             for kind in (Classification.overdue.value, Classification.done.value):
                 newly = tally.newly.get(kind)
-                if newly is None:
-                    continue
-                if not budget.left(kind):  # a first night: the rows' views are not built for nothing
-                    budget.count(kind, newly.total)
-                    continue
-                for view in budget.allow(kind, newly.items(), newly.total):
-                    emit_status_event(kind, view)
+                if newly is not None:
+                    for view in budget.allow(kind, newly.items, newly.total):
+                        emit_status_event(kind, view)
 
 
 @dataclass(frozen=True)
@@ -345,9 +341,6 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
     events = _EventBudget("roadmap.reminder", REMINDER_EVENTS_PER_RUN)
 
     def on_result(kind: str, item: PlannedReminder, reason: str) -> None:
-        if not events.left(kind):
-            events.count(kind, 1)
-            return
         for allowed in events.allow(kind, [item]):
             emit_reminder_event(kind, allowed.view, allowed.recipient, allowed.window, reason)
 

@@ -546,7 +546,8 @@ def read_ahead(
         if connection is not None:
             connection.close()
 
-    chunks = _chunks(id_sets, max(1, batch))
+    sets, size = list(id_sets), max(1, batch)  # a group's roadmaps: tens
+    chunks = [sets[start : start + size] for start in range(0, len(sets), size)]
     if engine.dialect.name == "postgresql":
         try:
             for chunk in chunks:
@@ -567,18 +568,6 @@ def read_ahead(
             for future in pending:
                 future.cancel()
             pool.submit(close)  # in the thread that used it (SQLite connections belong to one)
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    """``items`` in lists of ``size`` (the last may be shorter)."""
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def instant_reader(dialect) -> Callable[[str], dt.datetime]:
