@@ -2,9 +2,9 @@
 
 Plain Python (no Prefect here except the events callback the flow passes in), so it can be
 tested on its own. Order: claim the due items of a few recipients (:data:`CLAIM_RECIPIENTS`)
-in one transaction and COMMIT; then per recipient render one digest, deliver, mark its claims
-sent or failed and commit; every few batches, write the delivered items' hints on the status
-rows (:data:`HINT_BATCHES`). See :mod:`models.reminders` for the guarantees and the one window
+in one transaction (or several of :data:`CLAIM_PART` items) and COMMIT; then per recipient
+render one digest, deliver, mark its claims sent or failed and commit; once enough are held,
+write the delivered items' hints on the status rows (:data:`HINTS_HELD`). See :mod:`models.reminders` for the guarantees and the one window
 of doubt (a run killed between delivery and the commit).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -25,7 +26,7 @@ from models.transactions import in_transaction
 from models.reminders import claim_many, mark_delivered, remember_delivered, mark_failed, repeatedly_failing
 from models.status import StatusView
 from notifications.delivery import deliver
-from notifications.digest import DigestItem, render_digest, render_digest_html
+from notifications.digest import Digest, DigestItem, render_digest, render_digest_html
 
 log = logging.getLogger(__name__)
 
@@ -121,78 +122,112 @@ def send_planned(
     reasons = reasons or {}
     report = ReminderReport()
     recipients = sorted(plan)
-    hints = _Hints()
-    for number, start in enumerate(range(0, len(recipients), CLAIM_RECIPIENTS), start=1):
+    hints = _Hints(database_url)
+    for start in range(0, len(recipients), CLAIM_RECIPIENTS):
         batch = recipients[start : start + CLAIM_RECIPIENTS]
-        items: dict[str, dict[tuple[int, str, str], PlannedReminder]] = {}
-        for recipient in batch:  # one item per (status, recipient, window): the claim's key
-            items[recipient] = {}
-            for planned in plan[recipient]:
-                items[recipient].setdefault((planned.status_id, recipient, planned.window), planned)
-        keys = [key for recipient in batch for key in items[recipient]]
-        claims = in_transaction(
-            lambda session, keys=keys: claim_many(session, keys, run_id=run_id, now=now()), database_url)
-        for recipient in batch:
-            claimed = []
-            for key, planned in items[recipient].items():
+        claimed = {recipient: _Claimed() for recipient in batch}
+        for part in _claim_parts(batch, plan):
+            claims = in_transaction(
+                lambda session, keys=list(part): claim_many(session, keys, run_id=run_id, now=now()), database_url)
+            for key, planned in part.items():
                 outcome = claims[key]
                 if outcome.outcome == "claimed":
-                    claimed.append((outcome.log_id, planned))
+                    claimed[planned.recipient].add(outcome.log_id, planned)
                 elif outcome.outcome == "already_sent":
                     report.already_sent += 1
-            if claimed:
-                _deliver_digest(recipient, claimed, hub=hub, as_of=as_of, run_id=run_id, database_url=database_url,
-                                reasons=reasons, on_result=on_result, now=now, report=report, hints=hints)
-        if number % HINT_BATCHES == 0:
-            hints.write(database_url)
-    hints.write(database_url)
+            del claims
+        for recipient in batch:
+            if claimed[recipient].items:
+                _deliver_digest(recipient, claimed.pop(recipient), hub=hub, as_of=as_of, run_id=run_id,
+                                database_url=database_url, reasons=reasons, on_result=on_result, now=now,
+                                report=report, hints=hints)
+    hints.write()
     return report
 
 
-@dataclass
+#: Recipients whose items are claimed before their digests go out. Small enough that the last
+#: digest of a batch leaves well within the claim lease even when every channel times out
+#: (3 attempts each).
+CLAIM_RECIPIENTS = 10
+#: Items claimed in one transaction, at most. A night at 1M status rows claims about 1,250 items
+#: a recipient, so a batch is one transaction; the coordinators' 125,000 escalations of a first
+#: night are seven, and the claim outcomes held at once stay a part's (about 4 MB).
+CLAIM_PART = 20_000
+
+
+def _claim_parts(batch: list[str], plan: dict[str, list[PlannedReminder]]):
+    """The batch's items in parts of at most :data:`CLAIM_PART`: {(status id, recipient, window):
+    item}, one item per key (the claim's key). A key repeated in a later part is claimed there
+    by this run already and comes back ``in_flight``: it is not sent twice."""
+    part: dict[tuple[int, str, str], PlannedReminder] = {}
+    for recipient in batch:
+        for planned in plan[recipient]:
+            part.setdefault((planned.status_id, recipient, planned.window), planned)
+            if len(part) == CLAIM_PART:
+                yield part
+                part = {}
+    if part:
+        yield part
+
+
+class _Claimed:
+    """One recipient's items this run claimed: the log ids (an ``array`` of 8-byte integers, not
+    Python ints) and the items, in claim order."""
+
+    def __init__(self):
+        self.log_ids, self.items = array("q"), []
+
+    def add(self, log_id: int, planned: PlannedReminder) -> None:
+        self.log_ids.append(log_id)
+        self.items.append(planned)
+
+
 class _Hints:
     """The status rows' hints (``Status.last_reminder`` / ``last_escalation``) of delivered
-    digests, written in one transaction every :data:`HINT_BATCHES` claim batches. Only hints: a
-    run that dies before writing them leaves items the next night plans again and the log
-    refuses. One transaction per digest was 500 more commits a night at 1M status rows, each
+    digests, written in one transaction once :data:`HINTS_HELD` are held, and at the end. Only
+    hints: a run that dies before writing them leaves items the next night plans again and the
+    log refuses. One transaction per digest was 500 more commits a night at 1M status rows, each
     rewriting pages scattered across the status table."""
 
-    reminders: list[tuple[int, str]] = field(default_factory=list)
-    escalations: list[tuple[int, str]] = field(default_factory=list)
+    def __init__(self, database_url: str | None):
+        self.database_url, self.reminders, self.escalations = database_url, [], []
 
-    def write(self, database_url: str | None) -> None:
+    def add(self, delivered: list[PlannedReminder]) -> None:
+        """Hold the hints of ``delivered`` items (their claims marked sent and committed): a
+        reminder delivered to the row's own party, and the overdue escalation. An escalation to
+        the coordinators of a row they own is not the row's reminder window."""
+        for p in delivered:
+            if p.window == ESCALATION_OVERDUE:
+                self.escalations.append((p.status_id, p.window))
+            elif p.recipient == p.owner_recipient and not p.window.startswith(ESCALATION_PREFIX):
+                self.reminders.append((p.status_id, p.window))
+            if len(self.reminders) + len(self.escalations) >= HINTS_HELD:
+                self.write()
+
+    def write(self) -> None:
         """Write the hints held (one transaction), then forget them."""
         if self.reminders or self.escalations:
-            in_transaction(lambda session: remember_delivered(session, self.reminders, self.escalations), database_url)
+            in_transaction(lambda session: remember_delivered(session, self.reminders, self.escalations),
+                           self.database_url)
         self.reminders, self.escalations = [], []
 
 
-#: Claim batches whose hints are written in one transaction. SQLite alone, 62,000 status rows'
-#: hints in a 1M-row table: 1.7 s in 50 transactions (one per batch), 1.16 s in 5, 0.85 s in
-#: one; ten batches hold about 1,250 x 10 hints (about 1 MB) at the night's memory peak.
-HINT_BATCHES = 10
+#: Hints written in one transaction. SQLite alone, 62,000 status rows' hints in a 1M-row table:
+#: 1.7 s in 50 transactions, 1.16 s in 5, 0.85 s in one; 12,500 hints are about 1 MB.
+HINTS_HELD = 12_500
 
 
-#: Recipients whose items are claimed in one transaction before their digests go out. Small
-#: enough that the last digest of a batch leaves well within the claim lease even when every
-#: channel times out (3 attempts each).
-CLAIM_RECIPIENTS = 10
-
-
-def _deliver_digest(recipient, claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now, report, hints) -> None:
+def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now,
+                    report, hints) -> None:
     with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
-        items = [_item(p, reasons.get((p.status_id, p.window), "")) for _, p in claimed]
-        subject, body = render_digest(recipient, items, as_of)
+        digest = Digest(_item(p, reasons.get((p.status_id, p.window), "")) for p in claimed.items)
+        subject, body = render_digest(recipient, digest, as_of)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
-                       body_html=lambda: render_digest_html(recipient, items, as_of))
-    ids = [log_id for log_id, _ in claimed]
+                       body_html=lambda: render_digest_html(recipient, digest, as_of))
+    ids = claimed.log_ids
     if delivery.ok:
         in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
-        # The hints: a reminder delivered to the row's own party, and the overdue escalation. An
-        # escalation to the coordinators of a row they own is not the row's reminder window.
-        hints.reminders += [(p.status_id, p.window) for _, p in claimed
-                            if p.recipient == p.owner_recipient and not p.window.startswith(ESCALATION_PREFIX)]
-        hints.escalations += [(p.status_id, p.window) for _, p in claimed if p.window == ESCALATION_OVERDUE]
+        hints.add(claimed.items)
         report.sent += len(ids)
         report.messages += 1
     else:
@@ -201,7 +236,7 @@ def _deliver_digest(recipient, claimed, *, hub, as_of, run_id, database_url, rea
         report.failures.append(f"{recipient}: {delivery.reason}")
         log.warning("reminder digest to %s failed: %s", recipient, delivery.reason)
     if on_result:
-        for _, planned in claimed:
+        for planned in claimed.items:
             on_result("sent" if delivery.ok else "failed", planned, "" if delivery.ok else delivery.reason)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Integer, String, and_, bindparam, func, literal, or_, true, update
@@ -260,8 +261,9 @@ def claim(
     return claim_many(session, [key], run_id=run_id, now=now, lease=lease)[key]
 
 
-def mark_delivered(session: Session, log_ids: list[int], *, run_id: str, now: dt.datetime) -> int:
-    """Mark this run's claims as sent; return how many rows changed (no commit)."""
+def mark_delivered(session: Session, log_ids: Sequence[int], *, run_id: str, now: dt.datetime) -> int:
+    """Mark this run's claims among ``log_ids`` (a list or an ``array`` of ints) as sent; return
+    how many rows changed (no commit)."""
     if not log_ids:
         return 0
     return _mark(session, log_ids, run_id, state=ReminderState.sent.value, sent_at=now, error="")
@@ -280,14 +282,14 @@ def remember_delivered(session: Session, reminders: list[tuple[int, str]], escal
             session.connection().execute(update(Status).where(Status.id == status_id).values({column: window}))
 
 
-def mark_failed(session: Session, log_ids: list[int], *, run_id: str, reason: str) -> int:
+def mark_failed(session: Session, log_ids: Sequence[int], *, run_id: str, reason: str) -> int:
     """Mark this run's claims as failed with ``reason`` (must hold no secret); no commit."""
     if not log_ids:
         return 0
     return _mark(session, log_ids, run_id, state=ReminderState.failed.value, error=reason[:500])
 
 
-def _mark(session: Session, log_ids: list[int], run_id: str, **values) -> int:
+def _mark(session: Session, log_ids: Sequence[int], run_id: str, **values) -> int:
     """Set ``values`` and one more attempt on this run's claims among ``log_ids``; return how many."""
     changed = 0
     for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
@@ -295,7 +297,7 @@ def _mark(session: Session, log_ids: list[int], run_id: str, **values) -> int:
         # path's session synchronisation is Python work per digest.
         changed += len(session.connection().execute(
             update(ReminderLog)
-            .where(ReminderLog.id.in_(log_ids[start : start + _IDS_PER_STATEMENT]), ReminderLog.claimed_by == run_id)
+            .where(ReminderLog.id.in_(list(log_ids[start : start + _IDS_PER_STATEMENT])), ReminderLog.claimed_by == run_id)
             .values(attempts=ReminderLog.attempts + 1, **values)
             .returning(ReminderLog.id)
         ).all())

@@ -8,9 +8,11 @@ template code. The HTML variant autoescapes. Hijri dates use the Umm al-Qura cal
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable
 
 import pendulum
 
@@ -102,36 +104,80 @@ def _local_deadline(deadline: dt.datetime, timezone: str) -> tuple[str, dt.date]
     return local.format("YYYY-MM-DD HH:mm"), local.date()
 
 
-def _context(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> dict:
+def _urgency(item: DigestItem) -> tuple:
+    return item.days_left, item.member_state, item.milestone_title
+
+
+class Digest:
+    """One recipient's digest in bounded memory: the :data:`DIGEST_MAX_ITEMS` most urgent items
+    (fewest days left, then member state code, then milestone title; ties in the order added)
+    and counts of all the items added.
+
+    The coordinators' escalations on a first night of 1M status rows are 125,000 items, and the
+    digest lists 300 of them: a digest built item by item with :meth:`add` keeps at most four
+    times that many. ``Digest(items)`` adds ``items``. The rendering functions take a digest or
+    a plain list of :class:`DigestItem`.
+    """
+
+    def __init__(self, items: Iterable[DigestItem] = ()):
+        self.count = 0  #: items added
+        self.overdue = 0  #: of which classified ``overdue``
+        self.escalation = False  #: whether any item carries an escalation ``reason``
+        self._kept: list[DigestItem] = []
+        for item in items:
+            self.add(item)
+
+    def add(self, item: DigestItem) -> None:
+        """Count ``item`` and keep it while it may be among the most urgent."""
+        self.count += 1
+        self.overdue += item.classification == "overdue"
+        self.escalation = self.escalation or bool(item.reason)
+        self._kept.append(item)
+        if len(self._kept) >= 4 * DIGEST_MAX_ITEMS:
+            # nsmallest is sorted(...)[:n], stable: ties keep the order they were added in.
+            self._kept = heapq.nsmallest(DIGEST_MAX_ITEMS, self._kept, key=_urgency)
+
+    def listed(self) -> list[DigestItem]:
+        """The items listed one by one, most urgent first (at most :data:`DIGEST_MAX_ITEMS`)."""
+        return sorted(self._kept, key=_urgency)[:DIGEST_MAX_ITEMS]
+
+
+def _digest(items: Digest | list[DigestItem]) -> Digest:
+    return items if isinstance(items, Digest) else Digest(items)
+
+
+def _context(recipient: str, digest: Digest, as_of: dt.datetime) -> dict:
     rows = []
-    ordered = sorted(items, key=lambda i: (i.days_left, i.member_state, i.milestone_title))  # most urgent first
-    for item in ordered[:DIGEST_MAX_ITEMS]:
+    for item in digest.listed():
         text, day = _local_deadline(item.deadline, item.timezone)
         rows.append({"item": item, "deadline_local": text, "due_day": day})
-    return {"recipient": recipient, "rows": rows, "count": len(items), "more": len(items) - len(rows),
+    return {"recipient": recipient, "rows": rows, "count": digest.count, "more": digest.count - len(rows),
             "as_of": as_of.isoformat()}
 
 
-def render_subject(items: list[DigestItem]) -> str:
+def render_subject(items: Digest | list[DigestItem]) -> str:
     """Return the bilingual subject line, e.g. "Roadmap reminders: 3 items | تذكيرات خريطة الطريق: 3 بنود";
     "Escalation: ..." when any item carries an escalation reason."""
-    if any(i.reason for i in items):
-        return f"Escalation: {len(items)} items need the coordinators | تصعيد: {len(items)} بنود تحتاج إلى المنسقين"
-    overdue = sum(1 for i in items if i.classification == "overdue")
+    digest = _digest(items)
+    count, overdue = digest.count, digest.overdue
+    if digest.escalation:
+        return f"Escalation: {count} items need the coordinators | تصعيد: {count} بنود تحتاج إلى المنسقين"
     flag = f" ({overdue} overdue / {overdue} متأخر)" if overdue else ""
-    return f"Roadmap reminders: {len(items)} items{flag} | تذكيرات خريطة الطريق: {len(items)} بنود"
+    return f"Roadmap reminders: {count} items{flag} | تذكيرات خريطة الطريق: {count} بنود"
 
 
-def render_digest(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> tuple[str, str]:
-    """Render the plain-text digest for ``recipient`` (an Apprise tag).
+def render_digest(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime) -> tuple[str, str]:
+    """Render the plain-text digest for ``recipient`` (an Apprise tag) of ``items`` (a
+    :class:`Digest` or a list); ``as_of`` is the aware instant of the check.
 
     Returns:
         ``(subject, body)``: both bilingual (English, then Arabic).
     """
-    body = _TEXT_ENV.get_template("digest.txt.j2").render(**_context(recipient, items, as_of))
-    return render_subject(items), body
+    digest = _digest(items)
+    body = _TEXT_ENV.get_template("digest.txt.j2").render(**_context(recipient, digest, as_of))
+    return render_subject(digest), body
 
 
-def render_digest_html(recipient: str, items: list[DigestItem], as_of: dt.datetime) -> str:
+def render_digest_html(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime) -> str:
     """Render the HTML digest (autoescaped; Arabic part right-to-left)."""
-    return _HTML_ENV.get_template("digest.html.j2").render(**_context(recipient, items, as_of))
+    return _HTML_ENV.get_template("digest.html.j2").render(**_context(recipient, _digest(items), as_of))

@@ -194,3 +194,32 @@ def test_a_digest_lists_the_most_urgent_items_and_counts_the_rest(monkeypatch):
     assert body.count("و1 بنود أخرى") == 1
     html = digest.render_digest_html("coordinators", items, AS_OF)
     assert "Lebanon" not in html and html.count("… and 1 more") == 1
+
+
+def test_a_digest_built_item_by_item_keeps_the_most_urgent_and_counts_all(monkeypatch):
+    """Listing 2, a digest keeps at most 7 items while 25 are added (it trims to 2 on reaching 8, three times); it
+    lists the two with the fewest days left, the tie between the two Jordan items broken by the
+    order they were added in, and counts all 25, of which 20 are overdue."""
+    import dataclasses
+
+    import notifications.digest as digest
+
+    monkeypatch.setattr(digest, "DIGEST_MAX_ITEMS", 2)
+    base = _items()[0]
+    days = [3, -1, 5, -9, 2, 0, -4, 1, -2, -3, -5, -6, -7, -8, -1, -2, -3, -4, -5, -9, -6, -9, -1, -2, -3]
+    states = ["TN"] * 19 + ["JO", "TN", "JO", "TN", "TN", "TN"]
+    items = [dataclasses.replace(base, member_state=cc, days_left=left, roadmap_title=f"roadmap {n}",
+                                 classification="overdue" if left < 0 else "due_soon")
+             for n, (cc, left) in enumerate(zip(states, days, strict=True))]
+    built = digest.Digest()
+    kept = []
+    for item in items:
+        built.add(item)
+        kept.append(len(built._kept))
+    assert kept == [1, 2, 3, 4, 5, 6, 7] + [2, 3, 4, 5, 6, 7] * 3  # trimmed to 2 on reaching 8
+    assert [i.roadmap_title for i in built.listed()] == ["roadmap 19", "roadmap 21"]
+    assert (built.count, built.overdue, built.escalation) == (25, 20, False)
+    subject, body = digest.render_digest("coordinators", built, AS_OF)
+    assert subject == "Roadmap reminders: 25 items (20 overdue / 20 متأخر) | تذكيرات خريطة الطريق: 25 بنود"
+    assert body.count("… and 23 more, less urgent items") == 1
+    assert digest.render_digest("coordinators", items, AS_OF) == (subject, body)

@@ -245,11 +245,11 @@ def test_a_digest_that_fails_to_render_leaves_the_one_delivered_before_it_marked
         assert session.exec(select(func.count()).select_from(ReminderLog).where(ReminderLog.state == "sent")).one() == 16
 
 
-def test_hints_are_written_every_few_claim_batches_for_every_item_delivered(seeded, outbox, monkeypatch):
-    """With one recipient per claim batch and hints written every 4 batches, the 16 digests of
-    5 June write their hints in 4 statements (after batches 4, 8, 12 and 16, nothing left for
-    the end), and every item sent carries its window as its row's hint: the next night plans
-    none of them again."""
+def test_hints_are_written_once_a_few_are_held_for_every_item_delivered(seeded, outbox, monkeypatch):
+    """With one recipient per claim batch and hints written once 4 are held, the 16 digests of
+    5 June (one item each) write their hints in 4 statements (after digests 4, 8, 12 and 16,
+    nothing left for the end), and every item sent carries its window as its row's hint: the
+    next night plans none of them again."""
     from sqlalchemy import event
     from sqlmodel import select
 
@@ -259,7 +259,7 @@ def test_hints_are_written_every_few_claim_batches_for_every_item_delivered(seed
     from models.tables import ReminderLog, Status
 
     monkeypatch.setattr(reminders, "CLAIM_RECIPIENTS", 1)
-    monkeypatch.setattr(reminders, "HINT_BATCHES", 4)
+    monkeypatch.setattr(reminders, "HINTS_HELD", 4)
     statements = []
 
     def seen(connection, cursor, statement, *rest):

@@ -99,18 +99,42 @@ def test_a_missed_night_is_caught_up_once(seeded, outbox):
     assert len(list((outbox / "mission-jo").glob("*.txt"))) == 3
 
 
-def test_an_escalation_of_a_coordinators_row_keeps_its_reminder_hint(seeded, outbox):
+@pytest.mark.parametrize("claim_part, hints_held", [(None, None), (5, 3)])
+def test_an_escalation_of_a_coordinators_row_keeps_its_reminder_hint(seeded, outbox, monkeypatch, claim_part,
+                                                                     hints_held):
     # The conference (owner: coordinator, in Riyadh; due Thursday 4 July 2024) is 7 working days
     # overdue on Monday 15 July (the weekend there is Friday and Saturday): on the same night the
     # coordinators get its last reminder window (before-1) and its overdue escalation. The row's
     # hint must stay the reminder's window, or every later night plans the reminder again for the
-    # log to refuse.
-    from sqlmodel import select
+    # log to refuse. Claimed 5 items a transaction and hints written 3 at a time, the night is
+    # the same: the 32 escalations are claimed in 7 parts and still go out as one digest.
+    from sqlalchemy import event
+    from sqlmodel import func, select
 
-    from models.db import session_scope
-    from models.tables import Milestone, Status
+    import flows.reminders as reminders
+    from models.db import get_engine, session_scope
+    from models.tables import Milestone, ReminderLog, Status
 
-    _check("2024-07-15T09:00:00+03:00")
+    if claim_part:
+        monkeypatch.setattr(reminders, "CLAIM_PART", claim_part)
+        monkeypatch.setattr(reminders, "HINTS_HELD", hints_held)
+    claims = []
+
+    def seen(connection, cursor, statement, *rest):
+        if statement.lstrip().upper().startswith("INSERT INTO REMINDER_LOG"):
+            claims.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", seen)
+    try:
+        result = _check("2024-07-15T09:00:00+03:00")
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", seen)
+    assert result["reminders"] == {"sent": 32, "already_sent": 0, "failed": 0}
+    # Reminders: 16 to the coordinators and one to each of 16 missions, claimed for 10 and then 7
+    # recipients (25 and 7 items); then the 32 escalations. In parts of 5: 5 + 2 + 7 claims.
+    assert len(claims) == (14 if claim_part else 3)
+    with session_scope() as session:
+        assert session.exec(select(func.count()).select_from(ReminderLog).where(ReminderLog.state == "sent")).one() == 64
     with session_scope() as session:
         hints = session.exec(
             select(Status.last_reminder, Status.last_escalation).join(Milestone).where(Milestone.key == "conference")
