@@ -4,8 +4,9 @@ Plain Python (no Prefect here except the events callback the flow passes in), so
 tested on its own. Order: claim the due items of a few recipients (:data:`CLAIM_RECIPIENTS`)
 in one transaction (or several of :data:`CLAIM_PART` items) and COMMIT; then per recipient
 render one digest, deliver, mark its claims sent or failed and commit; once enough are held,
-write the delivered items' hints on the status rows (:data:`HINTS_HELD`). See :mod:`models.reminders` for the guarantees and the one window
-of doubt (a run killed between delivery and the commit).
+write the delivered items' hints on the status rows (:data:`HINTS_HELD`). See
+:mod:`models.reminders` for the guarantees and the one window of doubt (a run killed between
+delivery and the commit).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def send_planned(
 CLAIM_RECIPIENTS = 10
 #: Items claimed in one transaction, at most. A night at 1M status rows claims about 1,250 items
 #: a recipient, so a batch is one transaction; the coordinators' 125,000 escalations of a first
-#: night are seven, and the claim outcomes held at once stay a part's (about 4 MB).
+#: night are seven, and the claim outcomes held at once are a part's, not the digest's.
 CLAIM_PART = 20_000
 
 
