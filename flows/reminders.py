@@ -150,9 +150,9 @@ def send_planned(
 #: digest of a batch leaves well within the claim lease even when every channel times out
 #: (3 attempts each).
 CLAIM_RECIPIENTS = 10
-#: Items claimed in one transaction, at most. A night at 1M status rows claims about 1,250 items
-#: a recipient, so a batch is one transaction; the coordinators' 125,000 escalations of a first
-#: night are seven, and the claim outcomes held at once are a part's, not the digest's.
+#: Items claimed in one transaction, at most. A night at 1M status rows claims about 125 items
+#: a recipient, 1,250 a batch, so a batch is one transaction; the coordinators' 125,000
+#: escalations of a first night are seven, and the claim outcomes held at once are a part's.
 CLAIM_PART = 20_000
 
 
