@@ -46,8 +46,8 @@ from flows.publishing import (
     publish_summaries,
     published_dashboards_on_server,
 )
-from flows.reminders import ReminderReport, by_recipient, escalations, send_planned
-from flows.tally import MilestoneTally, PlannedReminder
+from flows.reminders import ReminderReport, escalations, send_planned
+from flows.tally import MilestoneTally, PlannedReminder, ReminderPlan
 from models.db import session_scope
 from models.deadlines import parse_instant
 from models.published import forget_published
@@ -308,8 +308,7 @@ def _channel_config() -> tuple[str | None, str]:
 
 @task(name="send-reminders", cache_policy=NO_CACHE)
 def send_reminders(
-    planned: list[PlannedReminder], overdue_escalations: list[PlannedReminder], as_of: dt.datetime, run_id: str,
-    already_sent: int = 0,
+    planned: ReminderPlan, overdue_escalations: ReminderPlan, as_of: dt.datetime, run_id: str, already_sent: int = 0,
 ) -> ReminderReport:
     """Send tonight's digests (one per recipient), then the coordinators' escalations; each item
     is claimed in the reminder log before any message leaves. Publishes the run's reminder report
@@ -328,7 +327,7 @@ def send_reminders(
 
 def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
     logger = get_run_logger()
-    plan = by_recipient(planned)
+    plan = planned.recipients
     report = ReminderReport()
     try:
         text, source = _channel_config()
@@ -349,7 +348,7 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
     events.flush(run_id)
     to_escalate, reasons = escalations(planned, overdue_escalations)
     if to_escalate:
-        escalated = send_planned(by_recipient(to_escalate), hub=hub, as_of=as_of, run_id=run_id, reasons=reasons)
+        escalated = send_planned(to_escalate.recipients, hub=hub, as_of=as_of, run_id=run_id, reasons=reasons)
         report.escalated = escalated.sent
         report.failures += escalated.failures
     logger.info(
@@ -409,8 +408,7 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
     progress_ids: dict[str, object] = {}
     checked: dict[str, list[MilestoneTally]] = {}
     dashboards: list[RoadmapDashboard] = []
-    planned: list[PlannedReminder] = []
-    overdue_escalations: list[PlannedReminder] = []
+    planned, overdue_escalations = ReminderPlan(), ReminderPlan()
     publishing: deque = deque()
     already_sent = 0
     status_events = _EventBudget("roadmap.milestone", STATUS_EVENTS_PER_RUN)
@@ -433,8 +431,9 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
             complete = []
             for slug, tallies in results.items():
                 checked.setdefault(slug, []).extend(tallies)
-                planned += [p for t in tallies for p in t.reminders]
-                overdue_escalations += [p for t in tallies for p in t.escalations]
+                for t in tallies:
+                    planned.merge(t.reminders)
+                    overdue_escalations.merge(t.escalations)
                 already_sent += sum(t.already_sent for t in tallies)
                 rows_through += sum(t.rows for t in tallies)
                 if progress_ids.get(slug):

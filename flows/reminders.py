@@ -14,14 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from array import array
-from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import apprise
 
 from flows.collector import collector_paused
-from flows.tally import ESCALATION_OVERDUE, PlannedReminder
+from flows.tally import ESCALATION_OVERDUE, PlannedReminder, ReminderPlan, claim_keys
 from models.db import session_scope
 from models.transactions import in_transaction
 from models.reminders import claim_many, mark_delivered, remember_delivered, mark_failed, repeatedly_failing
@@ -63,14 +63,6 @@ class ReminderReport:
         self.failures += other.failures
 
 
-def by_recipient(planned: Iterable[PlannedReminder]) -> dict[str, list[PlannedReminder]]:
-    """Group planned items by recipient tag."""
-    plan: dict[str, list[PlannedReminder]] = defaultdict(list)
-    for item in planned:
-        plan[item.recipient].append(item)
-    return dict(plan)
-
-
 def _item(planned: PlannedReminder, reason: str = "") -> DigestItem:
     v = planned.view
     if not reason and planned.window == ESCALATION_OVERDUE:
@@ -96,7 +88,7 @@ EventHook = Callable[[str, PlannedReminder, str], None]
 
 
 def send_planned(
-    plan: dict[str, list[PlannedReminder]],
+    plan: Mapping[str, Sequence[PlannedReminder]],
     *,
     hub: apprise.Apprise,
     as_of: dt.datetime,
@@ -109,7 +101,8 @@ def send_planned(
     """Claim, deliver and record every planned item; one digest per recipient.
 
     Args:
-        plan: items per recipient tag.
+        plan: items per recipient tag (e.g. :attr:`flows.tally.ReminderPlan.recipients`); each
+            recipient's items are read by position, once claimed.
         hub: the Apprise channels.
         as_of: the check's instant (shown in the digest).
         run_id: this run's id, written on its claims.
@@ -126,19 +119,19 @@ def send_planned(
     hints = _Hints(database_url)
     for start in range(0, len(recipients), CLAIM_RECIPIENTS):
         batch = recipients[start : start + CLAIM_RECIPIENTS]
-        claimed = {recipient: _Claimed() for recipient in batch}
+        claimed = {recipient: _Claimed(plan[recipient]) for recipient in batch}
         for part in _claim_parts(batch, plan):
             claims = in_transaction(
                 lambda session, keys=list(part): claim_many(session, keys, run_id=run_id, now=now()), database_url)
-            for key, planned in part.items():
+            for key, position in part.items():
                 outcome = claims[key]
                 if outcome.outcome == "claimed":
-                    claimed[planned.recipient].add(outcome.log_id, planned)
+                    claimed[key[1]].add(outcome.log_id, position)
                 elif outcome.outcome == "already_sent":
                     report.already_sent += 1
             del claims
         for recipient in batch:
-            if claimed[recipient].items:
+            if claimed[recipient].log_ids:
                 _deliver_digest(recipient, claimed.pop(recipient), hub=hub, as_of=as_of, run_id=run_id,
                                 database_url=database_url, reasons=reasons, on_result=on_result, now=now,
                                 report=report, hints=hints)
@@ -156,14 +149,15 @@ CLAIM_RECIPIENTS = 10
 CLAIM_PART = 20_000
 
 
-def _claim_parts(batch: list[str], plan: dict[str, list[PlannedReminder]]):
+def _claim_parts(batch: list[str], plan: Mapping[str, Sequence[PlannedReminder]]):
     """The batch's items in parts of at most :data:`CLAIM_PART`: {(status id, recipient, window):
-    item}, one item per key (the claim's key). A key repeated in a later part is claimed there
-    by this run already and comes back ``in_flight``: it is not sent twice."""
-    part: dict[tuple[int, str, str], PlannedReminder] = {}
+    the item's position in its recipient's items}, one item per key (the claim's key). A key
+    repeated in a later part is claimed there by this run already and comes back
+    ``in_flight``: it is not sent twice."""
+    part: dict[tuple[int, str, str], int] = {}
     for recipient in batch:
-        for planned in plan[recipient]:
-            part.setdefault((planned.status_id, recipient, planned.window), planned)
+        for position, (status_id, window) in enumerate(claim_keys(plan[recipient])):
+            part.setdefault((status_id, recipient, window), position)
             if len(part) == CLAIM_PART:
                 yield part
                 part = {}
@@ -172,15 +166,22 @@ def _claim_parts(batch: list[str], plan: dict[str, list[PlannedReminder]]):
 
 
 class _Claimed:
-    """One recipient's items this run claimed: the log ids (an ``array`` of 8-byte integers, not
-    Python ints) and the items, in claim order."""
+    """One recipient's items this run claimed, in claim order: their log ids and their positions
+    in the recipient's ``items``, each in an ``array`` of 8-byte integers (not Python ints). The
+    items are built again when used (:meth:`planned`): a first night's escalation digest claims
+    125,000 items at 1M status rows."""
 
-    def __init__(self):
-        self.log_ids, self.items = array("q"), []
+    def __init__(self, items: Sequence[PlannedReminder]):
+        self.log_ids, self.positions, self._items = array("q"), array("q"), items
 
-    def add(self, log_id: int, planned: PlannedReminder) -> None:
+    def add(self, log_id: int, position: int) -> None:
         self.log_ids.append(log_id)
-        self.items.append(planned)
+        self.positions.append(position)
+
+    def planned(self) -> Iterator[PlannedReminder]:
+        """The claimed items, in claim order."""
+        items = self._items
+        return (items[position] for position in self.positions)
 
 
 class _Hints:
@@ -193,7 +194,7 @@ class _Hints:
     def __init__(self, database_url: str | None):
         self.database_url, self.reminders, self.escalations = database_url, [], []
 
-    def add(self, delivered: list[PlannedReminder]) -> None:
+    def add(self, delivered: Iterable[PlannedReminder]) -> None:
         """Hold the hints of ``delivered`` items (their claims marked sent and committed): a
         reminder delivered to the row's own party, and the overdue escalation. An escalation to
         the coordinators of a row they own is not the row's reminder window."""
@@ -221,14 +222,14 @@ HINTS_HELD = 12_500
 def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now,
                     report, hints) -> None:
     with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
-        digest = Digest(_item(p, reasons.get((p.status_id, p.window), "")) for p in claimed.items)
+        digest = Digest(_item(p, reasons.get((p.status_id, p.window), "")) for p in claimed.planned())
         subject, body = render_digest(recipient, digest, as_of)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
                        body_html=lambda: render_digest_html(recipient, digest, as_of))
     ids = claimed.log_ids
     if delivery.ok:
         in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
-        hints.add(claimed.items)
+        hints.add(claimed.planned())
         report.sent += len(ids)
         report.messages += 1
     else:
@@ -237,7 +238,7 @@ def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, da
         report.failures.append(f"{recipient}: {delivery.reason}")
         log.warning("reminder digest to %s failed: %s", recipient, delivery.reason)
     if on_result:
-        for planned in claimed.items:
+        for planned in claimed.planned():
             on_result("sent" if delivery.ok else "failed", planned, "" if delivery.ok else delivery.reason)
 
 
@@ -251,8 +252,8 @@ def overdue_reason(view: StatusView) -> str:
 
 
 def escalations(
-    planned: list[PlannedReminder], overdue: list[PlannedReminder], database_url: str | None = None
-) -> tuple[list[PlannedReminder], dict[tuple[int, str], str]]:
+    planned: ReminderPlan, overdue: ReminderPlan, database_url: str | None = None
+) -> tuple[ReminderPlan, dict[tuple[int, str], str]]:
     """Items to escalate to the coordinators tonight, and the reason of each delivery escalation
     ({(status id, window): text}; an overdue item's reason is :func:`overdue_reason`, worked out
     when its digest is rendered).
@@ -260,14 +261,27 @@ def escalations(
     Two rules (issue 4): a reminder that failed on :data:`FAILED_RUNS_BEFORE_ESCALATION` runs
     since its last delivery (window ``escalation-delivery-<recipient>``), and an item more than 5
     working days overdue (window ``escalation-overdue``, planned by the tally). Each is sent once.
+
+    Args:
+        planned: tonight's reminders (read only).
+        overdue: tonight's overdue escalations; the delivery escalations are added to it, after
+            them, and it is returned.
     """
     reasons: dict[tuple[int, str], str] = {}
-    items: list[PlannedReminder] = list(overdue)  # a first night at 1M status rows: 125,000
-    sources = {p.status_id: p.source for p in planned}
     with session_scope(database_url) as session:
-        failing = repeatedly_failing(session, sorted(sources), min_failures=FAILED_RUNS_BEFORE_ESCALATION)
+        failing = repeatedly_failing(
+            session, (status_id for items in planned.recipients.values() for status_id in items.status_ids),
+            min_failures=FAILED_RUNS_BEFORE_ESCALATION)
+    # A source for each failing row, found among the few planned items that are theirs: a
+    # first night at 1M status rows plans 189,000 reminders, too many to index them all.
+    wanted = {status_id for status_id, _ in failing}
+    sources: dict[int, tuple] = {}
+    for items in planned.recipients.values() if wanted else ():
+        for position, status_id in enumerate(items.status_ids):
+            if status_id in wanted and status_id not in sources:
+                sources[status_id] = items[position].source
     for (status_id, recipient), (runs, error) in sorted(failing.items()):
         window = f"{ESCALATION_PREFIX}delivery-{recipient}"
         reasons[(status_id, window)] = f"reminders to {recipient} failed on {runs} runs: {error}"
-        items.append(PlannedReminder(sources[status_id], COORDINATORS, window))
-    return items, reasons
+        overdue.add(*sources[status_id], COORDINATORS, window)
+    return overdue, reasons

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+from array import array
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
@@ -66,6 +68,105 @@ class PlannedReminder:
         there), read from the source without building a view."""
         source = self.source
         return source.recipient if isinstance(source, StatusView) else source[1][1][2].recipient
+
+
+#: Fields of a :data:`models.status.ClassifiedRow` after its status id, which
+#: :class:`PlannedItems` keeps in one flat list.
+_ROW_FIELDS = 6
+
+
+class PlannedItems(Sequence):
+    """One recipient's planned items, kept column by column rather than as one
+    :class:`PlannedReminder` per item: a sequence of :class:`PlannedReminder` (each built on
+    access, with a (milestone context, classified row) source) in the order added.
+
+    Per item it holds the status id in an ``array`` of 8-byte integers, the row's other six
+    fields (all shared objects but the note) in one flat list, its milestone context and its
+    window: 72 bytes. A :class:`PlannedReminder` with its source and row, and the row's id as a
+    Python int, was about 240 bytes, and a first night at 1M status rows plans 314,000 items
+    (``benchmarks/nightly_check.py --prior-nights 0 --tracemalloc``).
+    """
+
+    __slots__ = ("recipient", "status_ids", "windows", "_contexts", "_fields")
+
+    def __init__(self, recipient: str):
+        self.recipient = recipient
+        #: Per item, in order: its status id, and its window.
+        self.status_ids, self.windows = array("q"), []
+        self._contexts: list[MilestoneContext] = []
+        self._fields: list = []
+
+    def append(self, context: MilestoneContext, row: ClassifiedRow, window: str) -> None:
+        """Add the item of ``row`` (of ``context``'s milestone) in ``window``."""
+        self.status_ids.append(row[0])
+        self._fields += row[1:]
+        self._contexts.append(context)
+        self.windows.append(window)
+
+    def extend(self, other: "PlannedItems") -> None:
+        """Add ``other``'s items (the same recipient's), after these."""
+        self.status_ids.extend(other.status_ids)
+        self._fields += other._fields
+        self._contexts += other._contexts
+        self.windows += other.windows
+
+    def __len__(self) -> int:
+        return len(self.status_ids)
+
+    def __getitem__(self, position: int) -> PlannedReminder:
+        """The item at ``position`` (an int; no slices), built anew.
+
+        Raises:
+            IndexError: ``position`` out of range.
+        """
+        status_id = self.status_ids[position]  # raises IndexError, negative positions allowed
+        position %= len(self.status_ids)
+        start = position * _ROW_FIELDS
+        row = (status_id, *self._fields[start : start + _ROW_FIELDS])
+        return PlannedReminder((self._contexts[position], row), self.recipient, self.windows[position])
+
+    def __iter__(self) -> Iterator[PlannedReminder]:
+        return (self[position] for position in range(len(self.status_ids)))
+
+
+class ReminderPlan:
+    """Tonight's planned items, by recipient (Apprise tag): ``recipients`` is
+    {recipient: :class:`PlannedItems`}, recipients in the order first met. ``len()`` counts the
+    items, of every recipient."""
+
+    __slots__ = ("recipients",)
+
+    def __init__(self):
+        self.recipients: dict[str, PlannedItems] = {}
+
+    def add(self, context: MilestoneContext, row: ClassifiedRow, recipient: str, window: str) -> None:
+        """Plan the item of ``row`` (of ``context``'s milestone) for ``recipient`` in ``window``."""
+        items = self.recipients.get(recipient)
+        if items is None:
+            items = self.recipients[recipient] = PlannedItems(recipient)
+        items.append(context, row, window)
+
+    def merge(self, other: "ReminderPlan") -> None:
+        """Take ``other``'s items, after these for each recipient. ``other`` is emptied: its
+        items may be shared with this plan."""
+        for recipient, items in other.recipients.items():
+            mine = self.recipients.get(recipient)
+            if mine is None:
+                self.recipients[recipient] = items
+            else:
+                mine.extend(items)
+        other.recipients = {}
+
+    def __len__(self) -> int:
+        return sum(len(items) for items in self.recipients.values())
+
+
+def claim_keys(items: Sequence[PlannedReminder]) -> Iterator[tuple[int, str]]:
+    """(status id, window) of each of ``items``, in order: read from the columns of
+    :class:`PlannedItems` without building its items."""
+    if isinstance(items, PlannedItems):
+        return zip(items.status_ids, items.windows)
+    return ((p.status_id, p.window) for p in items)
 
 
 class _Bounded:
@@ -143,10 +244,13 @@ class MilestoneTally:
     blocked: _Bounded = field(default_factory=_views)
     newly: dict[str, _Bounded] = field(default_factory=dict)
     transitions: dict[str, list[int]] = field(default_factory=dict)
-    reminders: list[PlannedReminder] = field(default_factory=list)
+    #: Tonight's reminders, to the party acting on each row.
+    reminders: ReminderPlan = field(default_factory=ReminderPlan)
     #: Items due tonight whose window was already delivered (not planned again).
     already_sent: int = 0
-    escalations: list[PlannedReminder] = field(default_factory=list)
+    #: Tonight's escalations of rows more than :data:`ESCALATE_AFTER_WORKING_DAYS` overdue,
+    #: to the coordinators.
+    escalations: ReminderPlan = field(default_factory=ReminderPlan)
     holiday_flags: _Bounded = field(default_factory=lambda: _Bounded(ATTENTION_LIMIT, _flagged))
     statuses: list[StatusView] | None = None
     title: str = ""
@@ -209,11 +313,11 @@ class MilestoneTally:
                 # A window already delivered (the row's hint) is not planned again; the reminder
                 # log decides for every other one.
                 if window != reminded:
-                    self.reminders.append(PlannedReminder((context, row), acting[2].recipient, window))
+                    self.reminders.add(context, row, acting[2].recipient, window)
                 else:
                     self.already_sent += 1
             if escalate and escalated != ESCALATION_OVERDUE:
-                self.escalations.append(PlannedReminder((context, row), "coordinators", ESCALATION_OVERDUE))
+                self.escalations.add(context, row, "coordinators", ESCALATION_OVERDUE)
             if flag:
                 self.holiday_flags.offer(0, (context, row, flag))
             if statuses is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Integer, String, and_, bindparam, func, literal, or_, true, update
@@ -305,10 +305,11 @@ def _mark(session: Session, log_ids: Sequence[int], run_id: str, **values) -> in
 
 
 def repeatedly_failing(
-    session: Session, status_ids: list[int], *, min_failures: int = 3, exclude_recipient: str = "coordinators"
+    session: Session, status_ids: Iterable[int], *, min_failures: int = 3, exclude_recipient: str = "coordinators"
 ) -> dict[tuple[int, str], tuple[int, str]]:
     """Return {(status id, recipient): (failed runs, last error)} for reminders of these status rows
-    that failed on at least ``min_failures`` runs since their last successful delivery.
+    (any iterable of ids, read once) that failed on at least ``min_failures`` runs since their
+    last successful delivery.
 
     Each run that fails a reminder adds one attempt to its log row; windows follow each other,
     so failures are summed across windows and reset by a delivery.

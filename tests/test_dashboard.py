@@ -297,23 +297,23 @@ def test_a_large_portfolio_republishes_a_dashboard_only_when_it_changes(seeded, 
     changed (or when asked, or when the server lost them); the overview goes out every night."""
     from collections import Counter
 
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     import flows.nightly as nightly
 
     monkeypatch.setattr(nightly, "MILESTONE_TASKS_MAX", 5)
     keys = [f"{SLUG}-{kind}" for kind in ("matrix", "progress", "summary")]
 
-    def versions() -> Counter:
-        with get_client(sync_client=True) as client:
-            found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
-        return Counter({key: 0 for key in keys}) + Counter(a.key for a in found)
-
     def published_by(as_of: str = AS_OF, **kwargs) -> dict:
-        before = versions()
-        nightly_status_check(as_of=as_of, publish=False, **kwargs)
-        after = versions()
-        return {key.rsplit("-", 1)[1]: after[key] - before[key] for key in keys}
+        # The run's own artifacts: the server is the session's, and earlier tests' versions of
+        # these keys may be more than one page of its answers (200).
+        state = nightly_status_check(as_of=as_of, publish=False, return_state=True, **kwargs)
+        assert state.is_completed()
+        with get_client(sync_client=True) as client:
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=keys), flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        published = Counter(a.key for a in found)
+        return {key.rsplit("-", 1)[1]: published[key] for key in keys}
 
     assert published_by() == {"matrix": 1, "progress": 1, "summary": 1}
     # Same instant: only the summary's "Changed since the previous check" section moved.
@@ -424,3 +424,73 @@ def test_summary_lists_most_overdue_first_then_milestone_then_member_state(seede
         [("nominations", c) for c in codes if c != "JO"] + [("travel", c) for c in codes])
     assert blocked[0].endswith("| waiting for invitations |")
     assert blocked[15] == blocked[15].split(" | waiting")[0] + " | waiting for nominations |"
+
+
+def test_the_night_plan_gives_back_every_item_the_tallies_planned(seeded):
+    """The reminder plan keeps items column by column and builds each one again when read: on
+    10 July 2024 (JO's invitation done) it gives back the 15 missions' invitations, Jordan's
+    nominations to its country office and the conference's last window to the coordinators, in
+    the tallies' order, each with the view classification gives its row; and the coordinators'
+    16 escalations."""
+    from dataclasses import fields
+
+    from sqlmodel import select
+
+    from flows.tally import MilestoneTally, ReminderPlan, claim_keys
+    from models.status import Classifier, StatusView
+    from models.tables import Roadmap
+
+    as_of = dt.datetime(2024, 7, 10, 7, tzinfo=dt.timezone.utc)
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done", roadmap=SLUG)
+    night, escalations = ReminderPlan(), ReminderPlan()
+    with session_scope() as session:
+        roadmap = session.exec(select(Roadmap).where(Roadmap.slug == SLUG)).one()
+        for context, rows in Classifier(as_of).iter_classified(session, roadmap):
+            tally = MilestoneTally(SLUG, context.key)
+            tally.add_rows(context, rows)
+            night.merge(tally.reminders)
+            escalations.merge(tally.escalations)
+            assert len(tally.reminders) == 0 and len(tally.escalations) == 0  # taken by the night's plans
+        views = {v.status_id: v for v in Classifier(as_of).iter_roadmap(session, roadmap)}
+
+    codes = "AE BH DJ DZ IQ JO KW LB LY MR QA SA SD SO TN YE".split()
+    missions = [c for c in codes if c != "JO"]
+    assert len(night) == 32 and len(escalations) == 16
+    assert list(night.recipients) == [f"mission-{c.lower()}" for c in missions] + ["office-jo", "coordinators"]
+
+    def planned(plan: ReminderPlan, recipient: str) -> list[tuple[str, str, str, str]]:
+        return [(p.recipient, p.view.milestone, p.view.member_state, p.window) for p in plan.recipients[recipient]]
+
+    assert planned(night, "mission-ae") == [("mission-ae", "invitations", "AE", "overdue-39")]
+    assert planned(night, "office-jo") == [("office-jo", "nominations", "JO", "overdue-9")]
+    assert planned(night, "coordinators") == [("coordinators", "conference", c, "before-1") for c in codes]
+    assert planned(escalations, "coordinators") == (
+        [("coordinators", "invitations", c, "escalation-overdue") for c in missions]
+        + [("coordinators", "nominations", "JO", "escalation-overdue")])
+
+    # Every item's view is its row's, field by field: nothing of the row is lost in the columns.
+    every = [p for plan in (night, escalations) for items in plan.recipients.values() for p in items]
+    assert len(every) == 48
+    for p in every:
+        expected = views[p.status_id]
+        assert {f.name: getattr(p.view, f.name) for f in fields(StatusView)} == {
+            f.name: getattr(expected, f.name) for f in fields(StatusView)}
+        assert p.owner_recipient == expected.recipient
+    jordan = night.recipients["office-jo"][0].view
+    assert (jordan.days_left, jordan.working_days_left, jordan.member_state_name) == (-10, -7, "Jordan")
+
+    # Read by position (negative too) and by claim key, without building an item.
+    coordinators = night.recipients["coordinators"]
+    yemen = next(i for i, v in views.items() if (v.milestone, v.member_state) == ("conference", "YE"))
+    assert coordinators[-1].status_id == coordinators[15].status_id == yemen
+    with pytest.raises(IndexError):
+        coordinators[16]
+    assert list(claim_keys(coordinators)) == [(p.status_id, p.window) for p in coordinators]
+    assert list(claim_keys(list(coordinators))) == list(claim_keys(coordinators))
+
+    # A later plan's items come after the night's, for each recipient.
+    night.merge(escalations)
+    assert len(night) == 48 and len(escalations) == 0
+    assert [p.window for p in night.recipients["coordinators"]] == ["before-1"] * 16 + ["escalation-overdue"] * 16
+
