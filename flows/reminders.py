@@ -180,8 +180,7 @@ class _Claimed:
 
     def planned(self) -> Iterator[PlannedReminder]:
         """The claimed items, in claim order."""
-        items = self._items
-        return (items[position] for position in self.positions)
+        return map(self._items.__getitem__, self.positions)
 
 
 class _Hints:

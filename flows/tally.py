@@ -37,13 +37,14 @@ _OVERDUE, _DUE_TODAY, _DUE_SOON, _BLOCKED = (
     Classification.overdue, Classification.due_today, Classification.due_soon, Classification.blocked)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlannedReminder:
     """One item due tonight for one recipient (Apprise tag) in one reminder window.
 
     ``source`` is the item's :class:`StatusView`, or the (milestone context, classified row) it
     is built from on demand: a night plans tens of thousands of items, and a row costs a third of
-    the memory of a view.
+    the memory of a view. Read-only by convention: :class:`PlannedItems` builds one each time an
+    item is read, and a frozen dataclass takes three times as long to build.
     """
 
     source: StatusView | tuple[MilestoneContext, ClassifiedRow]
@@ -114,19 +115,21 @@ class PlannedItems(Sequence):
         return len(self.status_ids)
 
     def __getitem__(self, position: int) -> PlannedReminder:
-        """The item at ``position`` (an int; no slices), built anew.
+        """The item at ``position`` (an int, negative from the end; no slices), built anew.
 
         Raises:
             IndexError: ``position`` out of range.
         """
-        status_id = self.status_ids[position]  # raises IndexError, negative positions allowed
-        position %= len(self.status_ids)
+        if position < 0:
+            position += len(self.status_ids)
+        if not 0 <= position < len(self.status_ids):
+            raise IndexError(f"planned item {position} of {len(self.status_ids)}")
         start = position * _ROW_FIELDS
-        row = (status_id, *self._fields[start : start + _ROW_FIELDS])
+        row = (self.status_ids[position], *self._fields[start : start + _ROW_FIELDS])
         return PlannedReminder((self._contexts[position], row), self.recipient, self.windows[position])
 
     def __iter__(self) -> Iterator[PlannedReminder]:
-        return (self[position] for position in range(len(self.status_ids)))
+        return map(self.__getitem__, range(len(self.status_ids)))
 
 
 class ReminderPlan:
