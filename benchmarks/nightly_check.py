@@ -336,7 +336,7 @@ def child_main(argv: list[str]) -> None:
         profiler.dump_stats(args.cprofile)
     peak_kb = _proc_status_kb("VmHWM")
     out: dict = {"check_s": elapsed, "load_avg_before": out_load, "load_avg_after": os.getloadavg(), "peak_rss_kb": peak_kb, "rss_before_kb": rss_before_kb,
-                 "peak_rss_at": watch.peak_at, "gc": collector.figures(),
+                 "peak_rss_at": watch.peak_at, "peak_rss_by_phase_kb": watch.by_phase, "gc": collector.figures(),
                  "state": state.type.value, "flow_run_id": str(state.state_details.flow_run_id)}
     try:
         out["result"] = state.result()
@@ -411,12 +411,20 @@ class _GcTimer:
         return {f"gen{g}": {"collections": self.collections[g], "seconds": round(self.seconds[g], 2)} for g in range(3)}
 
 
+def _phases(result: dict) -> str:
+    """The highest RSS sample of each phase of a check run, as text ("check 290 MB, ...")."""
+    return ", ".join(f"{phase} {kb / 1024:.0f} MB" for phase, kb in result.get("peak_rss_by_phase_kb", {}).items())
+
+
 class _RssWatch:
     """Samples the process's RSS 5 times a second and remembers where the main thread was when it
-    was highest: (seconds into the check, innermost roadmap-tracker function and line)."""
+    was highest: (seconds into the check, innermost roadmap-tracker function and line); and the
+    highest sample of each phase of the check ``by_phase``: "reminders" while the main thread is
+    in the ``send_reminders`` task, "check" before it, "after" once it is done (KB)."""
 
     def __init__(self) -> None:
         self.peak_kb, self.peak_at = 0, None
+        self.by_phase: dict[str, int] = {}
         self._main = threading.main_thread().ident
         self._started = time.perf_counter()
         self._stop = threading.Event()
@@ -426,6 +434,13 @@ class _RssWatch:
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
             rss = _proc_status_kb("VmRSS")
+            phase, frame = "after" if "reminders" in self.by_phase else "check", sys._current_frames().get(self._main)
+            while frame is not None:
+                if frame.f_code.co_name == "send_reminders":
+                    phase = "reminders"
+                    break
+                frame = frame.f_back
+            self.by_phase[phase] = max(rss, self.by_phase.get(phase, 0))
             if rss > self.peak_kb:
                 frame, where = sys._current_frames().get(self._main), "?"
                 while frame is not None:
@@ -671,7 +686,8 @@ def main() -> None:
             figures[label] = {**result, "sink_requests": sink.snapshot()[0] - before[0],
                               "sink_bytes": sink.snapshot()[1] - before[1]}
             console.log(f"{label.replace('_', ' ')}: {result['check_s']:.1f} s, {result['task_runs']} task runs, "
-                        f"peak RSS {result['peak_rss_kb'] / 1024:.0f} MB, result {result.get('result', result.get('error'))}")
+                        f"peak RSS {result['peak_rss_kb'] / 1024:.0f} MB ({_phases(result)}), "
+                        f"result {result.get('result', result.get('error'))}")
 
         console.log(f"timed check as of {args.as_of}")
         before = sink.snapshot()
@@ -740,7 +756,8 @@ def main() -> None:
     table.add_row("delivery / apprise", f"{delivery['ratio']:.2f}", "target >= 0.8")
     table.add_row("peak RSS of the check process", f"{peak_mb:.0f} MB",
                   f"RSS before the flow call {check['rss_before_kb'] / 1024:.0f} MB; target < 300 MB at 1M rows; "
-                  f"highest sample at {check['peak_rss_at']} (s into the check, innermost project frame)")
+                  f"highest sample at {check['peak_rss_at']} (s into the check, innermost project frame); "
+                  f"highest by phase: {_phases(check)}")
     table.add_row("Prefect task runs", str(check["task_runs"]), json.dumps(check["task_runs_by_task"]))
     table.add_row("garbage collector", f"{sum(g['seconds'] for g in check['gc'].values()):.2f} s", json.dumps(check["gc"]))
     table.add_row("artifacts created", str(sum(check["artifacts"].values())), json.dumps(check["artifacts"]))
