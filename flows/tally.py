@@ -71,69 +71,45 @@ class PlannedReminder:
         return source.recipient if isinstance(source, StatusView) else source[1][1][2].recipient
 
 
-#: Codes :class:`PlannedItems` keeps per item: its milestone context, the party acting on its
-#: row, the row's outcome, the rest of the row (note and hints), its window.
-_CODES = 5
+#: Fields of a :data:`models.status.ClassifiedRow` after its status id, which
+#: :class:`PlannedItems` keeps in one flat list.
+_ROW_FIELDS = 6
 
 
 class PlannedItems(Sequence):
-    """One recipient's planned items, kept as numbers rather than as one
+    """One recipient's planned items, kept column by column rather than as one
     :class:`PlannedReminder` per item: a sequence of :class:`PlannedReminder` (each built on
     access, with a (milestone context, classified row) source) in the order added.
 
-    Per item it holds the status id in an ``array`` of 8-byte integers and five 4-byte codes,
-    each the position of a shared object in the items' own table: the milestone context, the
-    acting party, the row's :class:`models.status.RowOutcome` (all three by identity), the rest
-    of the row (note, last classification, hints: a tuple, by value) and the window: 28 bytes.
-    A :class:`PlannedReminder` with its source and row, and the row's id as a Python int, was
-    about 240 bytes; the row's fields in a flat list, 72. A first night at 1M status rows plans
-    314,000 items, held from their group's classification to the end of the reminders
+    Per item it holds the status id in an ``array`` of 8-byte integers, the row's other six
+    fields (all shared objects but the note) in one flat list, its milestone context and its
+    window: 72 bytes. A :class:`PlannedReminder` with its source and row, and the row's id as a
+    Python int, was about 240 bytes, and a first night at 1M status rows plans 314,000 items
     (``benchmarks/nightly_check.py --prior-nights 0 --tracemalloc``).
     """
 
-    __slots__ = ("recipient", "status_ids", "_codes", "_objects", "_positions")
+    __slots__ = ("recipient", "status_ids", "windows", "_contexts", "_fields")
 
     def __init__(self, recipient: str):
         self.recipient = recipient
-        #: Per item, in order: its status id.
-        self.status_ids = array("q")
-        self._codes = array("I")  # _CODES per item, positions in _objects
-        self._objects: list = []
-        # {id(object) for a context, party or outcome, the value for a row's rest or a window:
-        # its position in _objects}; ids are ints, values tuples or strings: keys never clash,
-        # and _objects keeps every object whose id is a key alive.
-        self._positions: dict = {}
-
-    def _code(self, key, value) -> int:
-        position = self._positions.get(key)
-        if position is None:
-            position = self._positions[key] = len(self._objects)
-            self._objects.append(value)
-        return position
+        #: Per item, in order: its status id, and its window.
+        self.status_ids, self.windows = array("q"), []
+        self._contexts: list[MilestoneContext] = []
+        self._fields: list = []
 
     def append(self, context: MilestoneContext, row: ClassifiedRow, window: str) -> None:
         """Add the item of ``row`` (of ``context``'s milestone) in ``window``."""
-        status_id, acting, outcome = row[:3]
-        rest = row[3:]
-        keys = (id(context), id(acting), id(outcome), rest, window)
-        codes = list(map(self._positions.get, keys))
-        if None in codes:  # an object met for the first time
-            codes = list(map(self._code, keys, (context, acting, outcome, rest, window)))
-        self.status_ids.append(status_id)
-        self._codes.extend(codes)
+        self.status_ids.append(row[0])
+        self._fields += row[1:]
+        self._contexts.append(context)
+        self.windows.append(window)
 
     def extend(self, other: "PlannedItems") -> None:
         """Add ``other``'s items (the same recipient's), after these."""
-        own = [self._code(key, other._objects[position]) for key, position in other._positions.items()]
-        remap = [0] * len(own)
-        for (_, position), mine in zip(other._positions.items(), own):
-            remap[position] = mine
         self.status_ids.extend(other.status_ids)
-        self._codes.extend(map(remap.__getitem__, other._codes))
-
-    def windows(self) -> Iterator[str]:
-        """Each item's window, in order."""
-        return map(self._objects.__getitem__, self._codes[_CODES - 1 :: _CODES])
+        self._fields += other._fields
+        self._contexts += other._contexts
+        self.windows += other.windows
 
     def __len__(self) -> int:
         return len(self.status_ids)
@@ -148,9 +124,9 @@ class PlannedItems(Sequence):
             position += len(self.status_ids)
         if not 0 <= position < len(self.status_ids):
             raise IndexError(f"planned item {position} of {len(self.status_ids)}")
-        objects, start = self._objects, position * _CODES
-        context, acting, outcome, rest, window = map(objects.__getitem__, self._codes[start : start + _CODES])
-        return PlannedReminder((context, (self.status_ids[position], acting, outcome, *rest)), self.recipient, window)
+        start = position * _ROW_FIELDS
+        row = (self.status_ids[position], *self._fields[start : start + _ROW_FIELDS])
+        return PlannedReminder((self._contexts[position], row), self.recipient, self.windows[position])
 
     def __iter__(self) -> Iterator[PlannedReminder]:
         return map(self.__getitem__, range(len(self.status_ids)))
@@ -192,7 +168,7 @@ def claim_keys(items: Sequence[PlannedReminder]) -> Iterator[tuple[int, str]]:
     """(status id, window) of each of ``items``, in order: read from the columns of
     :class:`PlannedItems` without building its items."""
     if isinstance(items, PlannedItems):
-        return zip(items.status_ids, items.windows())
+        return zip(items.status_ids, items.windows)
     return ((p.status_id, p.window) for p in items)
 
 
