@@ -440,7 +440,8 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
                     update_progress_artifact(progress_ids[slug], progress_percent(
                         sum(t.done for t in checked[slug]), refs[slug].rows))
                 if len(checked[slug]) == len(refs[slug].milestones):
-                    complete.append(dashboard_of(slug, refs[slug].title, checked.pop(slug), moment, countdown=live_progress))
+                    complete.append(dashboard_of(slug, refs[slug].title, checked.pop(slug), moment, countdown=live_progress,
+                                                 bars=publish))
             progress.report(rows_through, total_rows)
             dashboards += complete
             if not live_progress:

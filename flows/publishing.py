@@ -85,20 +85,24 @@ class RoadmapDashboard:
 
 
 def dashboard_of(
-    slug: str, title: str, tallies: list[MilestoneTally], as_of: dt.datetime, countdown: bool = True
+    slug: str, title: str, tallies: list[MilestoneTally], as_of: dt.datetime, countdown: bool = True,
+    bars: bool = True,
 ) -> RoadmapDashboard:
     """Render a roadmap's artifacts' content from its tallies (so the rows can be let go); without
     ``countdown``, content that changes only when a classification does (see
-    :func:`flows.dashboard.summary_parts`). Makes no reference cycles: the nightly check runs it
-    with the garbage collector paused (a summary builds a view of every row it may list,
-    hundreds of thousands a night at 1M status rows)."""
+    :func:`flows.dashboard.summary_parts`); without ``bars``, no timeline bars (a check that
+    draws no timeline: they are kept for every roadmap until the end of the night, 4.5 MB at
+    1M status rows). Makes no reference cycles: the nightly check runs it with the garbage
+    collector paused (a summary builds a view of every row it may list, hundreds of thousands
+    a night at 1M status rows)."""
     head, tail = summary_parts(title, tallies, as_of, countdown)
     counts: Counter = Counter()
     for t in tallies:
         counts.update(t.counts)
     return RoadmapDashboard(
         slug=slug, title=title, rows=sum(t.rows for t in tallies), done=sum(t.done for t in tallies),
-        matrix=matrix_rows(tallies, countdown), summary_head=head, summary_tail=tail, bars=bars_from_tallies(tallies),
+        matrix=matrix_rows(tallies, countdown), summary_head=head, summary_tail=tail,
+        bars=bars_from_tallies(tallies) if bars else [],
         statuses=[status_json(v) for t in tallies for v in (t.statuses or ())], counts=counts, found_at=as_of,
     )
 

@@ -489,8 +489,13 @@ def test_the_night_plan_gives_back_every_item_the_tallies_planned(seeded):
     assert list(claim_keys(coordinators)) == [(p.status_id, p.window) for p in coordinators]
     assert list(claim_keys(list(coordinators))) == list(claim_keys(coordinators))
 
-    # A later plan's items come after the night's, for each recipient.
+    # A later plan's items come after the night's, for each recipient, each the same item.
+    def identities(items) -> list[tuple[int, str, str, str, int]]:
+        return [(p.status_id, p.recipient, p.window, p.view.milestone, p.view.days_left) for p in items]
+
+    expected = identities(night.recipients["coordinators"]) + identities(escalations.recipients["coordinators"])
     night.merge(escalations)
     assert len(night) == 48 and len(escalations) == 0
+    assert identities(night.recipients["coordinators"]) == expected
     assert [p.window for p in night.recipients["coordinators"]] == ["before-1"] * 16 + ["escalation-overdue"] * 16
 
