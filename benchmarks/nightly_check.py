@@ -434,22 +434,21 @@ class _RssWatch:
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
             rss = _proc_status_kb("VmRSS")
-            phase, frame = "after" if "reminders" in self.by_phase else "check", sys._current_frames().get(self._main)
+            # One walk of the main thread's stack: its innermost project frame, and whether the
+            # reminders task is on it.
+            phase, where = "after" if "reminders" in self.by_phase else "check", None
+            frame = sys._current_frames().get(self._main)
             while frame is not None:
+                name = frame.f_code.co_filename
+                if where is None and any(f"{os.sep}{d}{os.sep}" in name for d in ("flows", "models", "notifications")):
+                    where = f"{Path(name).parent.name}/{Path(name).name}:{frame.f_lineno} {frame.f_code.co_name}"
                 if frame.f_code.co_name == "send_reminders":
                     phase = "reminders"
                     break
                 frame = frame.f_back
             self.by_phase[phase] = max(rss, self.by_phase.get(phase, 0))
             if rss > self.peak_kb:
-                frame, where = sys._current_frames().get(self._main), "?"
-                while frame is not None:
-                    name = frame.f_code.co_filename
-                    if any(f"{os.sep}{d}{os.sep}" in name for d in ("flows", "models", "notifications")):
-                        where = f"{Path(name).parent.name}/{Path(name).name}:{frame.f_lineno} {frame.f_code.co_name}"
-                        break
-                    frame = frame.f_back
-                self.peak_kb, self.peak_at = rss, (round(time.perf_counter() - self._started, 1), where)
+                self.peak_kb, self.peak_at = rss, (round(time.perf_counter() - self._started, 1), where or "?")
 
     def stop(self) -> None:
         self._stop.set()
