@@ -311,7 +311,8 @@ def send_reminders(
     planned: ReminderPlan, overdue_escalations: ReminderPlan, as_of: dt.datetime, run_id: str, already_sent: int = 0,
 ) -> ReminderReport:
     """Send tonight's digests (one per recipient), then the coordinators' escalations; each item
-    is claimed in the reminder log before any message leaves. Publishes the run's reminder report
+    is claimed in the reminder log before any message leaves. Both plans are emptied as their
+    digests go out. Publishes the run's reminder report
     (``nightly-check-reminders`` artifact: counts and the channels that failed). ``already_sent``
     counts the items the check skipped because their window was delivered on an earlier night."""
     report = _send_all(planned, overdue_escalations, as_of, run_id)
@@ -338,17 +339,24 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
         report.failures.append(f"channel configuration: {exc}")
         return report
     events = _EventBudget("roadmap.reminder", REMINDER_EVENTS_PER_RUN)
+    failed: dict[int, tuple] = {}  # {status id: source} of the items whose digest failed tonight
 
     def on_result(kind: str, item: PlannedReminder, reason: str) -> None:
+        if kind == "failed":
+            failed[item.status_id] = item.source
         for allowed in events.allow(kind, [item]):
             emit_reminder_event(kind, allowed.view, allowed.recipient, allowed.window, reason)
 
     if plan:
-        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=on_result)
+        # Each recipient's items are let go once its digest is out (consume): the night's plan
+        # is not held while the escalations are claimed.
+        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=on_result, consume=True)
     events.flush(run_id)
-    to_escalate, reasons = escalations(planned, overdue_escalations)
+    to_escalate, reasons = escalations(failed, overdue_escalations)
+    del failed
     if to_escalate:
-        escalated = send_planned(to_escalate.recipients, hub=hub, as_of=as_of, run_id=run_id, reasons=reasons)
+        escalated = send_planned(to_escalate.recipients, hub=hub, as_of=as_of, run_id=run_id, reasons=reasons,
+                                 consume=True)
         report.escalated = escalated.sent
         report.failures += escalated.failures
     logger.info(

@@ -279,3 +279,32 @@ def test_hints_are_written_once_a_few_are_held_for_every_item_delivered(seeded, 
         hinted = set(session.exec(select(Status.id, Status.last_reminder).where(Status.last_reminder.is_not(None))).all())
     assert len(sent) == 16 and hinted == sent
     assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+
+
+def test_each_recipient_is_let_go_from_the_night_plan_once_its_digest_is_out(seeded, outbox, monkeypatch):
+    """The flow sends with ``consume``: when the k-th of the 16 digests of 5 June is rendered
+    (one recipient per claim batch), the plan holds that recipient and the ones after it, in
+    order, and nothing once the run is over; all 16 are delivered, each once."""
+    import flows.nightly as nightly
+    import flows.reminders as reminders
+
+    monkeypatch.setattr(reminders, "CLAIM_RECIPIENTS", 1)
+    plans, held = [], []
+    real_send, real_render = reminders.send_planned, reminders.render_digest
+
+    def send_and_keep(plan, **kwargs):
+        plans.append(plan)
+        return real_send(plan, **kwargs)
+
+    def render_and_look(recipient, items, as_of):
+        held.append((recipient, list(plans[0])))
+        return real_render(recipient, items, as_of)
+
+    monkeypatch.setattr(nightly, "send_planned", send_and_keep)
+    monkeypatch.setattr(reminders, "render_digest", render_and_look)
+    result = nightly.nightly_status_check(as_of=AS_OF, publish=False)
+    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    missions = [f"mission-{c}" for c in CODES]
+    assert held == [(mission, missions[k:]) for k, mission in enumerate(missions)]
+    assert len(plans) == 1 and plans[0] == {}  # no escalation on 5 June: one plan, emptied
+    assert sorted(folder.name for folder in outbox.iterdir()) == missions
