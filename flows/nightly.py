@@ -353,7 +353,6 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
         report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=on_result, consume=True)
     events.flush(run_id)
     to_escalate, reasons = escalations(failed, overdue_escalations)
-    del failed
     if to_escalate:
         escalated = send_planned(to_escalate.recipients, hub=hub, as_of=as_of, run_id=run_id, reasons=reasons,
                                  consume=True)
