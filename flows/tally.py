@@ -71,9 +71,9 @@ class PlannedReminder:
         return source.recipient if isinstance(source, StatusView) else source[1][1][2].recipient
 
 
-#: Fields of a :data:`models.status.ClassifiedRow` after its status id, which
-#: :class:`PlannedItems` keeps in one flat list.
-_ROW_FIELDS = 6
+#: Interned (last classification, last reminder, last escalation, window) of planned items:
+#: a night's items share a few hundred such tuples, kept as one reference an item instead of four.
+_BOOKKEEPING: dict[tuple, tuple] = {}
 
 
 class PlannedItems(Sequence):
@@ -81,35 +81,41 @@ class PlannedItems(Sequence):
     :class:`PlannedReminder` per item: a sequence of :class:`PlannedReminder` (each built on
     access, with a (milestone context, classified row) source) in the order added.
 
-    Per item it holds the status id in an ``array`` of 8-byte integers, the row's other six
-    fields (all shared objects but the note) in one flat list, its milestone context and its
-    window: 72 bytes. A :class:`PlannedReminder` with its source and row, and the row's id as a
-    Python int, was about 240 bytes, and a first night at 1M status rows plans 314,000 items
+    Per item it holds the status id in an ``array`` of 8-byte integers, and references to
+    shared objects: the row's acting party, its outcome and its note, its milestone context, and
+    one interned tuple of the row's last classification and hints with the item's window:
+    48 bytes. A :class:`PlannedReminder` with its source and row, and the row's id as a Python
+    int, was about 240 bytes, and a first night at 1M status rows plans 314,000 items
     (``benchmarks/nightly_check.py --prior-nights 0 --tracemalloc``).
     """
 
-    __slots__ = ("recipient", "status_ids", "windows", "_contexts", "_fields")
+    __slots__ = ("recipient", "status_ids", "_contexts", "_fields")
 
     def __init__(self, recipient: str):
         self.recipient = recipient
-        #: Per item, in order: its status id, and its window.
-        self.status_ids, self.windows = array("q"), []
+        #: Per item, in order: its status id.
+        self.status_ids = array("q")
         self._contexts: list[MilestoneContext] = []
-        self._fields: list = []
+        self._fields: list = []  # per item: acting party, outcome, note, bookkeeping (stride 4)
 
     def append(self, context: MilestoneContext, row: ClassifiedRow, window: str) -> None:
         """Add the item of ``row`` (of ``context``'s milestone) in ``window``."""
-        self.status_ids.append(row[0])
-        self._fields += row[1:]
+        status_id, acting, outcome, note, *bookkeeping = row
+        key = (*bookkeeping, window)
+        self.status_ids.append(status_id)
+        self._fields += (acting, outcome, note, _BOOKKEEPING.setdefault(key, key))
         self._contexts.append(context)
-        self.windows.append(window)
 
     def extend(self, other: "PlannedItems") -> None:
         """Add ``other``'s items (the same recipient's), after these."""
         self.status_ids.extend(other.status_ids)
         self._fields += other._fields
         self._contexts += other._contexts
-        self.windows += other.windows
+
+    @property
+    def windows(self) -> Iterator[str]:
+        """Each item's window, in order."""
+        return (kept[3] for kept in self._fields[3::4])
 
     def __len__(self) -> int:
         return len(self.status_ids)
@@ -124,9 +130,10 @@ class PlannedItems(Sequence):
             position += len(self.status_ids)
         if not 0 <= position < len(self.status_ids):
             raise IndexError(f"planned item {position} of {len(self.status_ids)}")
-        start = position * _ROW_FIELDS
-        row = (self.status_ids[position], *self._fields[start : start + _ROW_FIELDS])
-        return PlannedReminder((self._contexts[position], row), self.recipient, self.windows[position])
+        start = position * 4
+        acting, outcome, note, (last, reminded, escalated, window) = self._fields[start : start + 4]
+        row = (self.status_ids[position], acting, outcome, note, last, reminded, escalated)
+        return PlannedReminder((self._contexts[position], row), self.recipient, window)
 
     def __iter__(self) -> Iterator[PlannedReminder]:
         return map(self.__getitem__, range(len(self.status_ids)))
