@@ -87,7 +87,10 @@ def progress_percent(done: int, rows: int) -> float:
 
 
 def content_digest(content: object) -> str:
-    """SHA-256 (hex) of an artifact's content: text as UTF-8, anything else as canonical JSON."""
+    """SHA-256 (hex) of an artifact's content: text as UTF-8 (``bytes`` are taken as UTF-8
+    already), anything else as canonical JSON."""
+    if isinstance(content, bytes):
+        return hashlib.sha256(content).hexdigest()
     text = content if isinstance(content, str) else json.dumps(content, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

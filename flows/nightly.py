@@ -45,6 +45,7 @@ from flows.publishing import (
     publish_feeds,
     publish_summaries,
     published_dashboards_on_server,
+    settle,
 )
 from flows.reminders import ReminderReport, escalations, send_planned
 from flows.tally import MilestoneTally, PlannedReminder, ReminderPlan
@@ -447,8 +448,11 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
                     update_progress_artifact(progress_ids[slug], progress_percent(
                         sum(t.done for t in checked[slug]), refs[slug].rows))
                 if len(checked[slug]) == len(refs[slug].milestones):
-                    complete.append(dashboard_of(slug, refs[slug].title, checked.pop(slug), moment, countdown=live_progress,
-                                                 bars=publish))
+                    d = dashboard_of(slug, refs[slug].title, checked.pop(slug), moment, countdown=live_progress,
+                                     bars=publish)
+                    # A large portfolio's dashboard waits for the group's end settled: as UTF-8, not
+                    # rows and 4-byte characters.
+                    complete.append(d if live_progress else settle(d))
             progress.report(rows_through, total_rows)
             dashboards += complete
             if not live_progress:

@@ -75,6 +75,9 @@ class RoadmapDashboard:
     #: A large portfolio's matrix and summary to publish, from :func:`keep_changed` until they are
     #: out: {"matrix": the table's JSON text, "summary": the markdown}, each packed (:func:`pack`).
     packed: dict[str, bytes] = field(default_factory=dict)
+    #: A large portfolio's matrix and summary from :func:`settle` until :func:`keep_changed`:
+    #: {"matrix": the table's JSON text, "summary": the markdown}, each as UTF-8.
+    settled: dict[str, bytes] = field(default_factory=dict)
     #: As-of instant of the check that found the dashboard as it is (tonight's when it changed).
     found_at: dt.datetime | None = None
 
@@ -107,15 +110,16 @@ def dashboard_of(
     )
 
 
-def pack(text: str) -> bytes:
-    """``text`` (str) as zlib-compressed UTF-8 (level 1), for content waiting to be published.
+def pack(text: str | bytes) -> bytes:
+    """``text`` (str, or ``bytes`` in UTF-8) as zlib-compressed UTF-8 (level 1), for content
+    waiting to be published.
 
     A roadmap's summary at 1M status rows is about 100 KB in memory (its emoji make Python store
     every character in 4 bytes) and a few KB packed; its matrix is hundreds of small row dicts.
     Held packed, many groups' dashboards can wait for the Prefect server at once. zlib is
     Python's own (RFC 1950).
     """
-    return zlib.compress(text.encode("utf-8"), 1)
+    return zlib.compress(text if isinstance(text, bytes) else text.encode("utf-8"), 1)
 
 
 def unpack(packed: bytes) -> str:
@@ -123,27 +127,42 @@ def unpack(packed: bytes) -> str:
     return zlib.decompress(packed).decode("utf-8")
 
 
+def settle(d: RoadmapDashboard) -> RoadmapDashboard:
+    """Turn a large portfolio's dashboard ``d`` (in place, and returned) into what
+    :func:`keep_changed` compares: its matrix as the JSON text its table artifact sends and its
+    summary, each as UTF-8 in ``settled``, and the ``digests`` of the three kinds; the matrix
+    rows and the summary's text are let go.
+
+    The flow settles each roadmap as soon as it is rendered: a group's roadmaps wait for one
+    query of their published digests, and meanwhile a summary's text (its emoji make Python
+    store every character in 4 bytes) and a matrix's row dicts take several times the memory
+    of their UTF-8.
+    """
+    matrix = json.dumps(d.matrix).encode("utf-8")
+    summary = d.summary_markdown().encode("utf-8")
+    d.settled = {"matrix": matrix, "summary": summary}
+    d.digests = {
+        "matrix": content_digest(matrix),
+        "progress": content_digest(str(progress_percent(d.done, d.rows))),
+        "summary": content_digest(summary),
+    }
+    d.matrix, d.summary_head, d.summary_tail = None, "", ""
+    return d
+
+
 def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
-    """A large portfolio's dashboards to publish: for each, the kinds whose content differs from
-    what was last published (``published_artifact``); content not to publish is let go, content
-    to publish is :func:`pack`-ed into ``packed`` (the matrix as its table artifact's JSON text).
+    """A large portfolio's dashboards to publish: for each (:func:`settle`-d here if it is not
+    yet), the kinds whose content differs from what was last published
+    (``published_artifact``); content not to publish is let go, content to publish is packed
+    (:func:`pack`) into ``packed`` (the matrix as its table artifact's JSON text).
 
     Returns:
         The dashboards with at least one kind to publish (``digests`` set on every dashboard,
         ``found_at`` set back to the publishing check's instant where nothing changed).
     """
-    # Each matrix as the JSON text a TableArtifact sends, dumped once: its digest is taken of it
-    # (the rows' keys, member state then milestones in roadmap order, make it canonical) and a
-    # changed one is packed from it. The text is smaller than the rows, which go at once.
-    matrix_json: dict[str, str] = {}
     for d in dashboards:
-        matrix_json[d.slug] = json.dumps(d.matrix)
-        d.matrix = None
-        d.digests = {
-            "matrix": content_digest(matrix_json[d.slug]),
-            "progress": content_digest(str(progress_percent(d.done, d.rows))),
-            "summary": content_digest(d.summary_markdown()),
-        }
+        if not d.settled:
+            settle(d)
     with session_scope() as session:
         known = published_digests(session, [artifact_key(d.slug, kind) for d in dashboards for kind in d.digests])
     publishing = []
@@ -152,12 +171,8 @@ def keep_changed(dashboards: list[RoadmapDashboard]) -> list[RoadmapDashboard]:
         d.digests = {kind: digest for kind, digest in d.digests.items() if before[kind][0] != digest}
         if not d.digests:
             d.found_at = max(published_at for _, published_at in before.values())
-        text = matrix_json.pop(d.slug)
-        if "matrix" in d.digests:
-            d.packed["matrix"] = pack(text)
-        if "summary" in d.digests:
-            d.packed["summary"] = pack(d.summary_markdown())
-        d.summary_head = d.summary_tail = ""
+        d.packed = {kind: pack(text) for kind, text in d.settled.items() if kind in d.digests}
+        d.settled = {}
         if d.digests:
             publishing.append(d)
     return publishing
