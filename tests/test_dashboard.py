@@ -351,7 +351,7 @@ def test_a_dashboard_waiting_to_be_published_holds_its_content_packed(database_u
     from prefect.artifacts import TableArtifact
 
     from flows.dashboard import artifact_key
-    from flows.publishing import RoadmapDashboard, TableText, keep_changed, unpack
+    from flows.publishing import RoadmapDashboard, TableText, keep_changed, settle, unpack
     from models.published import remember_published
     from models.transactions import in_transaction
 
@@ -379,6 +379,19 @@ def test_a_dashboard_waiting_to_be_published_holds_its_content_packed(database_u
     again = dashboard()
     assert keep_changed([again]) == []
     assert again.packed == {} and again.matrix is None and again.summary_head == "" and again.found_at == at
+
+    # Settled as soon as it is rendered (the flow does so for each roadmap), the dashboard holds
+    # UTF-8 and the same digests: unchanged, nothing is kept; a changed summary alone goes out.
+    early = settle(dashboard())
+    assert early.matrix is None and early.summary_head == early.summary_tail == ""
+    assert early.settled == {"matrix": json.dumps(matrix).encode(), "summary": summary.encode()}
+    assert early.digests == d.digests  # d's three kinds, all new when it was first kept
+    assert keep_changed([early]) == [] and early.settled == {} and early.packed == {} and early.found_at == at
+    changed = dashboard()
+    changed.summary_tail = "\n## Overdue (0)\nNone.\n"
+    changed_summary = changed.summary_markdown()
+    assert keep_changed([settle(changed)]) == [changed] and set(changed.digests) == {"summary"}
+    assert changed.settled == {} and set(changed.packed) == {"summary"} and unpack(changed.packed["summary"]) == changed_summary
 
 
 def test_summary_lists_most_overdue_first_then_milestone_then_member_state(seeded):
