@@ -152,8 +152,9 @@ def send_planned(
 CLAIM_RECIPIENTS = 10
 #: Items claimed in one transaction, at most. A night at 1M status rows claims about 125 items
 #: a recipient, 1,250 a batch, so a batch is one transaction; the coordinators' 125,000
-#: escalations of a first night are seven, and the claim outcomes held at once are a part's.
-CLAIM_PART = 20_000
+#: escalations of a first night are 25, and the claim outcomes held at once are a part's
+#: (about 310 bytes an item, traced: its key and position, 150, and its outcome, 160).
+CLAIM_PART = 5_000
 
 
 def _claim_parts(batch: list[str], plan: Mapping[str, Sequence[PlannedReminder]]):
