@@ -9,13 +9,46 @@ task-run machinery does make cycles) and freezes what the night keeps; and while
 rendered. Elsewhere (publishing, reminders' channels, events) it runs as usual: with it paused
 for the whole check, the first night at 1M status rows peaked at 965 MB instead of 585 MB
 (``benchmarks/nightly_check.py``).
+
+And the C allocator under it: :func:`map_large_blocks`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import platform
+import sys
 from contextlib import contextmanager
 from typing import Iterator
+
+#: Blocks of at least this many bytes get a mapping of their own from glibc's ``malloc``, which
+#: goes back to the system when the block is freed: 128 KiB, glibc's own starting threshold.
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+
+
+def map_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix glibc's ``M_MMAP_THRESHOLD`` at ``threshold`` bytes for the whole process
+    (``mallopt(3)``), so that every block that large is mapped on its own and unmapped when
+    freed. Returns True when glibc's ``mallopt`` accepted it; False elsewhere (macOS, Windows,
+    musl: nothing changes). The nightly check sets it for its process when it starts.
+
+    glibc's threshold starts at 128 KiB but rises to the size of each mapped block freed: after
+    a night's first large lists and strings are freed, the later ones come from the heap, whose
+    freed space the process keeps. A first night at 1M status rows builds and frees many such
+    blocks (a recipient's planned items, a group's row batches, JSON texts): fixed, its peak RSS
+    was lower (``benchmarks/nightly_check.py``, docs/benchmarks.md). Python's own small objects
+    (under 512 bytes) come from its arenas, which this does not change.
+    """
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, threshold) == 1
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from sqlalchemy import func, update
 from sqlmodel import select
 
 from flows import progress
-from flows.collector import collector_paused, freeze_survivors, frozen_until_done
+from flows.collector import collector_paused, freeze_survivors, frozen_until_done, map_large_blocks
 from flows.dashboard import REMINDERS_ARTIFACT_KEY, artifact_key, progress_percent, reminders_markdown
 from flows.events import emit_reminder_event, emit_status_event, emit_summary_event
 from flows.publishing import (
@@ -397,6 +397,7 @@ def nightly_status_check(
         ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state", "deadline",
         "days_left"}], "reminders": {"sent", "already_sent", "failed"}}`` (JSON-ready).
     """
+    map_large_blocks()  # large blocks go back to the system when freed (flows.collector)
     with frozen_until_done():  # what each group froze (flows.collector) goes back to the collector
         return _check_portfolio(as_of, roadmaps, include_statuses, publish, republish)
 
