@@ -104,15 +104,15 @@ def send_planned(
     Args:
         plan: items per recipient tag (e.g. :attr:`flows.tally.ReminderPlan.recipients`); each
             recipient's items are read by position, once claimed.
-        consume: remove each recipient from ``plan`` (then a dict) once its digest is delivered
-            or failed, so that the next recipients' claims reuse its items' memory: a first
-            night at 1M status rows plans 189,000 reminders, then claims 125,000 escalations.
         hub: the Apprise channels.
         as_of: the check's instant (shown in the digest).
         run_id: this run's id, written on its claims.
         reasons: optional text per (status id, window) shown in the digest (escalations).
         on_result: called with ("sent" | "failed", item, reason) after each digest.
         now: returns the aware wall-clock instant (default: UTC now).
+        consume: remove each recipient from ``plan`` (then a dict) once done with it (its
+            digest delivered or failed, or none of its items claimed), so that the next recipients' claims reuse its items' memory: a first
+            night at 1M status rows plans 189,000 reminders, then claims 125,000 escalations.
 
     A failed channel is recorded (and retried on the next run), never raised.
     """
