@@ -71,8 +71,9 @@ class PlannedReminder:
         return source.recipient if isinstance(source, StatusView) else source[1][1][2].recipient
 
 
-#: Interned (last classification, last reminder, last escalation, window) of planned items:
-#: a night's items share a few hundred such tuples, kept as one reference an item instead of four.
+#: Interned (last classification, last reminder, last escalation, window) of planned items, kept
+#: as one reference an item instead of four. Each value is a classification or a window of the
+#: reminder policy, so the process meets few distinct tuples, night after night.
 _BOOKKEEPING: dict[tuple, tuple] = {}
 
 
