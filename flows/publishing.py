@@ -110,16 +110,16 @@ def dashboard_of(
     )
 
 
-def pack(text: str | bytes) -> bytes:
-    """``text`` (str, or ``bytes`` in UTF-8) as zlib-compressed UTF-8 (level 1), for content
-    waiting to be published.
+def pack(text: bytes) -> bytes:
+    """``text`` (UTF-8 ``bytes``, as :func:`settle` holds it) zlib-compressed (level 1), for
+    content waiting to be published.
 
     A roadmap's summary at 1M status rows is about 100 KB in memory (its emoji make Python store
     every character in 4 bytes) and a few KB packed; its matrix is hundreds of small row dicts.
     Held packed, many groups' dashboards can wait for the Prefect server at once. zlib is
     Python's own (RFC 1950).
     """
-    return zlib.compress(text if isinstance(text, bytes) else text.encode("utf-8"), 1)
+    return zlib.compress(text, 1)
 
 
 def unpack(packed: bytes) -> str:

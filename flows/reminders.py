@@ -111,8 +111,9 @@ def send_planned(
         on_result: called with ("sent" | "failed", item, reason) after each digest.
         now: returns the aware wall-clock instant (default: UTC now).
         consume: remove each recipient from ``plan`` (then a dict) once done with it (its
-            digest delivered or failed, or none of its items claimed), so that the next recipients' claims reuse its items' memory: a first
-            night at 1M status rows plans 189,000 reminders, then claims 125,000 escalations.
+            digest delivered or failed, or none of its items claimed), so that the next
+            recipients' claims reuse its items' memory: a first night at 1M status rows plans
+            189,000 reminders, then claims 125,000 escalations.
 
     A failed channel is recorded (and retried on the next run), never raised.
     """

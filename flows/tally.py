@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import islice
 from typing import NamedTuple
 
 from models.calendars import holiday_before
@@ -75,6 +76,9 @@ class PlannedReminder:
 #: as one reference an item instead of four. Each value is a classification or a window of the
 #: reminder policy, so the process meets few distinct tuples, night after night.
 _BOOKKEEPING: dict[tuple, tuple] = {}
+#: References :class:`PlannedItems` keeps per item in its flat list: acting party, outcome,
+#: note, bookkeeping (:data:`_BOOKKEEPING`).
+_STRIDE = 4
 
 
 class PlannedItems(Sequence):
@@ -97,7 +101,7 @@ class PlannedItems(Sequence):
         #: Per item, in order: its status id.
         self.status_ids = array("q")
         self._contexts: list[MilestoneContext] = []
-        self._fields: list = []  # per item: acting party, outcome, note, bookkeeping (stride 4)
+        self._fields: list = []  # _STRIDE references per item
 
     def append(self, context: MilestoneContext, row: ClassifiedRow, window: str) -> None:
         """Add the item of ``row`` (of ``context``'s milestone) in ``window``."""
@@ -116,7 +120,7 @@ class PlannedItems(Sequence):
     @property
     def windows(self) -> Iterator[str]:
         """Each item's window, in order."""
-        return (kept[3] for kept in self._fields[3::4])
+        return (kept[3] for kept in islice(self._fields, _STRIDE - 1, None, _STRIDE))
 
     def __len__(self) -> int:
         return len(self.status_ids)
@@ -131,8 +135,8 @@ class PlannedItems(Sequence):
             position += len(self.status_ids)
         if not 0 <= position < len(self.status_ids):
             raise IndexError(f"planned item {position} of {len(self.status_ids)}")
-        start = position * 4
-        acting, outcome, note, (last, reminded, escalated, window) = self._fields[start : start + 4]
+        start = position * _STRIDE
+        acting, outcome, note, (last, reminded, escalated, window) = self._fields[start : start + _STRIDE]
         row = (self.status_ids[position], acting, outcome, note, last, reminded, escalated)
         return PlannedReminder((self._contexts[position], row), self.recipient, window)
 
