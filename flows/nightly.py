@@ -30,7 +30,7 @@ from sqlalchemy import func, update
 from sqlmodel import select
 
 from flows import progress
-from flows.collector import collector_paused, freeze_survivors, frozen_until_done, map_large_blocks
+from flows.collector import collector_paused, freeze_survivors, frozen_until_done, map_large_blocks, release_free_memory
 from flows.dashboard import REMINDERS_ARTIFACT_KEY, artifact_key, progress_percent, reminders_markdown
 from flows.events import emit_reminder_event, emit_status_event, emit_summary_event
 from flows.publishing import (
@@ -470,6 +470,7 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
             del results, complete
             if not live_progress:
                 freeze_survivors()
+                release_free_memory()  # what the group's threads freed serves the next group
     empty = [dashboard_of(ref.slug, ref.title, [], moment, countdown=live_progress) for ref in refs.values() if not ref.milestones]
     dashboards += empty
     if not live_progress:
@@ -483,6 +484,8 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
                         f"({len(dashboards)} roadmaps, at most {OVERVIEW_MAX_ROWS} listed)",
         )
     status_events.flush(run_id)
+    if not live_progress:
+        release_free_memory()
     report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id, already_sent)
     while publishing:
         publishing.popleft().result()  # a dashboard that failed to publish fails the run

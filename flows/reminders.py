@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 import apprise
 
-from flows.collector import collector_paused
+from flows.collector import collector_paused, release_free_memory
 from flows.tally import ESCALATION_OVERDUE, PlannedReminder, ReminderPlan, claim_keys
 from models.db import session_scope
 from models.transactions import in_transaction
@@ -143,6 +143,8 @@ def send_planned(
             if consume:
                 claimed.pop(recipient, None)
                 del plan[recipient]
+        if consume:
+            release_free_memory()  # the batch's items, digests and channel threads' buffers
     hints.write()
     return report
 
