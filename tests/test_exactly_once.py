@@ -206,6 +206,45 @@ def test_hints_are_written_in_one_statement_per_column_the_last_window_of_a_row_
     assert len([s for s in statements if s.lstrip().upper().startswith("UPDATE STATUS")]) == 2
 
 
+def test_digests_of_any_length_are_marked_by_one_statement_text(seeded):
+    """Marks of 3 and of 5 claims, sent and failed, change exactly those claims; on PostgreSQL the
+    four run one statement text per state (the ids as one array: psycopg prepares it once), on
+    SQLite one ``IN`` list a length."""
+    import datetime as dt
+
+    from sqlalchemy import event
+    from sqlmodel import select
+
+    import models.reminders as reminders
+    from models.db import session_scope
+    from models.tables import ReminderLog, Status
+
+    now = dt.datetime(2024, 6, 5, 7, 0, tzinfo=dt.timezone.utc)
+    statements = []
+
+    def seen(connection, cursor, statement, *rest):
+        if statement.lstrip().upper().startswith("UPDATE REMINDER_LOG"):
+            statements.append(statement)
+
+    with session_scope() as session:
+        ids = sorted(session.exec(select(Status.id)).all())[:16]
+        claims = reminders.claim_many(session, [(i, "mission-jo", "due") for i in ids], run_id="run-1", now=now)
+        log_ids = [claims[(i, "mission-jo", "due")].log_id for i in ids]
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            assert reminders.mark_delivered(session, log_ids[:3], run_id="run-1", now=now) == 3
+            assert reminders.mark_delivered(session, log_ids[3:8], run_id="run-1", now=now) == 5
+            assert reminders.mark_failed(session, log_ids[8:11], run_id="run-1", reason="timeout") == 3
+            assert reminders.mark_failed(session, log_ids[11:16], run_id="run-2", reason="not its claims") == 0
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        states = dict(session.exec(select(ReminderLog.id, ReminderLog.state)).all())
+    assert [states[i] for i in log_ids] == ["sent"] * 8 + ["failed"] * 3 + ["claimed"] * 5
+    postgresql = engine.dialect.name == "postgresql"
+    assert len(set(statements)) == (2 if postgresql else 4)
+
+
 def test_a_digest_that_fails_to_render_leaves_the_one_delivered_before_it_marked_sent(seeded, outbox, monkeypatch):
     """When rendering the third digest of the first claim batch (10 recipients) raises, the run
     fails, but the two digests delivered before it are marked sent: the next run (claims
