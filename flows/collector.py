@@ -53,9 +53,9 @@ def release_free_memory() -> bool:
     glibc keeps a heap (an arena) per thread that allocates, and space freed in one arena is
     reused only by the threads of that arena: what the publishing thread freed (httpx bodies,
     JSON texts) does not serve the main thread's next group, nor the reminders, unless it goes
-    back first. The nightly check of a large portfolio calls this after each group and after
-    each batch of digests; a call walks the arenas' free lists, well under a millisecond a call
-    at 1M status rows against the night's seconds.
+    back first. The nightly check of a large portfolio calls this before its digests and every
+    few batches of them. A call walks every arena's free chunks: tens of milliseconds in a
+    process of a few hundred MB whose heap is fragmented.
     """
     malloc_trim = _glibc("malloc_trim", [ctypes.c_size_t])
     return malloc_trim is not None and malloc_trim(0) in (0, 1)

@@ -470,7 +470,6 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
             del results, complete
             if not live_progress:
                 freeze_survivors()
-                release_free_memory()  # what the group's threads freed serves the next group
     empty = [dashboard_of(ref.slug, ref.title, [], moment, countdown=live_progress) for ref in refs.values() if not ref.milestones]
     dashboards += empty
     if not live_progress:
@@ -485,7 +484,7 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
         )
     status_events.flush(run_id)
     if not live_progress:
-        release_free_memory()
+        release_free_memory()  # what the groups' threads freed, before the night's digests
     report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id, already_sent)
     while publishing:
         publishing.popleft().result()  # a dashboard that failed to publish fails the run

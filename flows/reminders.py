@@ -122,7 +122,7 @@ def send_planned(
     report = ReminderReport()
     recipients = sorted(plan)
     hints = _Hints(database_url)
-    for start in range(0, len(recipients), CLAIM_RECIPIENTS):
+    for number, start in enumerate(range(0, len(recipients), CLAIM_RECIPIENTS), start=1):
         batch = recipients[start : start + CLAIM_RECIPIENTS]
         claimed = {recipient: _Claimed(plan[recipient]) for recipient in batch}
         for part in _claim_parts(batch, plan):
@@ -143,8 +143,8 @@ def send_planned(
             if consume:
                 claimed.pop(recipient, None)
                 del plan[recipient]
-        if consume:
-            release_free_memory()  # the batch's items, digests and channel threads' buffers
+        if consume and number % RELEASE_EVERY_BATCHES == 0:
+            release_free_memory()  # the batches' items, digests and channel threads' buffers
     hints.write()
     return report
 
@@ -153,6 +153,9 @@ def send_planned(
 #: digest of a batch leaves well within the claim lease even when every channel times out
 #: (3 attempts each).
 CLAIM_RECIPIENTS = 10
+#: Batches of recipients between two returns of glibc's free pages to the system
+#: (:func:`flows.collector.release_free_memory`) while a plan is let go (``consume``).
+RELEASE_EVERY_BATCHES = 5
 #: Items claimed in one transaction, at most. A night at 1M status rows claims about 125 items
 #: a recipient, 1,250 a batch, so a batch is one transaction; the coordinators' 125,000
 #: escalations of a first night are 25, and the claim outcomes held at once are a part's
