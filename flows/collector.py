@@ -53,9 +53,10 @@ def release_free_memory() -> bool:
     glibc keeps a heap (an arena) per thread that allocates, and space freed in one arena is
     reused only by the threads of that arena: what the publishing thread freed (httpx bodies,
     JSON texts) does not serve the main thread's next group, nor the reminders, unless it goes
-    back first. The nightly check of a large portfolio calls this before its digests and every
-    few batches of them. A call walks every arena's free chunks: tens of milliseconds in a
-    process of a few hundred MB whose heap is fragmented.
+    back first. The nightly check calls this before a large portfolio's digests, and
+    :func:`flows.reminders.send_planned` every few batches of digests. A call walks every
+    arena's free chunks: 29 ms to 86 ms in a probe of 380 MB of scattered 1 KB blocks; in a
+    steady night's check at 1M status rows, none of py-spy's 4,059 samples (50 a second).
     """
     malloc_trim = _glibc("malloc_trim", [ctypes.c_size_t])
     return malloc_trim is not None and malloc_trim(0) in (0, 1)
