@@ -207,9 +207,9 @@ def test_hints_are_written_in_one_statement_per_column_the_last_window_of_a_row_
 
 
 def test_digests_of_any_length_are_marked_by_one_statement_text(seeded):
-    """Marks of 3 and of 5 claims, sent and failed, change exactly those claims; on PostgreSQL the
-    four run one statement text per state (the ids as one array: psycopg prepares it once), on
-    SQLite one ``IN`` list a length."""
+    """Marks of 3 and of 5 claims, sent and failed, change exactly those claims (and none of
+    another run's); on PostgreSQL the four run one statement text per state (the ids as one
+    array: psycopg prepares it once), on SQLite one per state and length (an ``IN`` list)."""
     import datetime as dt
 
     from sqlalchemy import event

@@ -344,7 +344,7 @@ def test_free_pages_a_thread_left_in_its_arena_go_back_to_the_system_when_releas
     """A thread allocates 60,000 blocks of 1 KiB (59 MiB) and keeps every tenth: glibc keeps the
     freed nine tenths in that thread's arena (none of the RSS goes back); after
     :func:`flows.collector.release_free_memory`, the pages wholly free go back (about 29 MiB
-    here: a freed run of nine blocks spans two whole pages)."""
+    here: a freed run of nine blocks, 9 KiB, holds one or two whole pages)."""
     def released_mb(mode: str) -> float:
         run = subprocess.run([sys.executable, "-c", _FREE_PAGES_PROBE, mode], capture_output=True, text=True,
                              cwd=SEED_ROADMAP.parent.parent, check=True)
