@@ -279,13 +279,27 @@ def test_the_collector_is_paused_only_inside_and_restored():
         gc.enable()
 
 
-_LARGE_BLOCKS_PROBE = """
-import sys
+_GLIBC_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                                 reason="glibc only")
+#: What both allocator probes start with: the process's resident memory, in KiB.
+_RSS_PRELUDE = """
+import sys, threading
 
 def rss_kb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+"""
 
+
+def _probe_mb(probe: str, mode: str) -> float:
+    """Run ``probe`` (after :data:`_RSS_PRELUDE`) in a fresh Python process with ``mode`` as its
+    argument; return the KiB it prints, in MiB."""
+    run = subprocess.run([sys.executable, "-c", _RSS_PRELUDE + probe, mode], capture_output=True, text=True,
+                         cwd=SEED_ROADMAP.parent.parent, check=True)
+    return int(run.stdout.strip()) / 1024
+
+
+_LARGE_BLOCKS_PROBE = """
 if sys.argv[1] == "mapped":
     from flows.collector import map_large_blocks
     assert map_large_blocks()
@@ -301,27 +315,16 @@ print(rss_kb() - before)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@_GLIBC_ONLY
 def test_large_blocks_go_back_to_the_system_when_freed_once_mapped():
     """200 blocks of 200 KiB, each followed by a small block that stays, then freed: with glibc's
     own threshold (risen past 300 KiB by a first mapped block freed) they came from the heap,
     which keeps their 40 MB; with :func:`flows.collector.map_large_blocks` each is unmapped."""
-    def kept_mb(mode: str) -> float:
-        run = subprocess.run([sys.executable, "-c", _LARGE_BLOCKS_PROBE, mode], capture_output=True, text=True,
-                             cwd=SEED_ROADMAP.parent.parent, check=True)
-        return int(run.stdout.strip()) / 1024
-
-    assert kept_mb("default") > 38  # 200 x 200 KiB = 39 MiB
-    assert kept_mb("mapped") < 2
+    assert _probe_mb(_LARGE_BLOCKS_PROBE, "default") > 38  # 200 x 200 KiB = 39 MiB
+    assert _probe_mb(_LARGE_BLOCKS_PROBE, "mapped") < 2
 
 
 _FREE_PAGES_PROBE = """
-import sys, threading
-
-def rss_kb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-
 kept = []
 
 def allocate():  # a thread of its own: glibc serves it from an arena of its own
@@ -339,19 +342,14 @@ print(before - rss_kb())
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@_GLIBC_ONLY
 def test_free_pages_a_thread_left_in_its_arena_go_back_to_the_system_when_released():
     """A thread allocates 60,000 blocks of 1 KiB (59 MiB) and keeps every tenth: glibc keeps the
     freed nine tenths in that thread's arena (none of the RSS goes back); after
     :func:`flows.collector.release_free_memory`, the pages wholly free go back (about 29 MiB
     here: a freed run of nine blocks, 9 KiB, holds one or two whole pages)."""
-    def released_mb(mode: str) -> float:
-        run = subprocess.run([sys.executable, "-c", _FREE_PAGES_PROBE, mode], capture_output=True, text=True,
-                             cwd=SEED_ROADMAP.parent.parent, check=True)
-        return int(run.stdout.strip()) / 1024
-
-    assert released_mb("default") < 1
-    assert released_mb("released") > 20
+    assert _probe_mb(_FREE_PAGES_PROBE, "default") < 1
+    assert _probe_mb(_FREE_PAGES_PROBE, "released") > 20
 
 
 def test_what_a_paused_block_froze_is_collectable_again_after_the_check():
