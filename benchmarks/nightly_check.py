@@ -336,7 +336,7 @@ def child_main(argv: list[str]) -> None:
         profiler.dump_stats(args.cprofile)
     peak_kb = _proc_status_kb("VmHWM")
     out: dict = {"check_s": elapsed, "load_avg_before": out_load, "load_avg_after": os.getloadavg(), "peak_rss_kb": peak_kb, "rss_before_kb": rss_before_kb,
-                 "peak_rss_at": watch.peak_at, "peak_rss_by_phase_kb": watch.by_phase, "gc": collector.figures(),
+                 "peak_rss_at": watch.peak_at, "peak_rss_by_phase_kb": watch.by_phase, "rss_timeline": watch.timeline, "gc": collector.figures(),
                  "state": state.type.value, "flow_run_id": str(state.state_details.flow_run_id)}
     try:
         out["result"] = state.result()
@@ -420,11 +420,13 @@ class _RssWatch:
     """Samples the process's RSS 5 times a second and remembers where the main thread was when it
     was highest: (seconds into the check, innermost roadmap-tracker function and line); and the
     highest sample of each phase of the check ``by_phase``: "reminders" while the main thread is
-    in the ``send_reminders`` task, "check" before it, "after" once it is done (KB)."""
+    in the ``send_reminders`` task, "check" before it, "after" once it is done (KB); and
+    ``timeline``, one sample a second: [seconds into the check, RSS KB, where], for the JSON."""
 
     def __init__(self) -> None:
         self.peak_kb, self.peak_at = 0, None
         self.by_phase: dict[str, int] = {}
+        self.timeline: list[list] = []
         self._main = threading.main_thread().ident
         self._started = time.perf_counter()
         self._stop = threading.Event()
@@ -447,8 +449,11 @@ class _RssWatch:
                     break
                 frame = frame.f_back
             self.by_phase[phase] = max(rss, self.by_phase.get(phase, 0))
+            at = round(time.perf_counter() - self._started, 1)
             if rss > self.peak_kb:
-                self.peak_kb, self.peak_at = rss, (round(time.perf_counter() - self._started, 1), where or "?")
+                self.peak_kb, self.peak_at = rss, (at, where or "?")
+            if not self.timeline or at - self.timeline[-1][0] >= 1.0:
+                self.timeline.append([at, rss, where or "?"])
 
     def stop(self) -> None:
         self._stop.set()
