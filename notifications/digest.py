@@ -95,11 +95,12 @@ _TEXT_ENV = _env(autoescape=False)
 _HTML_ENV = _env(autoescape=True)
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4096)
 def _local_deadline(deadline: dt.datetime, timezone: str) -> tuple[str, dt.date]:
     """("YYYY-MM-DD HH:mm" in ``timezone``, local due day) of an aware deadline. Cached: a
     milestone's deadline repeats across member states, and pendulum's formatting is the costly
-    part of a digest of hundreds of items."""
+    part of a digest of hundreds of items. Sized for a digest (at most :data:`DIGEST_MAX_ITEMS`
+    items), not for a night's digests: the cache lives as long as the process."""
     local = pendulum.instance(deadline).in_tz(timezone)
     return local.format("YYYY-MM-DD HH:mm"), local.date()
 
