@@ -77,8 +77,8 @@ class PlannedReminder:
 #: reminder policy, so the process meets few distinct tuples, night after night.
 _BOOKKEEPING: dict[tuple, tuple] = {}
 #: References :class:`PlannedItems` keeps per item in its flat list: acting party, outcome,
-#: note, bookkeeping (:data:`_BOOKKEEPING`).
-_STRIDE = 4
+#: bookkeeping (:data:`_BOOKKEEPING`).
+_STRIDE = 3
 
 
 class PlannedItems(Sequence):
@@ -87,11 +87,14 @@ class PlannedItems(Sequence):
     access, with a (milestone context, classified row) source) in the order added.
 
     Per item it holds the status id in an ``array`` of 8-byte integers, and references to
-    shared objects: the row's acting party, its outcome and its note, its milestone context, and
-    one interned tuple of the row's last classification and hints with the item's window:
-    48 bytes. A :class:`PlannedReminder` with its source and row, and the row's id as a Python
-    int, was about 240 bytes, and a first night at 1M status rows plans 314,000 items
+    shared objects: the row's acting party, its outcome, its milestone context, and one interned
+    tuple of the row's last classification and hints with the item's window: 40 bytes. A
+    :class:`PlannedReminder` with its source and row, and the row's id as a Python int, was about
+    240 bytes, and a first night at 1M status rows plans 314,000 items
     (``benchmarks/nightly_check.py --prior-nights 0 --tracemalloc``).
+
+    Not the row's note: no digest, escalation or reminder event shows it, so an item's row (and
+    view) has an empty note. Kept, the notes were one string per noted row held for the night.
     """
 
     __slots__ = ("recipient", "status_ids", "_contexts", "_fields")
@@ -105,10 +108,10 @@ class PlannedItems(Sequence):
 
     def append(self, context: MilestoneContext, row: ClassifiedRow, window: str) -> None:
         """Add the item of ``row`` (of ``context``'s milestone) in ``window``."""
-        status_id, acting, outcome, note, *bookkeeping = row
+        status_id, acting, outcome, _note, *bookkeeping = row
         key = (*bookkeeping, window)
         self.status_ids.append(status_id)
-        self._fields += (acting, outcome, note, _BOOKKEEPING.setdefault(key, key))
+        self._fields += (acting, outcome, _BOOKKEEPING.setdefault(key, key))
         self._contexts.append(context)
 
     def extend(self, other: "PlannedItems") -> None:
@@ -136,8 +139,8 @@ class PlannedItems(Sequence):
         if not 0 <= position < len(self.status_ids):
             raise IndexError(f"planned item {position} of {len(self.status_ids)}")
         start = position * _STRIDE
-        acting, outcome, note, (last, reminded, escalated, window) = self._fields[start : start + _STRIDE]
-        row = (self.status_ids[position], acting, outcome, note, last, reminded, escalated)
+        acting, outcome, (last, reminded, escalated, window) = self._fields[start : start + _STRIDE]
+        row = (self.status_ids[position], acting, outcome, "", last, reminded, escalated)
         return PlannedReminder((self._contexts[position], row), self.recipient, window)
 
     def __iter__(self) -> Iterator[PlannedReminder]:

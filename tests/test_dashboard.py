@@ -443,8 +443,8 @@ def test_the_night_plan_gives_back_every_item_the_tallies_planned(seeded):
     """The reminder plan keeps items column by column and builds each one again when read: on
     10 July 2024 (JO's invitation done) it gives back the 15 missions' invitations, Jordan's
     nominations to its country office and the conference's last window to the coordinators, in
-    the tallies' order, each with the view classification gives its row; and the coordinators'
-    16 escalations."""
+    the tallies' order, each with the view classification gives its row but its note (Emirates'
+    note verbale is not kept: no digest shows it); and the coordinators' 16 escalations."""
     from dataclasses import fields
 
     from sqlmodel import select
@@ -456,6 +456,8 @@ def test_the_night_plan_gives_back_every_item_the_tallies_planned(seeded):
     as_of = dt.datetime(2024, 7, 10, 7, tzinfo=dt.timezone.utc)
     with session_scope() as session:
         record_status(session, milestone="invitations", member_state="JO", state="done", roadmap=SLUG)
+        record_status(session, milestone="invitations", member_state="AE", state="in_progress", roadmap=SLUG,
+                      note="NV 2024/061")
     night, escalations = ReminderPlan(), ReminderPlan()
     with session_scope() as session:
         roadmap = session.exec(select(Roadmap).where(Roadmap.slug == SLUG)).one()
@@ -482,14 +484,17 @@ def test_the_night_plan_gives_back_every_item_the_tallies_planned(seeded):
         [("coordinators", "invitations", c, "escalation-overdue") for c in missions]
         + [("coordinators", "nominations", "JO", "escalation-overdue")])
 
-    # Every item's view is its row's, field by field: nothing of the row is lost in the columns.
+    # Every item's view is its row's, field by field: nothing of the row but its note is lost in
+    # the columns.
     every = [p for plan in (night, escalations) for items in plan.recipients.values() for p in items]
     assert len(every) == 48
+    kept = [f.name for f in fields(StatusView) if f.name != "note"]
     for p in every:
         expected = views[p.status_id]
-        assert {f.name: getattr(p.view, f.name) for f in fields(StatusView)} == {
-            f.name: getattr(expected, f.name) for f in fields(StatusView)}
-        assert p.owner_recipient == expected.recipient
+        assert {name: getattr(p.view, name) for name in kept} == {name: getattr(expected, name) for name in kept}
+        assert p.view.note == "" and p.owner_recipient == expected.recipient
+    emirates = night.recipients["mission-ae"][0]
+    assert (views[emirates.status_id].note, emirates.view.classification.value) == ("NV 2024/061", "overdue")
     jordan = night.recipients["office-jo"][0].view
     assert (jordan.days_left, jordan.working_days_left, jordan.member_state_name) == (-10, -7, "Jordan")
 
