@@ -128,7 +128,7 @@ def parse_apprise_yaml(text: str, source: str) -> apprise.Apprise:
         expected.append(len(value) if isinstance(value, list) else 1)
     # One parse of every entry: an entry makes at most its expected services, so the right total
     # means each made them all. Otherwise the entries are parsed one by one to name the bad one.
-    # 500 channels: 0.6 s, against 2.2 s parsed one by one (a night of the benchmark's portfolio).
+    # The benchmark's 499 channels: 0.44 s to 0.53 s, against 0.63 s to 1.09 s one by one (best of 5).
     services = _apprise_services(entries, global_tags)
     if len(services) != sum(expected):
         for index, (entry, count) in enumerate(zip(entries, expected, strict=True)):
