@@ -95,10 +95,10 @@ def content_digest(content: object) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# Sized for a roadmap, not for the portfolio: the cache lives as long as the process, and a
-# first night at 1M status rows held 30,555 texts at its peak (``benchmarks/nightly_check.py
-# --prior-nights 0 --tracemalloc``), and a cache of that many pairs takes 6.6 MB (traced), more
-# as the portfolio grows. A summary lists a few hundred rows (``flows.tally.ATTENTION_LIMIT`` a list).
+# Sized for a roadmap, not for the portfolio: the cache lives as long as the process. A first
+# night at 1M status rows held 30,555 texts at its peak (``benchmarks/nightly_check.py
+# --prior-nights 0 --tracemalloc``); a cache of that many pairs takes 6.6 MB (traced), more as
+# the portfolio grows. A summary lists a few hundred rows (``flows.tally.ATTENTION_LIMIT`` a list).
 @lru_cache(maxsize=4096)
 def _deadline_text(deadline: dt.datetime, timezone: str) -> str:
     # Rows of a milestone share a few (deadline, zone) pairs: format each once.
