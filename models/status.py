@@ -29,7 +29,8 @@ from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
 import pendulum
-from sqlalchemy import String, Text, cast, func, type_coerce
+from sqlalchemy import Integer, String, Text, any_, bindparam, cast, func, type_coerce
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
@@ -445,39 +446,57 @@ STATUS_INSTANTS = (4, 5)
 def read_status_rows(connection: Connection, milestone_ids: set[int]) -> list:
     """The :data:`STATUS_COLUMNS` of every status row of these milestones, ordered by milestone
     id and member state code (sequences; read the deadline and opening columns, text, with
-    :func:`instant_reader`).
-
-    On SQLite the rows come back as one JSON array built by the database, in one row. Python's
-    ``sqlite3`` lets go of the GIL for every row it steps through, and while any other thread of
-    the process is busy (artifacts being published, Prefect's event and log workers) each row
-    then waits for that thread's turn to end (``benchmarks/sqlite_reads.py``: 20,000 rows read in
-    8.5 s instead of 0.03 s next to one busy thread); one row per roadmap waits once: 0.2 s.
-
-    On PostgreSQL they are plain rows taken from the driver's cursor (tuples, timestamps as
-    text): psycopg builds them in C. The server's own ``json_agg`` of the same rows took 3.2 s
-    at 1M status rows, against 1.5 s for the plain rows, read one roadmap after the other
-    (``benchmarks/nightly_check.py``'s portfolio).
+    :func:`instant_reader`): :func:`send_status_query`, then its rows at once.
 
     Args:
         connection: a SQLAlchemy connection (SQLite or PostgreSQL).
         milestone_ids: ids of the milestones whose rows to read.
     """
-    where = Status.milestone_id.in_(milestone_ids)
+    return send_status_query(connection, milestone_ids)()
+
+
+def send_status_query(connection: Connection, milestone_ids: set[int]) -> Callable[[], list]:
+    """Run the query of :func:`read_status_rows` and return a function that gives its rows
+    (a list, in that order; call it once).
+
+    On SQLite the rows come back as one JSON array built by the database, in one row, decoded
+    here. Python's ``sqlite3`` lets go of the GIL for every row it steps through, and while any
+    other thread of the process is busy (artifacts being published, Prefect's event and log
+    workers) each row then waits for that thread's turn to end (``benchmarks/sqlite_reads.py``:
+    20,000 rows read in 8.5 s instead of 0.03 s next to one busy thread); one row per roadmap
+    waits once: 0.2 s.
+
+    On PostgreSQL the statement runs here and its result stays in the driver (libpq's buffer,
+    no Python object per row) until the function is called, which takes the rows from the
+    driver's cursor as plain tuples (timestamps as text), built by psycopg in C, and closes it:
+    :func:`read_ahead` runs the statements in a thread that only waits for the server, and
+    builds the rows in the caller's. The statement's text is the same for any set of ids (one
+    array parameter), so psycopg prepares it once. The server's own ``json_agg`` of the same
+    rows took 3.2 s at 1M status rows, against 1.5 s for the plain rows, read one roadmap after
+    the other (``benchmarks/nightly_check.py``'s portfolio).
+    """
     if connection.dialect.name == "postgresql":
         # Instants as text ("2024-05-31 21:59:59+00"): ISO 8601, as psycopg itself requires of
         # the session's DateStyle to read any timestamp; parsed once per distinct value.
         columns = [cast(c, Text) if i in STATUS_INSTANTS else c for i, c in enumerate(STATUS_COLUMNS)]
-        result = connection.execute(select(*columns).where(where))
-        try:
-            rows = result.cursor.fetchall()  # the driver's tuples: no Row object per row
-        finally:
-            result.close()
-    else:
-        aggregate = func.json_group_array(func.json_array(*STATUS_COLUMNS))
-        found = connection.execute(select(cast(aggregate, Text)).where(where)).scalar_one()  # text: json.loads here
-        rows = json.loads(found) if found else []
-    rows.sort(key=itemgetter(0, 1))
-    return rows
+        wanted = Status.milestone_id == any_(bindparam("ids", sorted(milestone_ids), type_=ARRAY(Integer)))
+        cursor = connection.execute(select(*columns).where(wanted)).cursor  # the driver's own cursor
+
+        def rows() -> list:
+            try:
+                found = cursor.fetchall()  # the driver's tuples: no Row object per row
+            finally:
+                cursor.close()
+            found.sort(key=itemgetter(0, 1))
+            return found
+
+        return rows
+    aggregate = func.json_group_array(func.json_array(*STATUS_COLUMNS))
+    where = Status.milestone_id.in_(milestone_ids)
+    found = connection.execute(select(cast(aggregate, Text)).where(where)).scalar_one()  # text: json.loads here
+    decoded = json.loads(found) if found else []
+    decoded.sort(key=itemgetter(0, 1))
+    return lambda: decoded
 
 
 def _dependencies(milestones: list[Milestone], every_milestone: list[Milestone]) -> dict[int, str]:
@@ -493,7 +512,7 @@ def milestones_to_read(milestones: list[Milestone], every_milestone: list[Milest
     return {m.id for m in milestones} | set(_dependencies(milestones, every_milestone))
 
 
-#: Statements read ahead of the roadmaps being classified (:func:`read_ahead`, SQLite).
+#: Statements read ahead of the roadmaps being classified (:func:`read_ahead`).
 READ_AHEAD = 2
 #: Milestone sets (roadmaps) read in one statement by :func:`read_ahead`.
 READ_BATCH = 4
@@ -503,39 +522,41 @@ def read_ahead(
     engine: Engine, id_sets: Iterable[set[int]], depth: int = READ_AHEAD, batch: int = READ_BATCH
 ) -> Iterator[list]:
     """Yield :func:`read_status_rows` of each set of milestone ids, in order. ``batch`` sets are
-    read in one statement and transaction (one consistent snapshot of those roadmaps) on a
-    connection of the reader's own, and their rows split again, each set's in the order
-    :func:`read_status_rows` gives.
+    read in one statement (one consistent snapshot of those roadmaps) on a connection of the
+    reader's own, in autocommit (no BEGIN and ROLLBACK around each statement: on PostgreSQL two
+    round trips a statement, 0.7 s of a 23 s check at 1M status rows), and their rows split
+    again, each set's in the order :func:`read_status_rows` gives.
 
-    On SQLite the statements run in a worker thread, up to ``depth`` ahead, while the caller
-    classifies: SQLite builds the JSON array inside ``sqlite3``'s step, without Python's GIL,
-    on the machine's other core. On PostgreSQL they run in the caller's thread, when due.
+    The statements run in a worker thread, up to ``depth`` ahead, while the caller classifies
+    (:func:`send_status_query`). On SQLite the database builds the JSON array inside
+    ``sqlite3``'s step, without Python's GIL, on the machine's other core. On PostgreSQL the
+    thread only sends the statement and waits for the server, without the GIL; the caller
+    builds the rows (in C) when they are due.
 
-    Why: what waits in a reader thread is the GIL. Each statement takes it back a few times (to
-    send, to fetch, to end the transaction), and each time waits for the classifying thread's
-    turn to end (``sys.getswitchinterval()``, 5 ms), longer than the classification of a roadmap.
-    At 1M status rows the classification waited for rows 13 % of the check on SQLite and 25 % on
-    PostgreSQL (``benchmarks/nightly_check.py --py-spy``). Several roadmaps per statement take
-    it back fewer times per row. On PostgreSQL a reader thread gained nothing even with plain
-    rows (the wait went from 25 % to 19 % of the sampled check, the check took as long); in the
-    caller's thread the read is 16 %, two thirds of it the server's work, and the check took
-    24.2 s to 27.2 s in three runs against 26.2 s before: no worse, no gain beyond the noise
-    (docs/benchmarks.md, ninth session).
+    Why not all the work in the thread: what waits in a reader thread is the GIL. Each time it
+    needs it back (to build rows, to decode them) it waits for the classifying thread's turn to
+    end (``sys.getswitchinterval()``, 5 ms), longer than the classification of a roadmap. On
+    PostgreSQL a reader thread that also fetched the rows gained nothing (the check took as long
+    as with every read in the caller's thread, docs/benchmarks.md, ninth session).
 
     Memory holds ``depth`` statements' rows ahead (``batch`` roadmaps each, hundreds of rows per
     roadmap). A statement's error is raised when its first set's rows are due, after the sets of
     the statements before it.
     """
     held: dict[str, Connection] = {}
+    postgresql = engine.dialect.name == "postgresql"
 
-    def read(chunk: list[set[int]]) -> list[list]:
+    def send(chunk: list[set[int]]) -> Callable[[], list[list]]:
         connection = held.get("connection")
         if connection is None:
-            connection = held["connection"] = engine.connect()
-        try:
-            rows = read_status_rows(connection, set().union(*chunk))
-        finally:
-            connection.rollback()  # ends the read's transaction
+            connection = held["connection"] = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        rows = send_status_query(connection, set().union(*chunk))
+        if postgresql:
+            return lambda: split(chunk, rows())
+        split_here = split(chunk, rows())  # SQLite: decoded in this thread already
+        return lambda: split_here
+
+    def split(chunk: list[set[int]], rows: list) -> list[list]:
         if len(chunk) == 1:
             return [rows]
         by_milestone = {key: list(group) for key, group in groupby(rows, key=itemgetter(0))}
@@ -548,22 +569,15 @@ def read_ahead(
 
     sets, size = list(id_sets), max(1, batch)  # a group's roadmaps: tens
     chunks = [sets[start : start + size] for start in range(0, len(sets), size)]
-    if engine.dialect.name == "postgresql":
-        try:
-            for chunk in chunks:
-                yield from read(chunk)
-        finally:
-            close()
-        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-rows") as pool:
         pending: deque = deque()
         try:
             for chunk in chunks:
-                pending.append(pool.submit(read, chunk))
+                pending.append(pool.submit(send, chunk))
                 if len(pending) > depth:
-                    yield from pending.popleft().result()
+                    yield from pending.popleft().result()()  # the rows, built here on PostgreSQL
             while pending:
-                yield from pending.popleft().result()
+                yield from pending.popleft().result()()
         finally:
             for future in pending:
                 future.cancel()

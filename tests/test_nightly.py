@@ -241,7 +241,7 @@ def test_read_ahead_yields_each_milestone_set_in_order_and_raises_a_failed_read_
     assert [len(rows) for rows in one_by_one] == [16] * 6
     assert list(status.read_ahead(engine, ids, depth=depth, batch=batch)) == one_by_one
 
-    real = status.read_status_rows
+    real = status.send_status_query
     statements = []
 
     def fail_with_the_fourth(connection, milestone_ids):
@@ -250,7 +250,7 @@ def test_read_ahead_yields_each_milestone_set_in_order_and_raises_a_failed_read_
             raise RuntimeError(f"read of {sorted(milestone_ids)} failed")
         return real(connection, milestone_ids)
 
-    monkeypatch.setattr(status, "read_status_rows", fail_with_the_fourth)
+    monkeypatch.setattr(status, "send_status_query", fail_with_the_fourth)
     got = []
     failing = sorted(set().union(*ids[3 // batch * batch : 3 // batch * batch + batch]))
     with pytest.raises(RuntimeError, match=rf"read of {re.escape(str(failing))} failed"):
