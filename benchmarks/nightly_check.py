@@ -73,6 +73,31 @@ def _proc_status_kb(field: str, pid: str = "self") -> int:
     return 0
 
 
+class CpuClock:
+    """CPU seconds spent while it runs: by this process (all its threads), by the thread that
+    made it, and by the whole machine (``/proc/stat``: every process, the database server's,
+    the Prefect server's and the HTTP sink's included). ``stop()`` returns
+    {"process": s, "this_thread": s, "machine": s, "others": machine - process}."""
+
+    def __init__(self) -> None:
+        self._process, self._thread, self._machine = time.process_time(), time.thread_time(), self.machine_busy_s()
+
+    @staticmethod
+    def machine_busy_s() -> float:
+        """Seconds of CPU the machine spent busy since boot, all cores (``/proc/stat``: user,
+        nice, system, irq, softirq, steal)."""
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + (fields[7] if len(fields) > 7 else 0)
+        return busy / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> dict[str, float]:
+        process = time.process_time() - self._process
+        machine = self.machine_busy_s() - self._machine
+        return {"process": round(process, 2), "this_thread": round(time.thread_time() - self._thread, 2),
+                "machine": round(machine, 2), "others": round(machine - process, 2)}
+
+
 class Sink:
     """An HTTP server on 127.0.0.1 that answers 200 to everything and counts requests per path."""
 
@@ -171,11 +196,12 @@ def code_state() -> dict:
 # --------------------------------------------------------------------------- the SQL floor
 
 
-def sql_floor(url: str, repeats: int = 3) -> tuple[float, int]:
+def sql_floor(url: str, repeats: int = 3, cpu: dict | None = None) -> tuple[float, int]:
     """Best time of one streamed query reading every active status row with milestone and member state.
 
     Per-row columns only: the status columns and the member state's, plus the milestone's id, roadmap,
     key and owner (its JSON policy columns are per milestone, the check reads them once per milestone).
+    ``cpu``, when given, receives the :class:`CpuClock` figures of the best run.
     """
     from sqlalchemy import select
 
@@ -197,13 +223,18 @@ def sql_floor(url: str, repeats: int = 3) -> tuple[float, int]:
     engine = get_engine(url)
     best, count = float("inf"), 0
     for _ in range(repeats):
+        clock = CpuClock()
         started = time.perf_counter()
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=10_000).execute(query)
             count = 0
             for partition in result.partitions():
                 count += len(partition)
-        best = min(best, time.perf_counter() - started)
+        seconds, used = time.perf_counter() - started, clock.stop()
+        if seconds < best and cpu is not None:
+            cpu.clear()
+            cpu.update(used)
+        best = min(best, seconds)
     return best, count
 
 
@@ -324,9 +355,11 @@ def child_main(argv: list[str]) -> None:
     watch = _RssWatch()
     collector = _GcTimer()
     out_load = os.getloadavg()
+    clock = CpuClock()
     started = time.perf_counter()
     state = nightly_status_check(as_of=args.as_of, include_statuses=False, publish=args.publish, return_state=True)
     elapsed = time.perf_counter() - started
+    cpu = clock.stop()
     watch.stop()
     collector.stop()
     if tracer:
@@ -336,7 +369,7 @@ def child_main(argv: list[str]) -> None:
         profiler.dump_stats(args.cprofile)
     peak_kb = _proc_status_kb("VmHWM")
     out: dict = {"check_s": elapsed, "load_avg_before": out_load, "load_avg_after": os.getloadavg(), "peak_rss_kb": peak_kb, "rss_before_kb": rss_before_kb,
-                 "peak_rss_at": watch.peak_at, "peak_rss_by_phase_kb": watch.by_phase, "rss_timeline": watch.timeline, "gc": collector.figures(),
+                 "cpu_s": cpu, "peak_rss_at": watch.peak_at, "peak_rss_by_phase_kb": watch.by_phase, "rss_timeline": watch.timeline, "gc": collector.figures(),
                  "state": state.type.value, "flow_run_id": str(state.state_details.flow_run_id)}
     try:
         out["result"] = state.result()
@@ -711,8 +744,9 @@ def main() -> None:
                 select(Status.last_classification, func.count()).group_by(Status.last_classification)).all())
 
         console.log("SQL floor (best of 3)")
-        floor_s, floor_rows = sql_floor(url)
-        figures.update(floor_s=floor_s, floor_rows=floor_rows)
+        floor_cpu: dict = {}
+        floor_s, floor_rows = sql_floor(url, cpu=floor_cpu)
+        figures.update(floor_s=floor_s, floor_rows=floor_rows, floor_cpu_s=floor_cpu)
 
         console.log("delivery: send_planned vs plain Apprise")
         figures["delivery"] = delivery_benchmark(url, config, tags, sink, as_of, args.per_message)
@@ -753,7 +787,12 @@ def main() -> None:
                   f"({check['sink_bytes'] / 1e6:.1f} MB)")
     table.add_row("machine load (1-min average)", f"{check['load_avg_before'][0]:.1f} -> {check['load_avg_after'][0]:.1f}",
                   f"{os.cpu_count()} cores; other processes share them")
+    table.add_row("CPU during the check", f"{check['cpu_s']['process']:.1f} s",
+                  f"the check's process (its main thread {check['cpu_s']['this_thread']:.1f} s); "
+                  f"other processes (databases, Prefect server, HTTP sink) {check['cpu_s']['others']:.1f} s")
     table.add_row("SQL floor (best of 3)", f"{floor_s:.3f} s", f"{floor_rows} rows streamed")
+    table.add_row("CPU during the floor", f"{figures['floor_cpu_s']['process']:.1f} s",
+                  f"this process; other processes {figures['floor_cpu_s']['others']:.1f} s")
     table.add_row("check / floor", f"{ratio:.1f}", "target <= 2 at 1M rows")
     table.add_row("send_planned", f"{delivery['stack_rate']:.0f} msg/s", f"{delivery['messages']} messages, {delivery['items']} items")
     table.add_row("plain Apprise.notify", f"{delivery['apprise_rate']:.0f} msg/s", "same messages, same sink")
