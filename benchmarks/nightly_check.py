@@ -77,10 +77,43 @@ class CpuClock:
     """CPU seconds spent while it runs: by this process (all its threads), by the thread that
     made it, and by the whole machine (``/proc/stat``: every process, the database server's,
     the Prefect server's and the HTTP sink's included). ``stop()`` returns
-    {"process": s, "this_thread": s, "machine": s, "others": machine - process}."""
+    {"process": s, "this_thread": s, "machine": s, "others": machine - process, "others_by_role":
+    {role: s}} (:meth:`by_process_s`; the rest of "others" is the machine's other services and
+    kernel threads)."""
 
     def __init__(self) -> None:
         self._process, self._thread, self._machine = time.process_time(), time.thread_time(), self.machine_busy_s()
+        self._by_process = self.by_process_s()
+
+    @staticmethod
+    def by_process_s() -> Counter:
+        """CPU seconds since they started of the processes the check talks to, by role:
+        "PostgreSQL" (every ``postgres`` process), "Prefect server" (a process whose command
+        line runs uvicorn with Prefect), "HTTP sink" (this benchmark's parent process, which
+        serves the sink). Processes that end in between are not counted."""
+        roles: Counter = Counter()
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", encoding="utf-8", errors="replace") as fh:
+                    stat = fh.read()
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    command = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            if name == "postgres":
+                role = "PostgreSQL"
+            elif "prefect" in command and "uvicorn" in command:
+                role = "Prefect server"
+            elif int(entry.name) == os.getppid():
+                role = "HTTP sink"
+            else:
+                continue
+            roles[role] += (int(rest[11]) + int(rest[12])) / tick  # utime, stime
+        return roles
 
     @staticmethod
     def machine_busy_s() -> float:
@@ -94,8 +127,11 @@ class CpuClock:
     def stop(self) -> dict[str, float]:
         process = time.process_time() - self._process
         machine = self.machine_busy_s() - self._machine
+        by_process = self.by_process_s()
+        by_process.subtract(self._by_process)
         return {"process": round(process, 2), "this_thread": round(time.thread_time() - self._thread, 2),
-                "machine": round(machine, 2), "others": round(machine - process, 2)}
+                "machine": round(machine, 2), "others": round(machine - process, 2),
+                "others_by_role": {role: round(seconds, 2) for role, seconds in by_process.items()}}
 
 
 class Sink:
@@ -789,7 +825,8 @@ def main() -> None:
                   f"{os.cpu_count()} cores; other processes share them")
     table.add_row("CPU during the check", f"{check['cpu_s']['process']:.1f} s",
                   f"the check's process (its main thread {check['cpu_s']['this_thread']:.1f} s); "
-                  f"other processes (databases, Prefect server, HTTP sink) {check['cpu_s']['others']:.1f} s")
+                  f"other processes {check['cpu_s']['others']:.1f} s: "
+                  + ", ".join(f"{role} {seconds:.1f} s" for role, seconds in check["cpu_s"]["others_by_role"].items()))
     table.add_row("SQL floor (best of 3)", f"{floor_s:.3f} s", f"{floor_rows} rows streamed")
     table.add_row("CPU during the floor", f"{figures['floor_cpu_s']['process']:.1f} s",
                   f"this process; other processes {figures['floor_cpu_s']['others']:.1f} s")
