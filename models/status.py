@@ -524,8 +524,8 @@ def read_ahead(
     """Yield :func:`read_status_rows` of each set of milestone ids, in order. ``batch`` sets are
     read in one statement (one consistent snapshot of those roadmaps) on a connection of the
     reader's own, in autocommit (no BEGIN and ROLLBACK around each statement: on PostgreSQL two
-    round trips a statement, 0.7 s of a 23 s check at 1M status rows), and their rows split
-    again, each set's in the order :func:`read_status_rows` gives.
+    round trips a statement, 3.1 % of a check at 1M status rows sampled by py-spy), and their
+    rows split again, each set's in the order :func:`read_status_rows` gives.
 
     The statements run in a worker thread, up to ``depth`` ahead, while the caller classifies
     (:func:`send_status_query`). On SQLite the database builds the JSON array inside
