@@ -81,16 +81,17 @@ class CpuClock:
     {role: s}} (:meth:`by_process_s`; the rest of "others" is the machine's other services and
     kernel threads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink_pid: int | None = None) -> None:
+        self.sink_pid = sink_pid
         self._process, self._thread, self._machine = time.process_time(), time.thread_time(), self.machine_busy_s()
-        self._by_process = self.by_process_s()
+        self._by_process = self.by_process_s(sink_pid)
 
     @staticmethod
-    def by_process_s() -> Counter:
+    def by_process_s(sink_pid: int | None = None) -> Counter:
         """CPU seconds since they started of the processes the check talks to, by role:
         "PostgreSQL" (every ``postgres`` process), "Prefect server" (a process whose command
-        line runs uvicorn with Prefect), "HTTP sink" (this benchmark's parent process, which
-        serves the sink). Processes that end in between are not counted."""
+        line runs uvicorn with Prefect), "HTTP sink" (process ``sink_pid``: the benchmark's
+        parent, seen from a check's child). Processes that end in between are not counted."""
         roles: Counter = Counter()
         tick = os.sysconf("SC_CLK_TCK")
         for entry in os.scandir("/proc"):
@@ -108,7 +109,7 @@ class CpuClock:
                 role = "PostgreSQL"
             elif "prefect" in command and "uvicorn" in command:
                 role = "Prefect server"
-            elif int(entry.name) == os.getppid():
+            elif int(entry.name) == sink_pid:
                 role = "HTTP sink"
             else:
                 continue
@@ -127,7 +128,7 @@ class CpuClock:
     def stop(self) -> dict[str, float]:
         process = time.process_time() - self._process
         machine = self.machine_busy_s() - self._machine
-        by_process = self.by_process_s()
+        by_process = self.by_process_s(self.sink_pid)
         by_process.subtract(self._by_process)
         return {"process": round(process, 2), "this_thread": round(time.thread_time() - self._thread, 2),
                 "machine": round(machine, 2), "others": round(machine - process, 2),
@@ -391,7 +392,7 @@ def child_main(argv: list[str]) -> None:
     watch = _RssWatch()
     collector = _GcTimer()
     out_load = os.getloadavg()
-    clock = CpuClock()
+    clock = CpuClock(sink_pid=os.getppid())  # the parent serves the HTTP sink
     started = time.perf_counter()
     state = nightly_status_check(as_of=args.as_of, include_statuses=False, publish=args.publish, return_state=True)
     elapsed = time.perf_counter() - started
