@@ -7,14 +7,6 @@ render one digest, deliver, mark its claims sent or failed and commit; once enou
 write the delivered items' hints on the status rows (:data:`HINTS_HELD`). See
 :mod:`models.reminders` for the guarantees and the one window of doubt (a run killed between
 delivery and the commit).
-
-The log's writes run in one worker thread, in the order they are asked for
-(:class:`_LogWriter`), while the calling thread renders and delivers: the next batch's claims
-while this batch's digests go out, a digest's marks while the next digest is rendered, the
-hints whenever enough are held. Waiting for PostgreSQL's writes was most of the reminders'
-time at 1M status rows (``benchmarks/nightly_check.py --py-spy``). A digest still leaves only
-once its claims are committed and the previous digest's marks are, so the window of doubt is
-one digest, as before.
 """
 
 from __future__ import annotations
@@ -23,9 +15,8 @@ import datetime as dt
 import logging
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable
 
 import apprise
 
@@ -130,109 +121,41 @@ def send_planned(
     reasons = reasons or {}
     report = ReminderReport()
     recipients = sorted(plan)
-    batches = [recipients[start : start + CLAIM_RECIPIENTS] for start in range(0, len(recipients), CLAIM_RECIPIENTS)]
-    with _LogWriter() as writer:
-        hints = _Hints(database_url, writer)
-        claim = lambda batch: writer.submit(lambda: _claim_batch(batch, plan, run_id, now, database_url))  # noqa: E731
-        ahead = claim(batches[0]) if batches else None
-        for number, batch in enumerate(batches, start=1):
-            claimed, already_sent = ahead.result()  # committed: its digests may go out
-            report.already_sent += already_sent
-            # The next batch is claimed while this one's digests go out (CLAIM_RECIPIENTS).
-            ahead = claim(batches[number]) if number < len(batches) else None
-            for recipient in batch:
-                if claimed[recipient].log_ids:
-                    _deliver_digest(recipient, claimed.pop(recipient), hub=hub, as_of=as_of, run_id=run_id,
-                                    database_url=database_url, reasons=reasons, on_result=on_result, now=now,
-                                    report=report, hints=hints, writer=writer)
-                if consume:
-                    claimed.pop(recipient, None)
-                    del plan[recipient]
-            if consume and number % RELEASE_EVERY_BATCHES == 0:
-                release_free_memory()  # the batches' items, digests and channel threads' buffers
-        hints.write()
+    hints = _Hints(database_url)
+    for number, start in enumerate(range(0, len(recipients), CLAIM_RECIPIENTS), start=1):
+        batch = recipients[start : start + CLAIM_RECIPIENTS]
+        claimed = {recipient: _Claimed(plan[recipient]) for recipient in batch}
+        for part in _claim_parts(batch, plan):
+            claims = in_transaction(
+                lambda session, keys=list(part): claim_many(session, keys, run_id=run_id, now=now()), database_url)
+            for key, position in part.items():
+                outcome = claims[key]
+                if outcome.outcome == "claimed":
+                    claimed[key[1]].add(outcome.log_id, position)
+                elif outcome.outcome == "already_sent":
+                    report.already_sent += 1
+            del claims
+        for recipient in batch:
+            if claimed[recipient].log_ids:
+                _deliver_digest(recipient, claimed.pop(recipient), hub=hub, as_of=as_of, run_id=run_id,
+                                database_url=database_url, reasons=reasons, on_result=on_result, now=now,
+                                report=report, hints=hints)
+            if consume:
+                claimed.pop(recipient, None)
+                del plan[recipient]
+        if consume and number % RELEASE_EVERY_BATCHES == 0:
+            release_free_memory()  # the batches' items, digests and channel threads' buffers
+    hints.write()
     return report
 
 
-def _claim_batch(batch: list[str], plan: Mapping[str, Sequence[PlannedReminder]], run_id: str,
-                 now: Callable[[], dt.datetime], database_url: str | None) -> tuple[dict[str, "_Claimed"], int]:
-    """Claim the items of ``batch``'s recipients and commit (one transaction per
-    :data:`CLAIM_PART` items). Returns ({recipient: its items this run claimed}, how many
-    items were already sent)."""
-    claimed = {recipient: _Claimed(plan[recipient]) for recipient in batch}
-    already_sent = 0
-    for part in _claim_parts(batch, plan):
-        claims = in_transaction(
-            lambda session, keys=list(part): claim_many(session, keys, run_id=run_id, now=now()), database_url)
-        for key, position in part.items():
-            outcome = claims[key]
-            if outcome.outcome == "claimed":
-                claimed[key[1]].add(outcome.log_id, position)
-            elif outcome.outcome == "already_sent":
-                already_sent += 1
-        del claims
-    return claimed, already_sent
-
-
-T = TypeVar("T")
-
-
-class _LogWriter:
-    """The reminder log's writes of one :func:`send_planned`, run one after another in one worker
-    thread, in the order submitted (so a digest's hints are written after its marks commit).
-
-    Once a write raises, the writes after it are not run (they raise too), and
-    :meth:`settle`, a claim's ``result()`` or the end of the ``with`` block raises it in the
-    calling thread. Leaving the block waits for every write submitted, on an exception too:
-    a delivered digest's marks are never dropped.
-    """
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reminder-log")
-        self._failed: BaseException | None = None
-        self._unsettled: list[Future] = []
-
-    def submit(self, write: Callable[[], T]) -> "Future[T]":
-        """Run ``write()`` after the writes submitted before it; its future."""
-        return self._pool.submit(self._run, write)
-
-    def record(self, write: Callable[[], object]) -> None:
-        """Submit a digest's marks: :meth:`settle` waits for them."""
-        self._unsettled.append(self.submit(write))
-
-    def settle(self) -> None:
-        """Wait until the marks submitted are committed; raise the first write that failed."""
-        while self._unsettled:
-            self._unsettled.pop(0).result()
-
-    def _run(self, write: Callable[[], T]) -> T:
-        if self._failed is not None:
-            raise RuntimeError("not written: an earlier write of the reminder log failed") from self._failed
-        try:
-            return write()
-        except BaseException as exc:
-            self._failed = exc
-            raise
-
-    def __enter__(self) -> "_LogWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._pool.shutdown(wait=True)
-        if exc_type is None:
-            self.settle()
-            if self._failed is not None:
-                raise self._failed
-
-
-#: Recipients whose items are claimed together. A batch is claimed while the one before it is
-#: delivered, so its last digest leaves twice this many digests after its claim: small enough
-#: that it leaves well within the claim lease even when every channel times out (3 attempts
-#: each). Ten recipients a batch, each claimed just before it went out, kept the same span.
-CLAIM_RECIPIENTS = 5
+#: Recipients whose items are claimed before their digests go out. Small enough that the last
+#: digest of a batch leaves well within the claim lease even when every channel times out
+#: (3 attempts each).
+CLAIM_RECIPIENTS = 10
 #: Batches of recipients between two returns of glibc's free pages to the system
 #: (:func:`flows.collector.release_free_memory`) while a plan is let go (``consume``).
-RELEASE_EVERY_BATCHES = 10
+RELEASE_EVERY_BATCHES = 5
 #: Items claimed in one transaction, at most. A night at 1M status rows claims about 125 items
 #: a recipient, 1,250 a batch, so a batch is one transaction; the coordinators' 125,000
 #: escalations of a first night are 25, and the claim outcomes held at once are a part's
@@ -276,14 +199,13 @@ class _Claimed:
 
 class _Hints:
     """The status rows' hints (``Status.last_reminder`` / ``last_escalation``) of delivered
-    digests, written in one transaction once :data:`HINTS_HELD` are held, and at the end, by the
-    send's :class:`_LogWriter` (after the marks submitted before). Only hints: a run that dies
-    before writing them leaves items the next night plans again and the log refuses. One
-    transaction per digest was 500 more commits a night at 1M status rows, each rewriting pages
-    scattered across the status table."""
+    digests, written in one transaction once :data:`HINTS_HELD` are held, and at the end. Only
+    hints: a run that dies before writing them leaves items the next night plans again and the
+    log refuses. One transaction per digest was 500 more commits a night at 1M status rows, each
+    rewriting pages scattered across the status table."""
 
-    def __init__(self, database_url: str | None, writer: _LogWriter):
-        self.database_url, self.writer, self.reminders, self.escalations = database_url, writer, [], []
+    def __init__(self, database_url: str | None):
+        self.database_url, self.reminders, self.escalations = database_url, [], []
 
     def add(self, delivered: Iterable[PlannedReminder]) -> None:
         """Hold the hints of ``delivered`` items (their claims marked sent and committed): a
@@ -298,11 +220,10 @@ class _Hints:
                 self.write()
 
     def write(self) -> None:
-        """Submit the hints held (one transaction), then forget them."""
+        """Write the hints held (one transaction), then forget them."""
         if self.reminders or self.escalations:
-            reminders, escalations = self.reminders, self.escalations
-            self.writer.submit(lambda: in_transaction(
-                lambda session: remember_delivered(session, reminders, escalations), self.database_url))
+            in_transaction(lambda session: remember_delivered(session, self.reminders, self.escalations),
+                           self.database_url)
         self.reminders, self.escalations = [], []
 
 
@@ -312,23 +233,20 @@ HINTS_HELD = 12_500
 
 
 def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now,
-                    report, hints, writer) -> None:
+                    report, hints) -> None:
     with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
         digest = Digest(_item(p, reasons.get((p.status_id, p.window), "")) for p in claimed.planned())
         subject, body = render_digest(recipient, digest, as_of)
-    writer.settle()  # the previous digest's marks are committed: one digest in doubt at most
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
                        body_html=lambda: render_digest_html(recipient, digest, as_of))
     ids = claimed.log_ids
     if delivery.ok:
-        writer.record(lambda: in_transaction(
-            lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url))
+        in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
         hints.add(claimed.planned())
         report.sent += len(ids)
         report.messages += 1
     else:
-        writer.record(lambda: in_transaction(
-            lambda session: mark_failed(session, ids, run_id=run_id, reason=delivery.reason), database_url))
+        in_transaction(lambda session: mark_failed(session, ids, run_id=run_id, reason=delivery.reason), database_url)
         report.failed += len(ids)
         report.failures.append(f"{recipient}: {delivery.reason}")
         log.warning("reminder digest to %s failed: %s", recipient, delivery.reason)
