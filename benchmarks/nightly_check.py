@@ -9,7 +9,9 @@ One run:
    fresh SQLite file (temporary folder) or a fresh PostgreSQL database, schema from
    ``models.db.get_engine`` (Alembic);
 2. starts a temporary Prefect server (the one Prefect starts itself when no ``PREFECT_API_URL``
-   is set: ``SubprocessASGIServer``) in a temporary ``PREFECT_HOME``, and a local HTTP sink that
+   is set: ``SubprocessASGIServer``) in a temporary ``PREFECT_HOME``, on SQLite there (Prefect's
+   default) or, with ``--prefect-db postgresql``, on a fresh PostgreSQL database (as
+   ``docs/scaling.md`` deploys the server for scale), and a local HTTP sink that
    answers 200 to every Apprise ``json://`` channel (one per recipient tag, in a generated
    Apprise YAML config named by ``ROADMAP_APPRISE_CONFIG``);
 3. with ``--prior-nights 2`` (default), runs the check at as-of minus two days, in its own
@@ -89,9 +91,11 @@ class CpuClock:
     @staticmethod
     def by_process_s(sink_pid: int | None = None) -> Counter:
         """CPU seconds since they started of the processes the check talks to, by role:
-        "PostgreSQL" (every ``postgres`` process), "Prefect server" (a process whose command
-        line runs uvicorn with Prefect), "HTTP sink" (process ``sink_pid``: the benchmark's
-        parent, seen from a check's child). Processes that end in between are not counted."""
+        "PostgreSQL" (every ``postgres`` process but those serving the Prefect server's
+        database, "PostgreSQL for Prefect", with ``--prefect-db postgresql``), "Prefect server"
+        (a process whose command line runs uvicorn with Prefect), "HTTP sink" (process
+        ``sink_pid``: the benchmark's parent, seen from a check's child). Processes that end in
+        between are not counted."""
         roles: Counter = Counter()
         tick = os.sysconf("SC_CLK_TCK")
         for entry in os.scandir("/proc"):
@@ -106,7 +110,7 @@ class CpuClock:
                 continue
             name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
             if name == "postgres":
-                role = "PostgreSQL"
+                role = "PostgreSQL for Prefect" if f" {PREFECT_DB_PREFIX}" in command else "PostgreSQL"
             elif "prefect" in command and "uvicorn" in command:
                 role = "Prefect server"
             elif int(entry.name) == sink_pid:
@@ -190,7 +194,12 @@ def write_apprise_config(path: Path, codes: list[str], port: int) -> list[str]:
     return tags
 
 
-def fresh_database(kind: str, workdir: Path) -> tuple[str, callable]:
+#: Prefix of the PostgreSQL database a ``--prefect-db postgresql`` server keeps its state in (its
+#: backends' command lines name it: :meth:`CpuClock.by_process_s` counts them apart).
+PREFECT_DB_PREFIX = "rt_prefect_"
+
+
+def fresh_database(kind: str, workdir: Path, prefix: str = "rt_bench_") -> tuple[str, callable]:
     """Create an empty database; return its URL and a function that drops it."""
     if kind == "sqlite":
         return f"sqlite:///{workdir / 'roadmap-bench.db'}", lambda: None
@@ -198,7 +207,7 @@ def fresh_database(kind: str, workdir: Path) -> tuple[str, callable]:
     from sqlalchemy.engine import make_url
 
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"rt_bench_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
@@ -697,6 +706,9 @@ def main() -> None:
     parser.add_argument("--publish", action="store_true",
                         help="also draw every roadmap's timeline and write its calendar feeds (the flow's publish=True); "
                              "off by default: the issue's check is classification, artifacts and reminder claims")
+    parser.add_argument("--prefect-db", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="the temporary Prefect server's own database: SQLite in its PREFECT_HOME (Prefect's default), or "
+                             "a fresh PostgreSQL database on the same server as --db postgresql, as docs/scaling.md deploys it")
     parser.add_argument("--floor-only", action="store_true",
                         help="generate and measure the SQL floor only (no Prefect, no check): sizes the target where the check is too slow to run")
     args = parser.parse_args()
@@ -713,9 +725,11 @@ def main() -> None:
     console = Console(stderr=False)
     as_of = dt.datetime.fromtimestamp(parse_instant(args.as_of).timestamp(), tz=dt.timezone.utc)
     url, drop = fresh_database(args.db, workdir)
-    figures: dict = {"rows": args.rows, "db": args.db, "seed": args.seed, "as_of": args.as_of, "code": code_state()}
+    figures: dict = {"rows": args.rows, "db": args.db, "prefect_db": args.prefect_db, "seed": args.seed,
+                     "as_of": args.as_of, "code": code_state()}
     sink = Sink()
     server = None
+    drop_prefect_db = lambda: None  # noqa: E731
     try:
         from synth_portfolio import generate
 
@@ -743,9 +757,16 @@ def main() -> None:
         from prefect.server.api.server import SubprocessASGIServer
 
         started = time.perf_counter()
+        if args.prefect_db == "postgresql":
+            from sqlalchemy.engine import make_url
+
+            prefect_url, drop_prefect_db = fresh_database("postgresql", workdir, prefix=PREFECT_DB_PREFIX)
+            os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = (
+                make_url(prefect_url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False))
         server = SubprocessASGIServer()
         server.start(timeout=180)
-        console.log(f"temporary Prefect server at {server.api_url} in {time.perf_counter() - started:.1f} s")
+        console.log(f"temporary Prefect server at {server.api_url} ({args.prefect_db} database) in "
+                    f"{time.perf_counter() - started:.1f} s")
         env = {**os.environ, "PREFECT_API_URL": server.api_url, "ROADMAP_DATABASE_URL": url,
                "ROADMAP_APPRISE_CONFIG": str(config), "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
 
@@ -787,6 +808,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
+        drop_prefect_db()
         sink.stop()
         from models.db import dispose_engines
 
