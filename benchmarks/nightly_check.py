@@ -80,8 +80,8 @@ class CpuClock:
     made it, and by the whole machine (``/proc/stat``: every process, the database server's,
     the Prefect server's and the HTTP sink's included). ``stop()`` returns
     {"process": s, "this_thread": s, "machine": s, "others": machine - process, "others_by_role":
-    {role: s}} (:meth:`by_process_s`; the rest of "others" is the machine's other services and
-    kernel threads)."""
+    {role: s}} (:meth:`by_process_s`; the rest of "others" is the machine's other services, its
+    kernel threads and the processes that ended meanwhile)."""
 
     def __init__(self, sink_pid: int | None = None) -> None:
         self.sink_pid = sink_pid
@@ -89,14 +89,14 @@ class CpuClock:
         self._by_process = self.by_process_s(sink_pid)
 
     @staticmethod
-    def by_process_s(sink_pid: int | None = None) -> Counter:
-        """CPU seconds since they started of the processes the check talks to, by role:
+    def by_process_s(sink_pid: int | None = None) -> dict[int, tuple[str, float]]:
+        """CPU seconds since they started of the processes the check talks to, {pid: (role,
+        seconds)}, by role:
         "PostgreSQL" (every ``postgres`` process but those serving the Prefect server's
         database, "PostgreSQL for Prefect", with ``--prefect-db postgresql``), "Prefect server"
         (a process whose command line runs uvicorn with Prefect), "HTTP sink" (process
-        ``sink_pid``: the benchmark's parent, seen from a check's child). Processes that end in
-        between are not counted."""
-        roles: Counter = Counter()
+        ``sink_pid``: the benchmark's parent, seen from a check's child)."""
+        found: dict[int, tuple[str, float]] = {}
         tick = os.sysconf("SC_CLK_TCK")
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -117,8 +117,8 @@ class CpuClock:
                 role = "HTTP sink"
             else:
                 continue
-            roles[role] += (int(rest[11]) + int(rest[12])) / tick  # utime, stime
-        return roles
+            found[int(entry.name)] = (role, (int(rest[11]) + int(rest[12])) / tick)  # utime, stime
+        return found
 
     @staticmethod
     def machine_busy_s() -> float:
@@ -132,11 +132,15 @@ class CpuClock:
     def stop(self) -> dict[str, float]:
         process = time.process_time() - self._process
         machine = self.machine_busy_s() - self._machine
-        by_process = self.by_process_s(self.sink_pid)
-        by_process.subtract(self._by_process)
+        # A process that started in between counts whole; one that ended in between is not
+        # counted (its last figures are gone: PostgreSQL backends of connections closed meanwhile).
+        by_role: Counter = Counter()
+        for pid, (role, seconds) in self.by_process_s(self.sink_pid).items():
+            started_role, started = self._by_process.get(pid, (role, 0.0))
+            by_role[role] += seconds - (started if started_role == role else 0.0)
         return {"process": round(process, 2), "this_thread": round(time.thread_time() - self._thread, 2),
                 "machine": round(machine, 2), "others": round(machine - process, 2),
-                "others_by_role": {role: round(seconds, 2) for role, seconds in by_process.items()}}
+                "others_by_role": {role: round(seconds, 2) for role, seconds in by_role.items()}}
 
 
 class Sink:
