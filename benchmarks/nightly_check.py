@@ -62,6 +62,8 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 DEFAULT_AS_OF = "2024-06-05T09:00:00+02:00"
 POSTGRES_ADMIN_URL = os.environ.get("ROADMAP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CHILD_MARK = "--child-run"
+#: Names the process that serves the HTTP sink to a check's child (for its CPU figures).
+SINK_PID_ENV = "ROADMAP_BENCH_SINK_PID"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -403,7 +405,8 @@ def child_main(argv: list[str]) -> None:
     watch = _RssWatch()
     collector = _GcTimer()
     out_load = os.getloadavg()
-    clock = CpuClock(sink_pid=os.getppid())  # the parent serves the HTTP sink
+    # The benchmark's process serves the HTTP sink: named by the parent, which is py-spy with --py-spy.
+    clock = CpuClock(sink_pid=int(os.environ.get(SINK_PID_ENV) or os.getppid()))
     started = time.perf_counter()
     state = nightly_status_check(as_of=args.as_of, include_statuses=False, publish=args.publish, return_state=True)
     elapsed = time.perf_counter() - started
@@ -772,6 +775,7 @@ def main() -> None:
         console.log(f"temporary Prefect server at {server.api_url} ({args.prefect_db} database) in "
                     f"{time.perf_counter() - started:.1f} s")
         env = {**os.environ, "PREFECT_API_URL": server.api_url, "ROADMAP_DATABASE_URL": url,
+               SINK_PID_ENV: str(os.getpid()),
                "ROADMAP_APPRISE_CONFIG": str(config), "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
 
         for night in range(args.prior_nights, 0, -1):

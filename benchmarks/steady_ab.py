@@ -47,6 +47,7 @@ from nightly_check import (  # noqa: E402  (after the path set-up, as the benchm
     CHILD_MARK,
     DEFAULT_AS_OF,
     POSTGRES_ADMIN_URL,
+    SINK_PID_ENV,
     Sink,
     fresh_database,
     run_check,
@@ -165,7 +166,7 @@ def main() -> None:
         server = SubprocessASGIServer()
         server.start(timeout=180)
         env = {**os.environ, "PREFECT_API_URL": server.api_url, "ROADMAP_DATABASE_URL": url,
-               "ROADMAP_APPRISE_CONFIG": str(config)}
+               "ROADMAP_APPRISE_CONFIG": str(config), SINK_PID_ENV: str(os.getpid())}
         for night in (2, 1):
             prior = (as_of - dt.timedelta(days=night)).isoformat()
             result = run_check(env, prior, workdir, f"night-{night}", None, None)
