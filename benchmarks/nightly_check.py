@@ -578,9 +578,16 @@ class _PeakTracer:
 
 
 def run_check(env: dict, as_of: str, workdir: Path, label: str, py_spy: str | None, cprofile: str | None,
-              publish: bool = False, trace_memory: str | None = None) -> dict:
+              publish: bool = False, trace_memory: str | None = None, script: Path | None = None) -> dict:
+    """Run one check in a fresh child process of ``script`` (this file by default; another
+    checkout's for ``steady_ab.py``, whose ``env`` then puts that checkout on ``PYTHONPATH``)
+    and return the figures it wrote, with ``process_wall_s``.
+
+    Raises:
+        RuntimeError: the child wrote no result (the end of its log is in the message).
+    """
     out = workdir / f"{label}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_MARK, "--as-of", as_of, "--out", str(out)]
+    cmd = [sys.executable, str(script or Path(__file__).resolve()), CHILD_MARK, "--as-of", as_of, "--out", str(out)]
     if publish:
         cmd.append("--publish")
     if trace_memory:
@@ -715,7 +722,7 @@ def main() -> None:
                              "off by default: the issue's check is classification, artifacts and reminder claims")
     parser.add_argument("--prefect-db", choices=["sqlite", "postgresql"], default="sqlite",
                         help="the temporary Prefect server's own database: SQLite in its PREFECT_HOME (Prefect's default), or "
-                             "a fresh PostgreSQL database on the same server as --db postgresql, as docs/scaling.md deploys it")
+                             "a fresh PostgreSQL database (on ROADMAP_BENCH_POSTGRES_URL's server), as docs/scaling.md deploys it")
     parser.add_argument("--floor-only", action="store_true",
                         help="generate and measure the SQL floor only (no Prefect, no check): sizes the target where the check is too slow to run")
     args = parser.parse_args()

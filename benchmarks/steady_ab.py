@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,6 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from nightly_check import (  # noqa: E402  (after the path set-up, as the benchmark itself does)
-    CHILD_MARK,
     DEFAULT_AS_OF,
     POSTGRES_ADMIN_URL,
     SINK_PID_ENV,
@@ -113,20 +111,6 @@ def reminders_seconds(api_url: str, flow_run_id: str) -> float | None:
     return (end - start).total_seconds()
 
 
-def timed_check(checkout: Path, env: dict, as_of: str, workdir: Path, label: str) -> dict:
-    """One steady-night check by ``checkout``'s code in a fresh child process (``nightly_check.py``'s child)."""
-    out = workdir / f"{label}.json"
-    script = checkout / "benchmarks" / "nightly_check.py"
-    child_env = {**env, "PYTHONPATH": os.pathsep.join([str(checkout / "benchmarks"), str(checkout)])}
-    with open(workdir / f"{label}.log", "w", encoding="utf-8") as log:
-        subprocess.run([sys.executable, str(script), CHILD_MARK, "--as-of", as_of, "--out", str(out)],
-                       env=child_env, stdout=log, stderr=subprocess.STDOUT, cwd=str(workdir), check=False)
-    if not out.exists():
-        tail = (workdir / f"{label}.log").read_text(encoding="utf-8", errors="replace")[-4000:]
-        raise RuntimeError(f"{label}: the check process wrote no result; log tail:\n{tail}")
-    return json.loads(out.read_text(encoding="utf-8"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -177,7 +161,9 @@ def main() -> None:
             shift = (trial - 1) % len(sides)
             for side, checkout in sides[shift:] + sides[:shift]:
                 restore()
-                result = timed_check(checkout, env, args.as_of, workdir, f"{side}-{trial}")
+                checkout_env = {**env, "PYTHONPATH": os.pathsep.join([str(checkout / "benchmarks"), str(checkout)])}
+                result = run_check(checkout_env, args.as_of, workdir, f"{side}-{trial}", None, None,
+                                   script=checkout / "benchmarks" / "nightly_check.py")
                 if result.get("error"):
                     raise RuntimeError(f"{side} trial {trial}: the check failed:\n{result['error']}")
                 reminders = reminders_seconds(server.api_url, result["flow_run_id"])
