@@ -64,6 +64,9 @@ POSTGRES_ADMIN_URL = os.environ.get("ROADMAP_BENCH_POSTGRES_URL", "postgresql+ps
 CHILD_MARK = "--child-run"
 #: Names the process that serves the HTTP sink to a check's child (for its CPU figures).
 SINK_PID_ENV = "ROADMAP_BENCH_SINK_PID"
+#: Prefix of the PostgreSQL database a ``--prefect-db postgresql`` server keeps its state in (its
+#: backends' command lines name it: :meth:`CpuClock.by_process_s` counts them apart).
+PREFECT_DB_PREFIX = "rt_prefect_"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -200,9 +203,24 @@ def write_apprise_config(path: Path, codes: list[str], port: int) -> list[str]:
     return tags
 
 
-#: Prefix of the PostgreSQL database a ``--prefect-db postgresql`` server keeps its state in (its
-#: backends' command lines name it: :meth:`CpuClock.by_process_s` counts them apart).
-PREFECT_DB_PREFIX = "rt_prefect_"
+def work_folder(prefix: str) -> Path:
+    """A new temporary folder for one run of a benchmark script, whose ``prefect-home`` becomes
+    this process's ``PREFECT_HOME`` (the temporary Prefect server's state), with no
+    ``PREFECT_API_URL`` inherited and Prefect's analytics off."""
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.pop("PREFECT_API_URL", None)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")
+    return workdir
+
+
+def check_env(api_url: str, database_url: str, apprise_config: Path, checkout: Path = ROOT) -> dict:
+    """The environment of a check's child process: this one's, with the Prefect server, the
+    database, the Apprise channels, this process as the HTTP sink's (:data:`SINK_PID_ENV`) and
+    ``checkout``'s code on ``PYTHONPATH``."""
+    return {**os.environ, "PREFECT_API_URL": api_url, "ROADMAP_DATABASE_URL": database_url,
+            "ROADMAP_APPRISE_CONFIG": str(apprise_config), SINK_PID_ENV: str(os.getpid()),
+            "PYTHONPATH": os.pathsep.join([str(checkout / "benchmarks"), str(checkout)])}
 
 
 def fresh_database(kind: str, workdir: Path, prefix: str = "rt_bench_") -> tuple[str, callable]:
@@ -580,8 +598,8 @@ class _PeakTracer:
 def run_check(env: dict, as_of: str, workdir: Path, label: str, py_spy: str | None, cprofile: str | None,
               publish: bool = False, trace_memory: str | None = None, script: Path | None = None) -> dict:
     """Run one check in a fresh child process of ``script`` (this file by default; another
-    checkout's for ``steady_ab.py``, whose ``env`` then puts that checkout on ``PYTHONPATH``)
-    and return the figures it wrote, with ``process_wall_s``.
+    checkout's for ``steady_ab.py``, with that checkout's :func:`check_env`) and return the
+    figures it wrote, with ``process_wall_s``.
 
     Raises:
         RuntimeError: the child wrote no result (the end of its log is in the message).
@@ -727,10 +745,7 @@ def main() -> None:
                         help="generate and measure the SQL floor only (no Prefect, no check): sizes the target where the check is too slow to run")
     args = parser.parse_args()
 
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ.pop("PREFECT_API_URL", None)
-    workdir = Path(tempfile.mkdtemp(prefix="roadmap-bench-"))
-    os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")
+    workdir = work_folder("roadmap-bench-")
     from rich.console import Console
     from rich.table import Table
 
@@ -781,9 +796,7 @@ def main() -> None:
         server.start(timeout=180)
         console.log(f"temporary Prefect server at {server.api_url} ({args.prefect_db} database) in "
                     f"{time.perf_counter() - started:.1f} s")
-        env = {**os.environ, "PREFECT_API_URL": server.api_url, "ROADMAP_DATABASE_URL": url,
-               SINK_PID_ENV: str(os.getpid()),
-               "ROADMAP_APPRISE_CONFIG": str(config), "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+        env = check_env(server.api_url, url, config)
 
         for night in range(args.prior_nights, 0, -1):
             label = "first_night" if night == args.prior_nights else "second_night"

@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,10 +43,11 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 from nightly_check import (  # noqa: E402  (after the path set-up, as the benchmark itself does)
     DEFAULT_AS_OF,
     POSTGRES_ADMIN_URL,
-    SINK_PID_ENV,
     Sink,
+    check_env,
     fresh_database,
     run_check,
+    work_folder,
     write_apprise_config,
 )
 
@@ -128,10 +127,7 @@ def main() -> None:
         if not (Path(folder) / "benchmarks" / "nightly_check.py").is_file():
             parser.error(f"--other {folder}: no benchmarks/nightly_check.py there")
 
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ.pop("PREFECT_API_URL", None)
-    workdir = Path(tempfile.mkdtemp(prefix="roadmap-ab-"))
-    os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")
+    workdir = work_folder("roadmap-ab-")
     from models.deadlines import parse_instant
     from models.db import dispose_engines, get_engine
     from synth_portfolio import generate
@@ -149,11 +145,9 @@ def main() -> None:
 
         server = SubprocessASGIServer()
         server.start(timeout=180)
-        env = {**os.environ, "PREFECT_API_URL": server.api_url, "ROADMAP_DATABASE_URL": url,
-               "ROADMAP_APPRISE_CONFIG": str(config), SINK_PID_ENV: str(os.getpid())}
         for night in (2, 1):
             prior = (as_of - dt.timedelta(days=night)).isoformat()
-            result = run_check(env, prior, workdir, f"night-{night}", None, None)
+            result = run_check(check_env(server.api_url, url, config), prior, workdir, f"night-{night}", None, None)
             print(f"night as of {prior}: {result['check_s']:.1f} s", flush=True)
         restore, forget = snapshot(args.db, url, workdir)
         for trial in range(1, args.trials + 1):
@@ -161,9 +155,8 @@ def main() -> None:
             shift = (trial - 1) % len(sides)
             for side, checkout in sides[shift:] + sides[:shift]:
                 restore()
-                checkout_env = {**env, "PYTHONPATH": os.pathsep.join([str(checkout / "benchmarks"), str(checkout)])}
-                result = run_check(checkout_env, args.as_of, workdir, f"{side}-{trial}", None, None,
-                                   script=checkout / "benchmarks" / "nightly_check.py")
+                result = run_check(check_env(server.api_url, url, config, checkout), args.as_of, workdir,
+                                   f"{side}-{trial}", None, None, script=checkout / "benchmarks" / "nightly_check.py")
                 if result.get("error"):
                     raise RuntimeError(f"{side} trial {trial}: the check failed:\n{result['error']}")
                 reminders = reminders_seconds(server.api_url, result["flow_run_id"])
