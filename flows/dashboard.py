@@ -86,6 +86,11 @@ def progress_percent(done: int, rows: int) -> float:
     return round(100.0 * done / rows, 1) if rows else 0.0
 
 
+#: Bytes hashed per call in :func:`content_digest`: below CPython's ``HASHLIB_GIL_MINSIZE``
+#: (2,048), the size from which ``hashlib`` releases the GIL (Modules/hashlib.h).
+HASH_PIECE = 2047
+
+
 def content_digest(content: object) -> str:
     """SHA-256 (hex) of an artifact's content: text as UTF-8 (``bytes`` are taken as UTF-8
     already), anything else as canonical JSON.
@@ -93,8 +98,8 @@ def content_digest(content: object) -> str:
     Hashed in pieces shorter than 2,048 bytes, which ``hashlib`` hashes without letting go of
     the GIL: a larger piece lets it go, and the nightly check's thread then waits for another
     busy thread's turn to end (``sys.getswitchinterval()``, 5 ms) to go on. At 1M status rows
-    the check hashes 4,600 matrices and summaries of tens of KB; ``benchmarks/gil_handoff.py``
-    prints what each way costs beside a busy thread.
+    the check hashes a matrix and a summary of tens of KB for each of 1,533 roadmaps;
+    ``benchmarks/gil_handoff.py`` prints what each way costs beside a busy thread.
     """
     if not isinstance(content, bytes):
         text = content if isinstance(content, str) else json.dumps(content, sort_keys=True, ensure_ascii=False)
@@ -104,10 +109,6 @@ def content_digest(content: object) -> str:
         digest.update(view[start : start + HASH_PIECE])
     return digest.hexdigest()
 
-
-#: Bytes hashed per call in :func:`content_digest`: below CPython's ``HASHLIB_GIL_MINSIZE``
-#: (2,048), the size from which ``hashlib`` releases the GIL (Modules/hashlib.h).
-HASH_PIECE = 2047
 
 
 # Sized for a roadmap, not for the portfolio: the cache lives as long as the process. A first
