@@ -252,6 +252,24 @@ def test_plan_units_groups_roadmaps_that_share_deadlines(monkeypatch):
     assert [u.rows for u in units] == [90, 70]
 
 
+def test_content_digest_is_sha256_of_the_utf8_text_whatever_its_size():
+    """Hashed in pieces of ``HASH_PIECE`` bytes (under the 2,048 from which hashlib lets go of
+    the GIL), the digest is still SHA-256 of the whole text: of bytes as given, of ``str`` as
+    UTF-8, of anything else as canonical JSON (sorted keys, non-ASCII kept)."""
+    import hashlib
+
+    from flows.dashboard import HASH_PIECE, content_digest
+
+    assert HASH_PIECE < 2048
+    for size in (0, 1, HASH_PIECE - 1, HASH_PIECE, HASH_PIECE + 1, 2048, 3 * HASH_PIECE + 5, 60_000):
+        content = bytes(i % 251 for i in range(size))
+        assert content_digest(content) == hashlib.sha256(content).hexdigest(), size
+    text = "🔴 overdue · 2024-05-31 | JO الأردن |\n" * 300  # 4-byte and 2-byte UTF-8 across piece edges
+    assert content_digest(text) == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert content_digest({"b": "ب", "a": 1}) == hashlib.sha256('{"a": 1, "b": "ب"}'.encode("utf-8")).hexdigest()
+    assert content_digest("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
 def test_status_and_reminder_events_stay_within_the_run_budget(seeded, outbox, monkeypatch):
     """Beyond the per-run budget, one summary event per kind carries the count instead of one event
     per row: 15 rows newly overdue with a budget of 4 give 4 events and a summary of 11."""
