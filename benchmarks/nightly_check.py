@@ -86,12 +86,31 @@ class CpuClock:
     the Prefect server's and the HTTP sink's included). ``stop()`` returns
     {"process": s, "this_thread": s, "machine": s, "others": machine - process, "others_by_role":
     {role: s}} (:meth:`by_process_s`; the rest of "others" is the machine's other services, its
-    kernel threads and the processes that ended meanwhile)."""
+    kernel threads and the processes that ended meanwhile), and what the thread that made it did
+    when it was not running (:meth:`thread_sched`): "this_thread_runqueue_s", the seconds it was
+    ready to run and waited for a core, and "this_thread_switches", {"voluntary": n (it blocked:
+    I/O, a lock, the GIL), "involuntary": n (the kernel took its core)}."""
 
     def __init__(self, sink_pid: int | None = None) -> None:
         self.sink_pid = sink_pid
         self._process, self._thread, self._machine = time.process_time(), time.thread_time(), self.machine_busy_s()
         self._by_process = self.by_process_s(sink_pid)
+        self._sched = self.thread_sched()
+
+    @staticmethod
+    def thread_sched() -> tuple[float, int, int]:
+        """(seconds this thread waited on a run queue since it started, its voluntary and its
+        involuntary context switches), from Linux's ``/proc/self/task/<tid>/schedstat`` (second
+        field, nanoseconds) and ``status``; (0.0, 0, 0) where they cannot be read."""
+        folder = f"/proc/self/task/{threading.get_native_id()}"
+        try:
+            with open(f"{folder}/schedstat", encoding="ascii") as fh:
+                waited_ns = int(fh.read().split()[1])
+            with open(f"{folder}/status", encoding="ascii") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            return waited_ns / 1e9, int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
+        except (OSError, KeyError, ValueError, IndexError):
+            return 0.0, 0, 0
 
     @staticmethod
     def by_process_s(sink_pid: int | None = None) -> dict[int, tuple[str, float]]:
@@ -143,7 +162,10 @@ class CpuClock:
         for pid, (role, seconds) in self.by_process_s(self.sink_pid).items():
             started_role, started = self._by_process.get(pid, (role, 0.0))
             by_role[role] += seconds - (started if started_role == role else 0.0)
+        waited, voluntary, involuntary = (now - then for now, then in zip(self.thread_sched(), self._sched))
         return {"process": round(process, 2), "this_thread": round(time.thread_time() - self._thread, 2),
+                "this_thread_runqueue_s": round(waited, 2),
+                "this_thread_switches": {"voluntary": voluntary, "involuntary": involuntary},
                 "machine": round(machine, 2), "others": round(machine - process, 2),
                 "others_by_role": {role: round(seconds, 2) for role, seconds in by_role.items()}}
 
@@ -875,6 +897,14 @@ def main() -> None:
                   f"the check's process (its main thread {check['cpu_s']['this_thread']:.1f} s); "
                   f"other processes {check['cpu_s']['others']:.1f} s: "
                   + ", ".join(f"{role} {seconds:.1f} s" for role, seconds in check["cpu_s"]["others_by_role"].items()))
+    main = check["cpu_s"]
+    if "this_thread_runqueue_s" in main:
+        blocked = check["check_s"] - main["this_thread"] - main["this_thread_runqueue_s"]
+        table.add_row("the main thread's time", f"{check['check_s']:.1f} s",
+                      f"running {main['this_thread']:.1f} s, ready and waiting for a core "
+                      f"{main['this_thread_runqueue_s']:.1f} s, blocked {blocked:.1f} s (the database, HTTP, "
+                      f"other threads, the GIL); {main['this_thread_switches']['voluntary']} voluntary and "
+                      f"{main['this_thread_switches']['involuntary']} involuntary context switches")
     table.add_row("SQL floor (best of 3)", f"{floor_s:.3f} s", f"{floor_rows} rows streamed")
     table.add_row("CPU during the floor", f"{figures['floor_cpu_s']['process']:.1f} s",
                   f"this process; other processes {figures['floor_cpu_s']['others']:.1f} s")
