@@ -98,10 +98,11 @@ class CpuClock:
         self._sched = self.thread_sched()
 
     @staticmethod
-    def thread_sched() -> tuple[float, int, int]:
+    def thread_sched() -> tuple[float, int, int] | None:
         """(seconds this thread waited on a run queue since it started, its voluntary and its
         involuntary context switches), from Linux's ``/proc/self/task/<tid>/schedstat`` (second
-        field, nanoseconds) and ``status``; (0.0, 0, 0) where they cannot be read."""
+        field, nanoseconds) and ``status``; None where they cannot be read (then :meth:`stop`
+        gives neither figure)."""
         folder = f"/proc/self/task/{threading.get_native_id()}"
         try:
             with open(f"{folder}/schedstat", encoding="ascii") as fh:
@@ -110,7 +111,7 @@ class CpuClock:
                 fields = dict(line.split(":", 1) for line in fh if ":" in line)
             return waited_ns / 1e9, int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
         except (OSError, KeyError, ValueError, IndexError):
-            return 0.0, 0, 0
+            return None
 
     @staticmethod
     def by_process_s(sink_pid: int | None = None) -> dict[int, tuple[str, float]]:
@@ -153,7 +154,7 @@ class CpuClock:
         busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + (fields[7] if len(fields) > 7 else 0)
         return busy / os.sysconf("SC_CLK_TCK")
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, object]:
         process = time.process_time() - self._process
         machine = self.machine_busy_s() - self._machine
         # A process that started in between counts whole; one that ended in between is not
@@ -162,12 +163,15 @@ class CpuClock:
         for pid, (role, seconds) in self.by_process_s(self.sink_pid).items():
             started_role, started = self._by_process.get(pid, (role, 0.0))
             by_role[role] += seconds - (started if started_role == role else 0.0)
-        waited, voluntary, involuntary = (now - then for now, then in zip(self.thread_sched(), self._sched))
-        return {"process": round(process, 2), "this_thread": round(time.thread_time() - self._thread, 2),
-                "this_thread_runqueue_s": round(waited, 2),
-                "this_thread_switches": {"voluntary": voluntary, "involuntary": involuntary},
-                "machine": round(machine, 2), "others": round(machine - process, 2),
-                "others_by_role": {role: round(seconds, 2) for role, seconds in by_role.items()}}
+        figures = {"process": round(process, 2), "this_thread": round(time.thread_time() - self._thread, 2),
+                   "machine": round(machine, 2), "others": round(machine - process, 2),
+                   "others_by_role": {role: round(seconds, 2) for role, seconds in by_role.items()}}
+        sched = self.thread_sched()
+        if sched is not None and self._sched is not None:
+            waited, voluntary, involuntary = (now - then for now, then in zip(sched, self._sched))
+            figures["this_thread_runqueue_s"] = round(waited, 2)
+            figures["this_thread_switches"] = {"voluntary": voluntary, "involuntary": involuntary}
+        return figures
 
 
 class Sink:
@@ -897,14 +901,14 @@ def main() -> None:
                   f"the check's process (its main thread {check['cpu_s']['this_thread']:.1f} s); "
                   f"other processes {check['cpu_s']['others']:.1f} s: "
                   + ", ".join(f"{role} {seconds:.1f} s" for role, seconds in check["cpu_s"]["others_by_role"].items()))
-    main = check["cpu_s"]
-    if "this_thread_runqueue_s" in main:
-        blocked = check["check_s"] - main["this_thread"] - main["this_thread_runqueue_s"]
+    cpu = check["cpu_s"]
+    if "this_thread_runqueue_s" in cpu:
+        blocked = check["check_s"] - cpu["this_thread"] - cpu["this_thread_runqueue_s"]
         table.add_row("the main thread's time", f"{check['check_s']:.1f} s",
-                      f"running {main['this_thread']:.1f} s, ready and waiting for a core "
-                      f"{main['this_thread_runqueue_s']:.1f} s, blocked {blocked:.1f} s (the database, HTTP, "
-                      f"other threads, the GIL); {main['this_thread_switches']['voluntary']} voluntary and "
-                      f"{main['this_thread_switches']['involuntary']} involuntary context switches")
+                      f"running {cpu['this_thread']:.1f} s, ready and waiting for a core "
+                      f"{cpu['this_thread_runqueue_s']:.1f} s, blocked {blocked:.1f} s (the database, HTTP, "
+                      f"other threads, the GIL); {cpu['this_thread_switches']['voluntary']} voluntary and "
+                      f"{cpu['this_thread_switches']['involuntary']} involuntary context switches")
     table.add_row("SQL floor (best of 3)", f"{floor_s:.3f} s", f"{floor_rows} rows streamed")
     table.add_row("CPU during the floor", f"{figures['floor_cpu_s']['process']:.1f} s",
                   f"this process; other processes {figures['floor_cpu_s']['others']:.1f} s")
