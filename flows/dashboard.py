@@ -110,7 +110,6 @@ def content_digest(content: object) -> str:
     return digest.hexdigest()
 
 
-
 # Sized for a roadmap, not for the portfolio: the cache lives as long as the process. A first
 # night at 1M status rows held 30,555 texts at its peak (``benchmarks/nightly_check.py
 # --prior-nights 0 --tracemalloc``); a cache of that many pairs takes 6.6 MB (traced), more as

@@ -270,6 +270,33 @@ def test_content_digest_is_sha256_of_the_utf8_text_whatever_its_size():
     assert content_digest("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
+def test_content_digest_never_hands_hashlib_a_piece_that_releases_the_gil(monkeypatch):
+    """Every piece given to ``update`` is shorter than 2,048 bytes (CPython's
+    ``HASHLIB_GIL_MINSIZE``): 60,000 bytes go in 30 pieces of 2,047 bytes at most, in order."""
+    import hashlib
+
+    from flows.dashboard import content_digest
+
+    real, pieces = hashlib.sha256, []
+
+    class Recording:
+        def __init__(self):
+            self._hash = real()
+
+        def update(self, data):
+            pieces.append(bytes(data))
+            self._hash.update(data)
+
+        def hexdigest(self):
+            return self._hash.hexdigest()
+
+    monkeypatch.setattr(hashlib, "sha256", Recording)
+    content = bytes(i % 251 for i in range(60_000))
+    assert content_digest(content) == real(content).hexdigest()
+    assert len(pieces) == 30 and max(len(p) for p in pieces) == 2047
+    assert b"".join(pieces) == content
+
+
 def test_status_and_reminder_events_stay_within_the_run_budget(seeded, outbox, monkeypatch):
     """Beyond the per-run budget, one summary event per kind carries the count instead of one event
     per row: 15 rows newly overdue with a budget of 4 give 4 events and a summary of 11."""
