@@ -474,10 +474,11 @@ def send_status_query(connection: Connection, milestone_ids: set[int]) -> Callab
     array parameter), so psycopg prepares it once. The server's own ``json_agg`` of the same
     rows took 3.2 s at 1M status rows, against 1.5 s for the plain rows, read one roadmap after
     the other (``benchmarks/nightly_check.py``'s portfolio). The server sorts them (``ORDER
-    BY``, the codes compared byte by byte, ``COLLATE "C"``, as Python compares ``str``): an
-    incremental sort on the milestone index's order, about 1.5 ms of the server's per statement
-    while the caller classifies (0.6 s a night at 1M status rows), instead of a Python sort by
-    a key tuple per row in the caller's thread (docs/benchmarks.md, seventeenth session).
+    BY``, the codes compared byte by byte, ``COLLATE "C"``, as Python compares ``str``; the
+    codes are ASCII, ``models.roadmap_file.check_country``): about 1.5 ms of the server's per
+    statement while the caller classifies (0.6 s a night at 1M status rows), instead of a
+    Python sort by a key tuple per row in the caller's thread (docs/benchmarks.md, seventeenth
+    session).
     """
     if connection.dialect.name == "postgresql":
         # Instants as text ("2024-05-31 21:59:59+00"): ISO 8601, as psycopg itself requires of
