@@ -474,6 +474,7 @@ def child_main(argv: list[str]) -> None:
         out["error"] = "".join(traceback.format_exception(exc))
     names: Counter = Counter()
     seen: set = set()
+    reminders_s = None  # the send-reminders task run's seconds, start to end
     with get_client(sync_client=True) as client:
         offset = 0
         while True:
@@ -484,12 +485,16 @@ def child_main(argv: list[str]) -> None:
             for run in page:
                 if run.id not in seen:
                     seen.add(run.id)
-                    names[run.task_key.rsplit("-", 1)[0] if run.task_key else run.name] += 1
+                    task = run.task_key.rsplit("-", 1)[0] if run.task_key else run.name
+                    names[task] += 1
+                    if task == "send_reminders" and run.start_time and run.end_time:
+                        reminders_s = (run.end_time - run.start_time).total_seconds()
             if len(page) < 200:
                 break
             offset += 200
     out["task_runs"] = len(seen)
     out["task_runs_by_task"] = dict(names)
+    out["reminders_s"] = reminders_s
     out["artifacts"] = _count_artifacts(state.state_details.flow_run_id)
     Path(args.out).write_text(json.dumps(out, default=str), encoding="utf-8")
 

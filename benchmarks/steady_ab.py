@@ -16,8 +16,9 @@ one run:
    each trial starting one checkout later (no checkout always goes first), restores the
    database and runs the timed steady-night check in a fresh child process of that checkout
    (``nightly_check.py``'s child), against the same server and sink;
-4. prints each run's check seconds and the seconds of its ``send-reminders`` task run (read
-   from the Prefect API), then the median of each checkout.
+4. prints each run's check seconds and the seconds of its ``send-reminders`` task run (which
+   the check's child reads from the Prefect API with its task runs; a checkout whose child
+   does not report them shows none), then the median of each checkout.
 
 The checkouts must share the database schema (Alembic head) and the child's options. The
 figures are for comparing checkouts within one run: restored databases start with PostgreSQL's
@@ -97,19 +98,6 @@ def snapshot(kind: str, url: str, workdir: Path) -> tuple[callable, callable]:
     return restore, forget
 
 
-def reminders_seconds(api_url: str, flow_run_id: str) -> float | None:
-    """Seconds of the flow run's ``send-reminders`` task run (start to end), from the Prefect API."""
-    import httpx
-
-    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "task_runs": {"name": {"like_": "send-reminders"}}}
-    runs = httpx.post(f"{api_url}/task_runs/filter", json=body, timeout=30).json()
-    spans = [(r["start_time"], r["end_time"]) for r in runs if r.get("start_time") and r.get("end_time")]
-    if not spans:
-        return None
-    start, end = (dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in spans[0])
-    return (end - start).total_seconds()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -159,7 +147,7 @@ def main() -> None:
                                    f"{side}-{trial}", None, None, script=checkout / "benchmarks" / "nightly_check.py")
                 if result.get("error"):
                     raise RuntimeError(f"{side} trial {trial}: the check failed:\n{result['error']}")
-                reminders = reminders_seconds(server.api_url, result["flow_run_id"])
+                reminders = result.get("reminders_s")
                 runs[side].append({"check_s": result["check_s"], "reminders_s": reminders, "cpu_s": result.get("cpu_s")})
                 print(f"trial {trial} {side:6}: check {result['check_s']:6.2f} s, send-reminders "
                       f"{reminders if reminders is None else round(reminders, 2)} s", flush=True)
