@@ -38,7 +38,7 @@ def map_large_blocks(threshold: int = MMAP_THRESHOLD) -> bool:
     a night's first large lists and strings are freed, the later ones come from the heap, whose
     freed space the process keeps. A first night at 1M status rows builds and frees many such
     blocks (a recipient's planned items, a group's row batches, JSON texts): fixed, its peak RSS
-    was lower (``benchmarks/nightly_check.py``, docs/benchmarks.md). Python's own small objects
+    was lower (``benchmarks/nightly_check.py``, docs/benchmarks-history.md). Python's own small objects
     (under 512 bytes) come from its arenas, which this does not change.
     """
     mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])

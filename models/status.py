@@ -477,7 +477,7 @@ def send_status_query(connection: Connection, milestone_ids: set[int]) -> Callab
     BY``, the codes compared byte by byte, ``COLLATE "C"``, as Python compares ``str``; the
     codes are ASCII, ``models.roadmap_file.check_country``): about 1.5 ms of the server's per
     statement while the caller classifies (0.6 s a night at 1M status rows), instead of a
-    Python sort by a key tuple per row in the caller's thread (docs/benchmarks.md, seventeenth
+    Python sort by a key tuple per row in the caller's thread (docs/benchmarks-history.md, seventeenth
     session).
     """
     if connection.dialect.name == "postgresql":
@@ -541,7 +541,7 @@ def read_ahead(
     needs it back (to build rows, to decode them) it waits for the classifying thread's turn to
     end (``sys.getswitchinterval()``, 5 ms), longer than the classification of a roadmap. On
     PostgreSQL a reader thread that also fetched the rows gained nothing (the check took as long
-    as with every read in the caller's thread, docs/benchmarks.md, ninth session).
+    as with every read in the caller's thread, docs/benchmarks-history.md, ninth session).
 
     Memory holds ``depth`` statements' rows ahead (``batch`` roadmaps each, hundreds of rows per
     roadmap). A statement's error is raised when its first set's rows are due, after the sets of
