@@ -32,6 +32,7 @@ One run:
    same tags and sink; best of 2 each;
 6. prints a table, then as the last line:
    ``rows=N check_s=A floor_s=B check/floor=R1 delivery/apprise=R2 peak_rss_mb=M prefect_task_runs=T``
+   (``peak_rss_mb`` and every RSS figure in MiB: the kernel's KiB / 1024).
 
 ``--py-spy FILE`` samples the timed child with py-spy (``--format raw``: collapsed stacks) and
 prints the hottest functions within ``nightly_status_check``; ``--cprofile FILE`` dumps cProfile
@@ -545,8 +546,8 @@ class _GcTimer:
 
 
 def _phases(result: dict) -> str:
-    """The highest RSS sample of each phase of a check run, as text ("check 290 MB, ...")."""
-    return ", ".join(f"{phase} {kb / 1024:.0f} MB" for phase, kb in result.get("peak_rss_by_phase_kb", {}).items())
+    """The highest RSS sample of each phase of a check run, as text ("check 290 MiB, ...")."""
+    return ", ".join(f"{phase} {kb / 1024:.0f} MiB" for phase, kb in result.get("peak_rss_by_phase_kb", {}).items())
 
 
 class _RssWatch:
@@ -838,7 +839,7 @@ def main() -> None:
             figures[label] = {**result, "sink_requests": sink.snapshot()[0] - before[0],
                               "sink_bytes": sink.snapshot()[1] - before[1]}
             console.log(f"{label.replace('_', ' ')}: {result['check_s']:.1f} s, {result['task_runs']} task runs, "
-                        f"peak RSS {result['peak_rss_kb'] / 1024:.0f} MB ({_phases(result)}), "
+                        f"peak RSS {result['peak_rss_kb'] / 1024:.0f} MiB ({_phases(result)}), "
                         f"result {result.get('result', result.get('error'))}")
 
         console.log(f"timed check as of {args.as_of}")
@@ -895,7 +896,7 @@ def main() -> None:
             prior = figures[label]
             table.add_row(f"{label.replace('_', ' ')} check (as of -{night} day)", f"{prior['check_s']:.2f} s",
                           f"{prior['task_runs']} task runs, {sum(prior['artifacts'].values())} artifacts, "
-                          f"peak RSS {prior['peak_rss_kb'] / 1024:.0f} MB, "
+                          f"peak RSS {prior['peak_rss_kb'] / 1024:.0f} MiB, "
                           f"reminders {prior.get('result', {}).get('reminders')}, {prior['sink_requests']} HTTP messages")
     table.add_row("nightly check (timed)", f"{check['check_s']:.2f} s",
                   f"reminders {check.get('result', {}).get('reminders')}, {check['sink_requests']} HTTP messages "
@@ -921,8 +922,8 @@ def main() -> None:
     table.add_row("send_planned", f"{delivery['stack_rate']:.0f} msg/s", f"{delivery['messages']} messages, {delivery['items']} items")
     table.add_row("plain Apprise.notify", f"{delivery['apprise_rate']:.0f} msg/s", "same messages, same sink")
     table.add_row("delivery / apprise", f"{delivery['ratio']:.2f}", "target >= 0.8")
-    table.add_row("peak RSS of the check process", f"{peak_mb:.0f} MB",
-                  f"RSS before the flow call {check['rss_before_kb'] / 1024:.0f} MB; target < 300 MB at 1M rows; "
+    table.add_row("peak RSS of the check process", f"{peak_mb:.0f} MiB",
+                  f"RSS before the flow call {check['rss_before_kb'] / 1024:.0f} MiB; target < 300 MB at 1M rows, read here as MiB; "
                   f"highest sample at {check['peak_rss_at']} (s into the check, innermost project frame); "
                   f"highest by phase: {_phases(check)}")
     table.add_row("Prefect task runs", str(check["task_runs"]), json.dumps(check["task_runs_by_task"]))
