@@ -70,19 +70,27 @@ def _services(hub: apprise.Apprise, tag: str) -> list:
 
 
 def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | Callable[[], str] | None) -> list[tuple[apprise.Apprise, str, NotifyFormat]]:
-    """Split the channels tagged ``tag``: those that render HTML (e-mail) get ``body_html``, the
-    others the plain text (so Apprise never has to convert one into the other). A callable
-    ``body_html`` is rendered only when some channel wants HTML."""
-    html, text = apprise.Apprise(), apprise.Apprise()
+    """One group per channel tagged ``tag``, each an :class:`apprise.Apprise` holding that channel
+    alone, with the body it gets: channels that render HTML (e-mail) get ``body_html``, the others
+    the plain text (so Apprise never has to convert one into the other). A callable ``body_html``
+    is rendered once, and only when some channel wants HTML.
+
+    One channel a group, because a retry resends a whole group: with two channels in one group,
+    the one that took the message got it again at every retry of the other.
+    """
+    groups = []
+    html_text = None
     for service in _services(hub, tag):
         # Channels whose own default rendering is HTML (e-mail, or any URL with ?format=html).
         wants_html = body_html is not None and service.resolve_format(None) == NotifyFormat.HTML
-        (html if wants_html else text).add(service)
-    groups = []
-    if len(html):
-        groups.append((html, body_html() if callable(body_html) else body_html, NotifyFormat.HTML))
-    if len(text):
-        groups.append((text, body, NotifyFormat.TEXT))
+        alone = apprise.Apprise()
+        alone.add(service)
+        if wants_html:
+            if html_text is None:
+                html_text = body_html() if callable(body_html) else body_html
+            groups.append((alone, html_text, NotifyFormat.HTML))
+        else:
+            groups.append((alone, body, NotifyFormat.TEXT))
     return groups
 
 
@@ -99,9 +107,14 @@ def deliver(
     """Send ``title``/``body`` to every channel tagged ``tag`` (``body_html`` to e-mail channels, if
     given: the text, or a function that renders it, called only when such a channel exists).
 
-    A group of channels that succeeded is not sent again by a retry. Returns a
-    :class:`Delivery`; an exception inside Apprise or a plugin becomes a failed delivery whose
-    reason names only the exception type (its text may hold a URL).
+    A channel that took the message is not sent it again by a retry: only the channels that
+    failed are retried. The delivery is ok only when every channel took it; otherwise the caller
+    (the reminder log) sends the item again on a later night, to every channel of the tag, the
+    ones that took it included (never lost rather than never twice, when one channel of several
+    fails).
+
+    Returns a :class:`Delivery`; an exception inside Apprise or a plugin becomes a failed
+    delivery whose reason names only the exception type (its text may hold a URL).
     """
     backoff_s = BACKOFF_S if backoff_s is None else backoff_s
     pending = _groups(hub, tag, body, body_html)

@@ -130,6 +130,46 @@ def test_failing_channel_is_reported_not_raised(http_sink):
     assert "failure" in result.reason.lower()
 
 
+def test_a_retry_goes_only_to_the_channels_that_failed(http_sink):
+    """Two channels on one tag, one refusing connections: the one that took the digest gets it
+    once, not once per attempt (found by a bad-input review: 3 copies a night)."""
+    closed = HttpSink().start()
+    closed_port = closed.port
+    closed.stop()
+    second = HttpSink().start()
+    try:
+        hub = parse_apprise_yaml(
+            "urls:\n"
+            f'  - "json://127.0.0.1:{http_sink.port}/hook":\n      tag: mission-jo\n'
+            f'  - "json://127.0.0.1:{closed_port}/hook?cto=0.5":\n      tag: mission-jo\n'
+            f'  - "json://127.0.0.1:{second.port}/hook":\n      tag: mission-jo\n',
+            "cfg",
+        )
+        result = deliver(hub, tag="mission-jo", title="t", body="b", attempts=3, backoff_s=0.01)
+    finally:
+        second.stop()
+    assert (result.ok, result.attempts, result.reason) == (False, 3, "JSON: failure")
+    assert len(http_sink.requests) == 1
+    assert len(second.requests) == 1
+
+
+def test_html_is_rendered_once_for_several_email_channels():
+    hub = parse_apprise_yaml(
+        "urls:\n"
+        '  - "json://127.0.0.1:9/a?format=html":\n      tag: mission-jo\n'
+        '  - "json://127.0.0.1:9/b?format=html":\n      tag: mission-jo\n'
+        '  - "json://127.0.0.1:9/c":\n      tag: mission-jo\n',
+        "cfg",
+    )
+    from notifications.delivery import _groups
+
+    calls = []
+    groups = _groups(hub, "mission-jo", "text", lambda: calls.append(1) or "<p>html</p>")
+    assert [(len(group), text, fmt.value) for group, text, fmt in groups] == [
+        (1, "<p>html</p>", "html"), (1, "<p>html</p>", "html"), (1, "text", "text")]
+    assert calls == [1]
+
+
 def test_default_outbox_writes_one_file_per_message(outbox):
     hub = load_channels(["mission-jo", "coordinators"])
     assert deliver(hub, tag="mission-jo", title="عنوان", body="نص").ok
