@@ -25,6 +25,10 @@ import re
 from dataclasses import dataclass
 
 import pendulum
+#: Dates a roadmap may use (deadlines, windows, agenda) and instants a person may type (``--as-of``,
+#: ``--at``): far from the ends of ``datetime.date``, so that no conversion to an owner's zone or
+#: UTC, and no working-day count or timeline around them, overflows.
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 
 _MONTHS: dict[str, int] = {}
 for _number in range(1, 13):
@@ -159,22 +163,27 @@ def parse_instant(text: str, default_timezone: str | None = None) -> pendulum.Da
     A bare date (``2024-06-05``) means its start (00:00) in the same way.
 
     Raises:
-        ValueError: not ISO-8601, no offset and no ``default_timezone``, or an instant that has no
-            UTC equivalent (``0001-01-01T00:00:00+01:00``). The message quotes ``text``.
+        ValueError: not ISO-8601, no offset and no ``default_timezone``, or an instant whose UTC
+            date is outside :data:`FIRST_DATE` .. :data:`LAST_DATE` (the dates a roadmap may use).
+            The message quotes ``text``.
     """
+    stripped = str(text).strip()
     try:
-        parsed = dt.datetime.fromisoformat(str(text).strip())
+        parsed = dt.datetime.fromisoformat(stripped)
     except ValueError:
         raise ValueError(f"not an ISO-8601 timestamp: {text!r} (e.g. 2024-06-05T09:00:00+02:00)") from None
     if parsed.tzinfo is None:
         if default_timezone is None:
-            raise ValueError(f"timestamp {text!r} has no UTC offset: add one, e.g. {text}+02:00 or {text}Z")
+            # A bare date parses as its midnight: the example must carry a time before the offset.
+            example = stripped if "T" in stripped or " " in stripped else f"{stripped}T09:00:00"
+            raise ValueError(f"timestamp {text!r} has no UTC offset: add one, e.g. {example}+02:00 or {example}Z")
         moment = pendulum.instance(parsed, tz=default_timezone)
     else:
         moment = pendulum.instance(parsed)
-    try:
-        # How UTCDateTime stores it: must not fall outside years 1-9999 in UTC.
-        dt.datetime.fromtimestamp(moment.timestamp(), tz=dt.timezone.utc)
+    try:  # years 1-9999 in UTC first: outside them there is no UTC date to compare
+        utc_day = dt.datetime.fromtimestamp(moment.timestamp(), tz=dt.timezone.utc).date()
     except (OverflowError, ValueError, OSError):
-        raise ValueError(f"timestamp {text!r} is out of range once converted to UTC") from None
+        utc_day = None
+    if utc_day is None or not FIRST_DATE <= utc_day <= LAST_DATE:
+        raise ValueError(f"timestamp {text!r} is out of range: instants must fall between {FIRST_DATE} and {LAST_DATE}")
     return moment

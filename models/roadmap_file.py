@@ -21,16 +21,13 @@ import pycountry
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.deadlines import DeadlineRuleError, LocalDates, RelativeRule, parse_rule, shift
+from models.deadlines import FIRST_DATE, LAST_DATE, DeadlineRuleError, LocalDates, RelativeRule, parse_rule, shift
 from models.tables import NonWorkingDay, Owner, State
 
 #: Largest roadmap file accepted. A real roadmap is a few kB; this bounds memory on bad input.
 MAX_FILE_BYTES = 2 * 1024 * 1024
 #: Deepest YAML nesting accepted (a roadmap needs four levels); bounds PyYAML's recursive composer.
 MAX_YAML_DEPTH = 20
-#: Dates a roadmap may use (deadlines, windows, agenda): far from the ends of ``datetime.date``,
-#: so that no conversion to an owner's zone or UTC overflows.
-FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SLUG_CLEAN = re.compile(r"[^a-z0-9]+")
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}

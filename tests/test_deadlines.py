@@ -89,6 +89,26 @@ def test_parse_instant_is_strict_iso():
         parse_instant("2024-06-05T09:00")
     with pytest.raises(ValueError, match="not an ISO-8601"):
         parse_instant("5 June 2024")
+    with pytest.raises(ValueError) as bare:
+        parse_instant("2024-05-27")
+    assert str(bare.value) == ("timestamp '2024-05-27' has no UTC offset: add one, "
+                               "e.g. 2024-05-27T09:00:00+02:00 or 2024-05-27T09:00:00Z")
+    assert parse_instant("2024-05-27T09:00:00+02:00").isoformat() == "2024-05-27T09:00:00+02:00"  # the hint parses
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T00:00Z", "0001-01-01T12:00Z", "1899-12-31T23:59:59Z", "3000-01-01T00:00Z",
+                                  "0001-01-01T00:00:00+01:00"])
+def test_parse_instant_refuses_instants_outside_the_roadmap_years(text):
+    """Found by a bad-input review: --as-of 9999-12-31 crashed the check (OverflowError) and the
+    timeline (matplotlib's year range). The bounds are those of roadmap dates."""
+    with pytest.raises(ValueError) as info:
+        parse_instant(text)
+    assert str(info.value) == f"timestamp {text!r} is out of range: instants must fall between 1900-01-01 and 2999-12-31"
+
+
+def test_parse_instant_takes_the_first_and_last_roadmap_days():
+    assert parse_instant("1900-01-01T00:00Z").isoformat() == "1900-01-01T00:00:00+00:00"
+    assert parse_instant("2999-12-31T23:59:59Z").isoformat() == "2999-12-31T23:59:59+00:00"
 
 
 def test_pendulum_day_arithmetic_keeps_wall_clock_across_dst():

@@ -178,6 +178,8 @@ def test_bad_input_on_the_command_line_is_one_clear_error(seeded):
         ("mark", "invitations", "JO", "finished"): "unknown state 'finished'",
         ("check", "--as-of", "5 June 2024"): "not an ISO-8601 timestamp",
         ("check", "--as-of", "2024-06-05T09:00"): "has no UTC offset",
+        ("check", "--as-of", "9999-12-31T00:00Z"): "instants must fall between 1900-01-01 and 2999-12-31",
+        ("status", "--as-of", "0001-01-01T12:00Z"): "instants must fall between 1900-01-01 and 2999-12-31",
     }
     for args, message in cases.items():
         result = runner.invoke(app, list(args))
