@@ -89,7 +89,10 @@ def sync(
     with _progress_bar("loading") as bar, session_scope() as session:
         task = bar.add_task("loading", total=len(specs))
         for path, spec in specs:
-            reports.append(upsert_roadmap(session, spec, source_file=str(path)))
+            try:
+                reports.append(upsert_roadmap(session, spec, source_file=str(path)))
+            except RoadmapFileError as exc:  # checked against the database (a slug taken): all rolled back
+                _fail(str(exc))
             bar.advance(task)
     for report in reports:
         created = ", ".join(f"{n} {t}" for t, n in report.created.items()) or "nothing"
@@ -301,5 +304,49 @@ def automations_apply(
         typer.echo(f"automation ready: {name}")
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
+def database_error(exc: BaseException) -> str | None:
+    """The one-line message for an error that means the configured database cannot be used (its
+    URL unparsable, its driver missing, the server or file unreachable), or None for any other
+    error. Names ``ROADMAP_DATABASE_URL`` with its password hidden, and the driver's first line.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    from models.db import database_url
+
+    url = database_url()
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return ("ROADMAP_DATABASE_URL is not a database URL "
+                "(e.g. sqlite:///roadmap.db or postgresql+psycopg://user@127.0.0.1:5432/roadmap)")
+    if isinstance(exc, NoSuchModuleError) or (isinstance(exc, ModuleNotFoundError) and _raised_in(exc, "create_engine")):
+        return (f"ROADMAP_DATABASE_URL={shown}: no database driver for it ({type(exc).__name__}: {exc}); "
+                "supported: sqlite:///FILE and postgresql+psycopg://...")
+    if isinstance(exc, OperationalError):
+        first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+        return f"ROADMAP_DATABASE_URL={shown}: cannot use the database: {first}"
+    return None
+
+
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """True when ``function`` (a name) is on ``exc``'s traceback."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def main() -> None:  # the ``roadmap`` console script
+    """Run the command line; an unusable database is one line on stderr and exit status 2, as
+    every other error (:func:`database_error`), not a traceback."""
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the database's
+        message = database_error(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(2) from None

@@ -728,3 +728,34 @@ def test_a_very_long_note_in_a_roadmap_file_is_refused_clearly(tmp_path):
         load_roadmap_file(path)
     _check_roadmap_error(info.value, path)
     assert info.value.field == "milestones[1].note" and "at most 2000 characters" in str(info.value)
+
+
+def _roadmap(args: list[str], database_url: str, tmp_path: Path):
+    """Run the ``roadmap`` console entry point (``flows.cli.main``) in a child process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROADMAP_DATABASE_URL": database_url}
+    code = f"import sys; from flows.cli import main; sys.argv = ['roadmap', *{args!r}]; main()"
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("sqlite:///{tmp}/no/such/folder/x.db",
+     "error: ROADMAP_DATABASE_URL=sqlite:///{tmp}/no/such/folder/x.db: cannot use the database: unable to open database file"),
+    ("postgresql+psycopg://focal:s3cret@127.0.0.1:1/test",
+     "error: ROADMAP_DATABASE_URL=postgresql+psycopg://focal:***@127.0.0.1:1/test: cannot use the database: connection failed:"),
+    ("postgres://127.0.0.1/test",
+     "error: ROADMAP_DATABASE_URL=postgres://127.0.0.1/test: no database driver for it (NoSuchModuleError: "),
+    ("not a url", "error: ROADMAP_DATABASE_URL is not a database URL (e.g. sqlite:///roadmap.db or "),
+], ids=["sqlite-no-folder", "postgresql-closed-port", "no-dialect", "not-a-url"])
+def test_an_unusable_database_is_one_error_line_without_the_password(tmp_path, url, expected):
+    """Found by a bad-input review: every command printed a long traceback for these."""
+    url, expected = url.format(tmp=tmp_path), expected.format(tmp=tmp_path)
+    for args in (["status"], ["sync", str(SEED_ROADMAP.resolve())]):
+        done = _roadmap(args, url, tmp_path)
+        assert done.returncode == 2, done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.strip()]  # a progress bar may leave blank lines
+        assert len(lines) == 1 and lines[0].startswith(expected), done.stderr
+        assert "s3cret" not in done.stderr + done.stdout

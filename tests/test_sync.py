@@ -8,6 +8,9 @@ import pytest
 import yaml
 from sqlmodel import Session, SQLModel, select
 
+from typer.testing import CliRunner
+
+from flows.cli import app
 from models.db import UTCDateTime, get_engine, session_scope
 from models.roadmap_file import RoadmapFileError
 from models.status import record_status
@@ -113,6 +116,13 @@ def test_two_slugs_that_normalise_alike_are_rejected(seeded, tmp_path):
     message = str(info.value)
     assert message.startswith(f"{twin}: slug: normalises to 'gcm-arab-2024', the slug of the roadmap written 'gcm-arab-2024'")
     assert "'GCM Arab 2024'" in message
+    assert _rows(seeded) == before
+    # The same through `roadmap sync`, beside a good new roadmap: one line, nothing written.
+    other = dict(data, slug="other-review")
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other, allow_unicode=True), encoding="utf-8")
+    result = CliRunner().invoke(app, ["sync", str(tmp_path / "other.yaml"), str(twin)])
+    assert result.exit_code == 2, result.output
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [f"error: {message}"]
     assert _rows(seeded) == before
 
 
