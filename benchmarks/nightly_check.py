@@ -315,7 +315,7 @@ def sql_floor(url: str, repeats: int = 3) -> tuple[float, int, dict]:
         )
         .join(Milestone, Status.milestone_id == Milestone.id)
         .join(MemberState, Status.member_state_code == MemberState.code)
-        .where(Milestone.active)
+        .where(Milestone.active, Status.active)
     )
     engine = get_engine(url)
     best, count, cpu = float("inf"), 0, {}

@@ -115,7 +115,7 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
             first_due[roadmap_id] = min(due, first_due.get(roadmap_id, due))
         counts = dict(session.exec(of_these(
             select(Milestone.roadmap_id, func.count(Status.id)).join(Status, Status.milestone_id == Milestone.id)
-            .where(Milestone.active).group_by(Milestone.roadmap_id)
+            .where(Milestone.active, Status.active).group_by(Milestone.roadmap_id)
         )).all())
         return [RoadmapRef(id_, slug, title, tuple(keys.get(id_, ())), counts.get(id_, 0), first_due.get(id_))
                 for id_, slug, title in roadmaps]

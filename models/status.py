@@ -444,7 +444,8 @@ STATUS_INSTANTS = (4, 5)
 
 
 def read_status_rows(connection: Connection, milestone_ids: set[int]) -> list:
-    """The :data:`STATUS_COLUMNS` of every status row of these milestones, ordered by milestone
+    """The :data:`STATUS_COLUMNS` of every active status row of these milestones (a member state
+    removed from the roadmap file has inactive rows: ``models.sync``), ordered by milestone
     id and member state code (sequences; read the deadline and opening columns, text, with
     :func:`instant_reader`): :func:`send_status_query`, then its rows at once.
 
@@ -486,7 +487,7 @@ def send_status_query(connection: Connection, milestone_ids: set[int]) -> Callab
         columns = [cast(c, Text) if i in STATUS_INSTANTS else c for i, c in enumerate(STATUS_COLUMNS)]
         wanted = Status.milestone_id == any_(bindparam("ids", sorted(milestone_ids), type_=ARRAY(Integer)))
         order = (Status.milestone_id, Status.member_state_code.collate("C"))
-        cursor = connection.execute(select(*columns).where(wanted).order_by(*order)).cursor  # the driver's own cursor
+        cursor = connection.execute(select(*columns).where(wanted, Status.active).order_by(*order)).cursor  # the driver's own cursor
 
         def rows() -> list:
             try:
@@ -497,7 +498,7 @@ def send_status_query(connection: Connection, milestone_ids: set[int]) -> Callab
         return rows
     aggregate = func.json_group_array(func.json_array(*STATUS_COLUMNS))
     where = Status.milestone_id.in_(milestone_ids)
-    found = connection.execute(select(cast(aggregate, Text)).where(where)).scalar_one()  # text: json.loads here
+    found = connection.execute(select(cast(aggregate, Text)).where(where, Status.active)).scalar_one()  # text: json.loads here
     decoded = json.loads(found) if found else []
     decoded.sort(key=itemgetter(0, 1))
     return lambda: decoded
@@ -720,7 +721,8 @@ def record_status(
             raise StatusError(f"{name} {value[:60]!r} contains a NUL character")
     query = select(Status, Milestone, Roadmap).join(Milestone, Status.milestone_id == Milestone.id).join(
         Roadmap, Milestone.roadmap_id == Roadmap.id
-    ).where(Milestone.key == milestone, Status.member_state_code == member_state.upper(), Milestone.active)
+    ).where(Milestone.key == milestone, Status.member_state_code == member_state.upper(), Milestone.active,
+            Status.active)
     if roadmap is not None:
         query = query.where(Roadmap.slug == roadmap)
     found = session.exec(query).all()
@@ -763,4 +765,8 @@ def _explain_missing(session: Session, *, milestone: str, member_state: str, roa
     if session.exec(select(Milestone.id).where(Milestone.key == milestone, Milestone.active)).first() is None:
         keys = sorted(set(session.exec(select(Milestone.key).where(Milestone.active)).all()))
         raise StatusError(f"unknown milestone {milestone!r}: expected one of {', '.join(keys)}")
+    removed = session.exec(select(Status.id).join(Milestone, Status.milestone_id == Milestone.id).where(
+        Milestone.key == milestone, Milestone.active, Status.member_state_code == member_state.upper(), ~Status.active)).first()
+    if removed is not None:
+        raise StatusError(f"member state {member_state!r} was removed from the roadmap file of milestone {milestone!r}")
     raise StatusError(f"unknown member state {member_state!r} for milestone {milestone!r}")

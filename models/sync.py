@@ -2,7 +2,9 @@
 
 Loading the same file twice changes nothing. Moving a date updates the milestone and every
 status row's deadline and keeps every recorded state, note and reminder log. A milestone
-removed from the file is marked inactive, never deleted, so no recorded status is lost.
+removed from the file is marked inactive, never deleted, so no recorded status is lost; so are
+the status rows of a member state removed from the file (and made active again when it is listed
+again).
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ def _upsert_statuses(session, spec, roadmap, milestones, states, report) -> None
                 deadline=_utc(end_of_local_day(due, party.timezone)),
                 opens_at=_utc(start_of_local_day(dates.opens, party.timezone)) if dates.opens else None,
                 owner_timezone=party.timezone,
+                active=True,
             )
             row = existing.get((milestone.id, member.code))
             if row is None:
@@ -221,6 +224,11 @@ def _upsert_statuses(session, spec, roadmap, milestones, states, report) -> None
                     )
             elif _assign(row, values):
                 report.count("updated", "status")
+    listed = {member.code for member in spec.member_states}
+    for (_, code), row in existing.items():
+        if code not in listed and row.active:
+            row.active = False  # kept with its state, note and history; read again if listed again
+            report.count("updated", "status")
 
 
 def _upsert_agenda(session, spec, roadmap, report) -> None:

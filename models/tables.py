@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
 from models.db import UTCDateTime
@@ -190,6 +190,9 @@ class Status(SQLModel, table=True):
     last_reminder: str | None = Field(default=None, max_length=32)
     #: Window of the last escalation delivered to the coordinators for this row (same kind of hint).
     last_escalation: str | None = Field(default=None, max_length=32)
+    #: False once the member state was removed from the roadmap file (``roadmap sync``): the row,
+    #: its state and its history are kept, but no check, reminder, calendar or ``mark`` reads it.
+    active: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
 
 
 class StatusChange(SQLModel, table=True):

@@ -171,6 +171,50 @@ def test_failing_channel_is_logged_and_retried_next_run(seeded, outbox, tmp_path
         sink.stop()
 
 
+def test_a_member_state_removed_from_the_file_is_no_longer_checked_nor_reminded(database_url, outbox, tmp_path):
+    """Found by a bad-input review: a member state deleted from the roadmap file kept being
+    checked, listed and reminded. Its rows are kept (state, note, history), inactive, until the
+    file lists it again."""
+    import yaml
+
+    assert runner.invoke(app, ["sync", str(SEED_ROADMAP)]).exit_code == 0
+    assert runner.invoke(app, ["mark", "invitations", "YE", "in_progress", "--note", "NV-17"]).exit_code == 0
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    data["member_states"] = [m for m in data["member_states"] if m["code"] != "YE"]
+    without = tmp_path / "without-ye.yaml"
+    without.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    synced = runner.invoke(app, ["sync", str(without)])
+    assert synced.exit_code == 0, synced.output
+    assert synced.stdout.strip() == "gcm-arab-2024: created nothing; updated 1 roadmap, 6 status"
+
+    checked = _check()
+    assert len(checked["statuses"]) == 90
+    assert "YE" not in {s["member_state"] for s in checked["statuses"]}
+    assert checked["reminders"] == {"sent": 15, "already_sent": 0, "failed": 0}
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(
+        f"mission-{c}" for c in "ae bh dj dz iq jo kw lb ly mr qa sa sd so tn".split())
+    marked = runner.invoke(app, ["mark", "invitations", "YE", "done"])
+    assert marked.exit_code == 2
+    assert "member state 'YE' was removed from the roadmap file of milestone 'invitations'" in marked.stderr
+
+    assert runner.invoke(app, ["sync", str(SEED_ROADMAP)]).exit_code == 0  # listed again
+    again = _check()
+    ye = [s for s in again["statuses"] if s["member_state"] == "YE"]
+    assert len(ye) == 6
+    assert next(s for s in ye if s["milestone"] == "invitations")["state"] == "overdue"
+    from sqlmodel import Session, select
+
+    from models.db import get_engine
+    from models.tables import Milestone, Status
+
+    with Session(get_engine(database_url)) as session:
+        kept = session.exec(select(Status).join(Milestone).where(
+            Milestone.key == "invitations", Status.member_state_code == "YE")).one()
+    assert (kept.state, kept.note, kept.active) == ("in_progress", "NV-17", True)
+    assert again["reminders"] == {"sent": 1, "already_sent": 15, "failed": 0}
+    assert len(list((outbox / "mission-ye").glob("*.txt"))) == 1
+
+
 def test_bad_input_on_the_command_line_is_one_clear_error(seeded):
     cases = {
         ("mark", "visas", "JO", "done"): "unknown milestone 'visas'",
