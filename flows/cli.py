@@ -340,12 +340,15 @@ def _raised_in(exc: BaseException, function: str) -> bool:
 
 
 def main() -> None:  # the ``roadmap`` console script
-    """Run the command line; an unusable database is one line on stderr and exit status 2, as
-    every other error (:func:`database_error`), not a traceback."""
+    """Run the command line; an unusable database (:func:`database_error`) or setting
+    (:class:`models.db.SettingError`) is one line on stderr and exit status 2, as every other
+    error, not a traceback."""
+    from models.db import SettingError
+
     try:
         app()
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the database's
-        message = database_error(exc)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the database's or a setting's
+        message = str(exc) if isinstance(exc, SettingError) else database_error(exc)
         if message is None:
             raise
         typer.echo(f"error: {message}", err=True)

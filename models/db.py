@@ -20,6 +20,12 @@ from sqlmodel import Session, create_engine
 
 DEFAULT_DATABASE_URL = "sqlite:///roadmap.db"
 
+
+class SettingError(ValueError):
+    """An environment variable of roadmap-tracker with a value it cannot use; the message names
+    the variable and the value (the command line prints it as one ``error:`` line)."""
+
+
 #: Seconds a SQLite connection waits for a lock held by another process before it fails.
 SQLITE_BUSY_TIMEOUT_S = 30
 

@@ -29,11 +29,23 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, select
 
 from models.calendars import WorkingCalendar, shift_days
-from models.db import UTCDateTime, upsert_insert
+from models.db import SettingError, UTCDateTime, upsert_insert
 from models.tables import ReminderLog, ReminderState, Status
 
 def _lease() -> dt.timedelta:
-    return dt.timedelta(seconds=float(os.environ.get("ROADMAP_CLAIM_LEASE_S", 600)))
+    """``ROADMAP_CLAIM_LEASE_S`` (seconds, default 600) as a duration.
+
+    Raises:
+        models.db.SettingError: not a number of seconds, 0 or more; the message names the variable and its value.
+    """
+    text = os.environ.get("ROADMAP_CLAIM_LEASE_S", "600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise SettingError(f"ROADMAP_CLAIM_LEASE_S={text!r}: expected a number of seconds, 0 or more (default 600)")
+    return dt.timedelta(seconds=seconds)
 
 
 #: A claim older than this is considered abandoned (its run crashed) and may be taken over:

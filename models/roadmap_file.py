@@ -33,20 +33,29 @@ _SLUG_CLEAN = re.compile(r"[^a-z0-9]+")
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
 
+#: ``value`` of a :class:`RoadmapFileError` about no value at all (an unreadable file, a YAML
+#: syntax error): the message then ends with the reason, not "(value: None)".
+NO_VALUE: Any = object()
+
+
 class RoadmapFileError(ValueError):
     """A roadmap file that cannot be loaded.
 
     Attributes:
         file: the path as given.
         field: the field path inside the file (``milestones[2].depends_on[0]``), or "" for the whole file.
-        value: the offending value (``repr``-able), or None.
+        value: the offending value (``repr``-able; None is YAML's null), or None when the error is
+            about no value (given as :data:`NO_VALUE`).
     """
 
     def __init__(self, file: str | Path, field: str, value: Any, reason: str):
         if len(reason) > 300:  # a validator's message may quote a long value; the value is shown below
             reason = reason[:297] + "..."
-        self.file, self.field, self.value, self.reason = str(file), field, value, reason
+        self.file, self.field, self.value, self.reason = str(file), field, None if value is NO_VALUE else value, reason
         where = f"{self.file}: {field}" if field else self.file
+        if value is NO_VALUE:
+            super().__init__(f"{where}: {reason}")
+            return
         shown = repr(value)
         if len(shown) > 120:
             shown = shown[:117] + "..."
@@ -314,26 +323,28 @@ def read_yaml(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> Any:
     """Read a YAML file safely: size-bounded, no aliases, no Python tags.
 
     Raises:
-        RoadmapFileError: missing, too large, not UTF-8, or not valid YAML.
+        RoadmapFileError: missing or unreadable (a folder), too large, not UTF-8, or not valid YAML.
     """
     path = Path(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise RoadmapFileError(path, "", None, f"cannot read file: {exc.strerror}") from None
+        raise RoadmapFileError(path, "", NO_VALUE, f"cannot read file: {exc.strerror}") from None
     if size > max_bytes:
         raise RoadmapFileError(path, "", size, f"file is larger than {max_bytes} bytes")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RoadmapFileError(path, "", exc.object[exc.start : exc.start + 8], "file is not UTF-8") from None
+    except OSError as exc:  # a folder named *.yaml, no permission
+        raise RoadmapFileError(path, "", NO_VALUE, f"cannot read file: {exc.strerror}") from None
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RoadmapFileError(path, where, None, f"invalid YAML: {problem}") from None
+        raise RoadmapFileError(path, where, NO_VALUE, f"invalid YAML: {problem}") from None
 
 
 def load_roadmap_file(path: str | Path) -> RoadmapSpec:

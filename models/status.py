@@ -719,6 +719,10 @@ def record_status(
     for name, value in (("milestone", milestone), ("member state", member_state), ("note", note or "")):
         if "\x00" in value:
             raise StatusError(f"{name} {value[:60]!r} contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line (a Latin-1 terminal)
+            raise StatusError(f"{name} {value[:60]!r} is not valid text: it holds bytes that are not UTF-8") from None
     query = select(Status, Milestone, Roadmap).join(Milestone, Status.milestone_id == Milestone.id).join(
         Roadmap, Milestone.roadmap_id == Roadmap.id
     ).where(Milestone.key == milestone, Status.member_state_code == member_state.upper(), Milestone.active,

@@ -48,8 +48,11 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
             if missing:
                 raise StatusImportError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {header})")
             unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
-            if unknown:
-                raise StatusImportError(f"{path}: line 1: unknown column(s) {', '.join(unknown)}")
+            if unknown:  # quoted: an empty name (a trailing comma) shows as ''
+                raise StatusImportError(f"{path}: line 1: unknown column(s) {', '.join(map(repr, unknown))}")
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:  # csv.DictReader would keep the last value of each silently
+                raise StatusImportError(f"{path}: line 1: column(s) given twice: {', '.join(twice)}")
             reader.fieldnames = header
             count = 0
             for row in reader:
@@ -76,6 +79,8 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
                 count += 1
     except UnicodeDecodeError:
         raise StatusImportError(f"{path}: file is not UTF-8") from None
+    except OSError as exc:  # a folder, no permission
+        raise StatusImportError(f"{path}: cannot read file: {exc.strerror}") from None
     except csv.Error as exc:
         raise StatusImportError(f"{path}: line {reader.line_num}: {exc}") from None
     return count

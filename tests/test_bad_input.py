@@ -730,13 +730,13 @@ def test_a_very_long_note_in_a_roadmap_file_is_refused_clearly(tmp_path):
     assert info.value.field == "milestones[1].note" and "at most 2000 characters" in str(info.value)
 
 
-def _roadmap(args: list[str], database_url: str, tmp_path: Path):
+def _roadmap(args: list[str], database_url: str, tmp_path: Path, **env_vars: str):
     """Run the ``roadmap`` console entry point (``flows.cli.main``) in a child process."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "ROADMAP_DATABASE_URL": database_url}
+    env = {**os.environ, "ROADMAP_DATABASE_URL": database_url, **env_vars}
     code = f"import sys; from flows.cli import main; sys.argv = ['roadmap', *{args!r}]; main()"
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
@@ -759,3 +759,22 @@ def test_an_unusable_database_is_one_error_line_without_the_password(tmp_path, u
         lines = [line for line in done.stderr.splitlines() if line.strip()]  # a progress bar may leave blank lines
         assert len(lines) == 1 and lines[0].startswith(expected), done.stderr
         assert "s3cret" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("lease", ["abc", "-5", "inf", "nan"])
+def test_a_bad_claim_lease_setting_is_one_error_line(tmp_path, lease):
+    done = _roadmap(["status"], f"sqlite:///{tmp_path}/r.db", tmp_path, ROADMAP_CLAIM_LEASE_S=lease)
+    assert done.returncode == 2, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        f"error: ROADMAP_CLAIM_LEASE_S={lease!r}: expected a number of seconds, 0 or more (default 600)"]
+
+
+def test_undecodable_bytes_on_the_command_line_are_one_error_line(seeded):
+    """A Latin-1 terminal's bytes reach Python as surrogates; they were a UnicodeEncodeError."""
+    before = _snapshot(seeded)
+    for args, field in ((["mark", "invitations", "JO", "done", "--note", "r\udce9\udce7u"], "note 'r\\udce9\\udce7u'"),
+                        (["mark", "invit\udce9", "JO", "done"], "milestone 'invit\\udce9'")):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert f"error: {field} is not valid text: it holds bytes that are not UTF-8" in result.stderr
+    assert _snapshot(seeded) == before

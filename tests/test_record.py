@@ -97,7 +97,9 @@ def test_csv_import_is_all_or_nothing_and_names_the_first_bad_line(seeded, tmp_p
     ("content", "message"),
     [
         ("milestone,state\ninvitations,done\n", "line 1: missing column(s) member_state"),
-        ("milestone,member_state,state,colour\n", "line 1: unknown column(s) colour"),
+        ("milestone,member_state,state,colour\n", "line 1: unknown column(s) 'colour'"),
+        ("milestone,member_state,state,\ninvitations,JO,done,\n", "line 1: unknown column(s) ''"),
+        ("milestone,member_state,state,state\ninvitations,JO,done,pending\n", "line 1: column(s) given twice: state"),
         ("milestone,member_state,state\ninvitations,,done\n", "line 2: column 'member_state' is empty"),
         ("milestone,member_state,state\ninvitations,JO,done,extra\n", "line 2: more values than columns"),
         ("milestone,member_state,state\ninvitations,JO,finished\n", "line 2: unknown state 'finished'"),
@@ -109,3 +111,16 @@ def test_csv_errors_name_the_line(seeded, tmp_path, content, message):
     result = runner.invoke(app, ["import-statuses", str(path)])
     assert result.exit_code == 2
     assert message in result.stderr
+    assert _status(seeded, "invitations", "JO").state == "pending"
+
+
+def test_a_folder_given_as_a_file_is_one_error_line(seeded, tmp_path):
+    """Found by a bad-input review: a folder gave IsADirectoryError tracebacks."""
+    result = runner.invoke(app, ["import-statuses", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {tmp_path}: cannot read file: Is a directory"
+    (tmp_path / "sub.yaml").mkdir()
+    result = runner.invoke(app, ["sync", str(tmp_path)])
+    assert result.exit_code == 2
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"error: {tmp_path / 'sub.yaml'}: cannot read file: Is a directory"]

@@ -126,5 +126,21 @@ def test_unreadable_files_fail_clearly(tmp_path, text, field, reason):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(RoadmapFileError, match="nope.yaml: cannot read file"):
+    with pytest.raises(RoadmapFileError) as info:
         load_roadmap_file(tmp_path / "nope.yaml")
+    assert str(info.value) == f"{tmp_path / 'nope.yaml'}: cannot read file: No such file or directory"  # no "(value: None)"
+    assert info.value.value is None
+
+
+def test_a_yaml_syntax_error_names_its_line_and_no_value(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("slug: [unclosed", encoding="utf-8")
+    with pytest.raises(RoadmapFileError) as info:
+        load_roadmap_file(path)
+    assert str(info.value).startswith(f"{path}: line 1, column ")
+    assert not str(info.value).endswith("(value: None)")
+
+
+def test_a_null_value_is_still_shown():
+    assert str(RoadmapFileError("r.yaml", "milestones[0].deadline", None, "a date is required")) == (
+        "r.yaml: milestones[0].deadline: a date is required (value: None)")
