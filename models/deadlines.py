@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 import pendulum
+
 #: Dates a roadmap may use (deadlines, windows, agenda) and instants a person may type (``--as-of``,
 #: ``--at``): far from the ends of ``datetime.date``, so that no conversion to an owner's zone or
 #: UTC, and no working-day count or timeline around them, overflows.

@@ -32,6 +32,7 @@ from models.calendars import WorkingCalendar, shift_days
 from models.db import SettingError, UTCDateTime, upsert_insert
 from models.tables import ReminderLog, ReminderState, Status
 
+
 def _lease() -> dt.timedelta:
     """``ROADMAP_CLAIM_LEASE_S`` (seconds, default 600) as a duration.
 

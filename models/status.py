@@ -487,7 +487,8 @@ def send_status_query(connection: Connection, milestone_ids: set[int]) -> Callab
         columns = [cast(c, Text) if i in STATUS_INSTANTS else c for i, c in enumerate(STATUS_COLUMNS)]
         wanted = Status.milestone_id == any_(bindparam("ids", sorted(milestone_ids), type_=ARRAY(Integer)))
         order = (Status.milestone_id, Status.member_state_code.collate("C"))
-        cursor = connection.execute(select(*columns).where(wanted, Status.active).order_by(*order)).cursor  # the driver's own cursor
+        statement = select(*columns).where(wanted, Status.active).order_by(*order)
+        cursor = connection.execute(statement).cursor  # the driver's own cursor
 
         def rows() -> list:
             try:
@@ -498,7 +499,8 @@ def send_status_query(connection: Connection, milestone_ids: set[int]) -> Callab
         return rows
     aggregate = func.json_group_array(func.json_array(*STATUS_COLUMNS))
     where = Status.milestone_id.in_(milestone_ids)
-    found = connection.execute(select(cast(aggregate, Text)).where(where, Status.active)).scalar_one()  # text: json.loads here
+    found = connection.execute(
+        select(cast(aggregate, Text)).where(where, Status.active)).scalar_one()  # text: json.loads here
     decoded = json.loads(found) if found else []
     decoded.sort(key=itemgetter(0, 1))
     return lambda: decoded
@@ -770,7 +772,8 @@ def _explain_missing(session: Session, *, milestone: str, member_state: str, roa
         keys = sorted(set(session.exec(select(Milestone.key).where(Milestone.active)).all()))
         raise StatusError(f"unknown milestone {milestone!r}: expected one of {', '.join(keys)}")
     removed = session.exec(select(Status.id).join(Milestone, Status.milestone_id == Milestone.id).where(
-        Milestone.key == milestone, Milestone.active, Status.member_state_code == member_state.upper(), ~Status.active)).first()
+        Milestone.key == milestone, Milestone.active, Status.member_state_code == member_state.upper(), ~Status.active,
+    )).first()
     if removed is not None:
         raise StatusError(f"member state {member_state!r} was removed from the roadmap file of milestone {milestone!r}")
     raise StatusError(f"unknown member state {member_state!r} for milestone {milestone!r}")
