@@ -288,8 +288,8 @@ def _value_at(data: Any, loc: tuple) -> Any:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses YAML aliases (a roadmap needs none, and they enable YAML bombs)
-    and nesting deeper than ``MAX_YAML_DEPTH``, and reports a scalar it cannot convert
+    """SafeLoader that refuses YAML aliases (a roadmap needs none, and they enable YAML bombs),
+    nesting deeper than ``MAX_YAML_DEPTH`` and a key given twice in one mapping, and reports a scalar it cannot convert
     (``2024-02-30``, a 5000-digit number) as a YAML error at its line instead of a ``ValueError``."""
 
     _depth = 0
@@ -309,6 +309,24 @@ class _NoAliasLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: D401 - PyYAML hook
+        # YAML 1.2 requires unique keys; PyYAML keeps the last silently, so a second ``slug:``
+        # or ``deadline:`` pasted below the first would replace it (found by a bad-input review).
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {first})", key_node.start_mark
+                    )
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
     def construct_object(self, node, deep=False):  # noqa: D401 - PyYAML hook
         try:

@@ -141,6 +141,21 @@ def test_a_yaml_syntax_error_names_its_line_and_no_value(tmp_path):
     assert not str(info.value).endswith("(value: None)")
 
 
+@pytest.mark.parametrize(("text", "where", "key", "first"), [
+    ("slug: a\ntitle: x\nslug: b\n", "line 3, column 1", "slug", 1),
+    ("milestones:\n  - key: m\n    deadline: 2024-05-31\n    deadline: end of May 2025\n", "line 4, column 5", "deadline", 3),
+    ("member_states: [{code: JO, code: LB}]\n", "line 1, column 28", "code", 1),
+])
+def test_a_key_given_twice_is_refused_where_it_repeats(tmp_path, text, where, key, first):
+    """Found by a bad-input review: PyYAML kept the last of two keys silently (a second slug made
+    a second roadmap; a second deadline replaced the first)."""
+    path = tmp_path / "r.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RoadmapFileError) as info:
+        load_roadmap_file(path)
+    assert str(info.value) == f"{path}: {where}: invalid YAML: key {key!r} given twice (first on line {first})"
+
+
 def test_a_null_value_is_still_shown():
     assert str(RoadmapFileError("r.yaml", "milestones[0].deadline", None, "a date is required")) == (
         "r.yaml: milestones[0].deadline: a date is required (value: None)")
