@@ -43,6 +43,12 @@ def _postgres_admin():
     return engine
 
 
+def error_lines(stderr: str) -> list[str]:
+    """The non-blank lines of a command's stderr: its progress bars leave blank lines there when
+    it is not a terminal."""
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
 def fresh_database_url(tmp_path: Path, kind: str) -> tuple[str, callable]:
     """Create an empty database of ``kind``; return its URL and a function that drops it."""
     if kind == "sqlite":

@@ -34,7 +34,7 @@ from models.roadmap_file import MAX_FILE_BYTES, RoadmapFileError, RoadmapSpec, l
 from models.sync import sync_roadmap_file  # noqa: E402
 from models.tables import MemberState, Milestone, Roadmap, Status  # noqa: E402
 from notifications.channels import ChannelConfigError, load_channels, parse_apprise_yaml  # noqa: E402
-from tests.conftest import SEED_ROADMAP  # noqa: E402
+from tests.conftest import SEED_ROADMAP, error_lines  # noqa: E402
 from tests.hypothesis_report import CASES  # noqa: E402
 
 _FIXTURES_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -756,7 +756,7 @@ def test_an_unusable_database_is_one_error_line_without_the_password(tmp_path, u
     for args in (["status"], ["sync", str(SEED_ROADMAP.resolve())]):
         done = _roadmap(args, url, tmp_path)
         assert done.returncode == 2, done.stderr
-        lines = [line for line in done.stderr.splitlines() if line.strip()]  # a progress bar may leave blank lines
+        lines = error_lines(done.stderr)
         assert len(lines) == 1 and lines[0].startswith(expected), done.stderr
         assert "s3cret" not in done.stderr + done.stdout
 
@@ -765,7 +765,7 @@ def test_an_unusable_database_is_one_error_line_without_the_password(tmp_path, u
 def test_a_bad_claim_lease_setting_is_one_error_line(tmp_path, lease):
     done = _roadmap(["status"], f"sqlite:///{tmp_path}/r.db", tmp_path, ROADMAP_CLAIM_LEASE_S=lease)
     assert done.returncode == 2, done.stderr
-    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+    assert error_lines(done.stderr) == [
         f"error: ROADMAP_CLAIM_LEASE_S={lease!r}: expected a number of seconds, 0 or more (default 600)"]
 
 

@@ -14,6 +14,7 @@ from flows.cli import app
 from flows.record import record_status
 from models.db import get_engine
 from models.tables import Milestone, Status, StatusChange
+from tests.conftest import error_lines
 
 runner = CliRunner()
 CODES = sorted("ae bh dj dz iq jo kw lb ly mr qa sa sd so tn ye".upper().split())
@@ -122,5 +123,5 @@ def test_a_folder_given_as_a_file_is_one_error_line(seeded, tmp_path):
     (tmp_path / "sub.yaml").mkdir()
     result = runner.invoke(app, ["sync", str(tmp_path)])
     assert result.exit_code == 2
-    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+    assert error_lines(result.stderr) == [
         f"error: {tmp_path / 'sub.yaml'}: cannot read file: Is a directory"]

@@ -16,7 +16,7 @@ from models.roadmap_file import RoadmapFileError
 from models.status import record_status
 from models.sync import sync_roadmap_file
 from models.tables import Milestone, Status, StatusChange
-from tests.conftest import SEED_ROADMAP
+from tests.conftest import SEED_ROADMAP, error_lines
 
 
 def _rows(url):
@@ -122,7 +122,7 @@ def test_two_slugs_that_normalise_alike_are_rejected(seeded, tmp_path):
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other, allow_unicode=True), encoding="utf-8")
     result = CliRunner().invoke(app, ["sync", str(tmp_path / "other.yaml"), str(twin)])
     assert result.exit_code == 2, result.output
-    assert [line for line in result.stderr.splitlines() if line.strip()] == [f"error: {message}"]
+    assert error_lines(result.stderr) == [f"error: {message}"]
     assert _rows(seeded) == before
 
 
