@@ -28,6 +28,7 @@ from models.reminders import claim_many, mark_delivered, remember_delivered, mar
 from models.status import StatusView
 from notifications.delivery import deliver
 from notifications.digest import Digest, DigestItem, render_digest, render_digest_html
+from notifications.plurals import arabic_count, english_count
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ FAILED_RUNS_BEFORE_ESCALATION = 3
 COORDINATORS = "coordinators"
 #: Every escalation window starts so (``escalation-overdue``, ``escalation-delivery-<recipient>``).
 ESCALATION_PREFIX = "escalation-"
+#: Why an item is escalated, in English and in Arabic, as the digest shows it.
+Reason = tuple[str, str]
+NO_REASON: Reason = ("", "")
 
 
 @dataclass
@@ -63,9 +67,9 @@ class ReminderReport:
         self.failures += other.failures
 
 
-def _item(planned: PlannedReminder, reason: str = "") -> DigestItem:
+def _item(planned: PlannedReminder, reason: Reason = NO_REASON) -> DigestItem:
     v = planned.view
-    if not reason and planned.window == ESCALATION_OVERDUE:
+    if not reason[0] and planned.window == ESCALATION_OVERDUE:
         reason = overdue_reason(v)
     return DigestItem(
         roadmap_title=v.roadmap_title,
@@ -80,7 +84,8 @@ def _item(planned: PlannedReminder, reason: str = "") -> DigestItem:
         days_left=v.days_left,
         working_days_left=v.working_days_left,
         window=planned.window,
-        reason=reason,
+        reason=reason[0],
+        reason_ar=reason[1],
     )
 
 
@@ -94,7 +99,7 @@ def send_planned(
     as_of: dt.datetime,
     run_id: str,
     database_url: str | None = None,
-    reasons: dict[tuple[int, str], str] | None = None,
+    reasons: dict[tuple[int, str], Reason] | None = None,
     on_result: EventHook | None = None,
     now: Callable[[], dt.datetime] | None = None,
     consume: bool = False,
@@ -107,7 +112,8 @@ def send_planned(
         hub: the Apprise channels.
         as_of: the check's instant (shown in the digest).
         run_id: this run's id, written on its claims.
-        reasons: optional text per (status id, window) shown in the digest (escalations).
+        reasons: optional (English, Arabic) text per (status id, window) shown in the digest
+            (escalations).
         on_result: called with ("sent" | "failed", item, reason) after each digest.
         now: returns the aware wall-clock instant (default: UTC now).
         consume: remove each recipient from ``plan`` (then a dict) once done with it (its
@@ -235,7 +241,7 @@ HINTS_HELD = 12_500
 def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now,
                     report, hints) -> None:
     with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
-        digest = Digest(_item(p, reasons.get((p.status_id, p.window), "")) for p in claimed.planned())
+        digest = Digest(_item(p, reasons.get((p.status_id, p.window), NO_REASON)) for p in claimed.planned())
         subject, body = render_digest(recipient, digest, as_of)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
                        body_html=lambda: render_digest_html(recipient, digest, as_of))
@@ -255,13 +261,16 @@ def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, da
             on_result("sent" if delivery.ok else "failed", planned, "" if delivery.ok else delivery.reason)
 
 
-def overdue_reason(view: StatusView) -> str:
-    """Why an overdue item is escalated, e.g. "overdue by 6 working days (10 days)". Built when
+def overdue_reason(view: StatusView) -> Reason:
+    """Why an overdue item is escalated, in English and Arabic, e.g. ("overdue by 6 working days
+    (10 days)", "متأخر 6 أيام عمل (10 أيام)"). Built when
     its digest is rendered, not with the plan: the first night of 1M status rows escalates
     125,000 items, and their texts held with the plan (keyed by item) were 23 MB of the night's
     peak, 10.6 MB built with the digest's items (``benchmarks/nightly_check.py --prior-nights 0
     --tracemalloc``)."""
-    return f"overdue by {-view.working_days_left} working days ({-view.days_left} days)"
+    working, days = -view.working_days_left, -view.days_left
+    return (f"overdue by {english_count(working, 'working day')} ({english_count(days, 'day')})",
+            f"متأخر {arabic_count(working, 'working day')} ({arabic_count(days, 'day')})")
 
 
 def escalations(
@@ -285,13 +294,14 @@ def escalations(
         overdue: tonight's overdue escalations; the delivery escalations are added to it, after
             them, and it is returned.
     """
-    reasons: dict[tuple[int, str], str] = {}
+    reasons: dict[tuple[int, str], Reason] = {}
     if not failed:
         return overdue, reasons
     with session_scope(database_url) as session:
         failing = repeatedly_failing(session, failed, min_failures=FAILED_RUNS_BEFORE_ESCALATION)
     for (status_id, recipient), (runs, error) in sorted(failing.items()):
         window = f"{ESCALATION_PREFIX}delivery-{recipient}"
-        reasons[(status_id, window)] = f"reminders to {recipient} failed on {runs} runs: {error}"
+        reasons[(status_id, window)] = (f"reminders to {recipient} failed on {english_count(runs, 'run')}: {error}",
+                                        f"فشلت التذكيرات إلى {recipient} {arabic_count(runs, 'run')}: {error}")
         overdue.add(*failed[status_id], COORDINATORS, window)
     return overdue, reasons

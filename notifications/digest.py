@@ -19,6 +19,8 @@ import pendulum
 from hijridate import Gregorian
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from notifications.plurals import arabic_count, english_count
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 _STATE_EN = {
@@ -57,6 +59,8 @@ class DigestItem:
     window: str
     #: Why the item is escalated ("overdue by 7 working days", "reminders to mission-jo failed ..."), if it is.
     reason: str = ""
+    #: The same reason in Arabic, for the digest's Arabic part ("" shows ``reason`` there).
+    reason_ar: str = ""
 
 
 @lru_cache(maxsize=4096)
@@ -82,6 +86,8 @@ def _env(autoescape: bool) -> Environment:
         lstrip_blocks=True,
     )
     env.filters["hijri"] = hijri_date
+    env.filters["en"] = english_count
+    env.filters["ar"] = arabic_count
     env.globals.update(state_en=_STATE_EN, state_ar=_STATE_AR)
     return env
 
@@ -157,14 +163,17 @@ def _context(recipient: str, digest: Digest, as_of: dt.datetime) -> dict:
 
 
 def render_subject(items: Digest | list[DigestItem]) -> str:
-    """Return the bilingual subject line, e.g. "Roadmap reminders: 3 items | تذكيرات خريطة الطريق: 3 بنود";
-    "Escalation: ..." when any item carries an escalation reason."""
+    """Return the bilingual subject line, e.g. "Roadmap reminders: 3 items | تذكيرات خريطة
+    الطريق: 3 بنود"; "Escalation to the coordinators: ..." when any item carries an escalation
+    reason. Counted nouns agree with their number in both languages (:mod:`notifications.plurals`)."""
     digest = _digest(items)
     count, overdue = digest.count, digest.overdue
     if digest.escalation:
-        return f"Escalation: {count} items need the coordinators | تصعيد: {count} بنود تحتاج إلى المنسقين"
-    flag = f" ({overdue} overdue / {overdue} متأخر)" if overdue else ""
-    return f"Roadmap reminders: {count} items{flag} | تذكيرات خريطة الطريق: {count} بنود"
+        return (f"Escalation to the coordinators: {english_count(count, 'item')}"
+                f" | تصعيد إلى المنسقين: {arabic_count(count, 'item')}")
+    flag_en, flag_ar = (f" ({overdue} overdue)", f" (المتأخر منها: {overdue})") if overdue else ("", "")
+    return (f"Roadmap reminders: {english_count(count, 'item')}{flag_en}"
+            f" | تذكيرات خريطة الطريق: {arabic_count(count, 'item')}{flag_ar}")
 
 
 def render_digest(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime) -> tuple[str, str]:

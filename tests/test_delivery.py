@@ -67,7 +67,7 @@ urls:
     recipients, message = smtp.messages[0]
     assert recipients == ["mission.jo@example.org"]
     assert message["Subject"] == subject
-    assert "تذكيرات خريطة الطريق: 1 بنود" in message["Subject"]
+    assert message["Subject"] == "Roadmap reminders: 1 item (1 overdue) | تذكيرات خريطة الطريق: بند واحد (المتأخر منها: 1)"
     html_part = message.get_body(preferencelist=("html",)).get_content()
     assert '<div dir="rtl" lang="ar">' in html_part
     assert "23 ذو القعدة 1445" in html_part
@@ -257,8 +257,8 @@ def test_a_digest_lists_the_most_urgent_items_and_counts_the_rest(monkeypatch):
     subject, body = digest.render_digest("coordinators", items, AS_OF)
     assert "(3 items)" in body.splitlines()[0] and "3 items" in subject
     assert "Jordan (JO)" in body and "Tunisia (TN)" in body and "Lebanon" not in body
-    assert body.count("… and 1 more, less urgent items") == 1
-    assert body.count("و1 بنود أخرى") == 1
+    assert body.count("… and 1 more, less urgent item:") == 1
+    assert body.count("… وبند آخر، أقل إلحاحاً") == 1
     html = digest.render_digest_html("coordinators", items, AS_OF)
     assert "Lebanon" not in html and html.count("… and 1 more") == 1
 
@@ -287,6 +287,48 @@ def test_a_digest_built_item_by_item_keeps_the_most_urgent_and_counts_all(monkey
     assert [i.roadmap_title for i in built.listed()] == ["roadmap 19", "roadmap 21"]
     assert (built.count, built.overdue, built.escalation) == (25, 20, False)
     subject, body = digest.render_digest("coordinators", built, AS_OF)
-    assert subject == "Roadmap reminders: 25 items (20 overdue / 20 متأخر) | تذكيرات خريطة الطريق: 25 بنود"
+    assert subject == "Roadmap reminders: 25 items (20 overdue) | تذكيرات خريطة الطريق: 25 بندًا (المتأخر منها: 20)"
     assert body.count("… and 23 more, less urgent items") == 1
+    assert body.count("… و23 بندًا آخر، أقل إلحاحاً") == 1
     assert digest.render_digest("coordinators", items, AS_OF) == (subject, body)
+
+
+@pytest.mark.parametrize(("n", "category", "item", "day"), [
+    (0, "zero", "0 بند", "0 يوم"),
+    (1, "one", "بند واحد", "يوم واحد"),
+    (2, "two", "بندان", "يومان"),
+    (3, "few", "3 بنود", "3 أيام"),
+    (10, "few", "10 بنود", "10 أيام"),
+    (11, "many", "11 بندًا", "11 يومًا"),
+    (99, "many", "99 بندًا", "99 يومًا"),
+    (100, "other", "100 بند", "100 يوم"),
+    (102, "other", "102 بند", "102 يوم"),
+    (103, "few", "103 بنود", "103 أيام"),
+    (111, "many", "111 بندًا", "111 يومًا"),
+])
+def test_arabic_counted_nouns_follow_the_cldr_plural_categories(n, category, item, day):
+    """Found by a bad-input review: every subject read "N بنود" (and "1 items"), which is Arabic
+    for 3 to 10 only."""
+    from notifications.plurals import arabic_category, arabic_count, english_count
+
+    assert (arabic_category(n), arabic_count(n, "item"), arabic_count(n, "day")) == (category, item, day)
+    assert english_count(n, "item") == ("1 item" if n == 1 else f"{n} items")
+
+
+def test_a_digest_counts_its_days_and_items_in_both_languages():
+    import dataclasses
+
+    one_day = dataclasses.replace(_items()[0], days_left=-1, working_days_left=-1, reason="overdue by 1 working day",
+                                  reason_ar="متأخر يوم عمل واحد")
+    two_left = dataclasses.replace(_items()[0], member_state="TN", member_state_name="Tunisia", member_state_name_ar="تونس",
+                                   classification="due_soon", days_left=2, working_days_left=2)
+    subject, body = render_digest("coordinators", [one_day, two_left], AS_OF)
+    assert subject == "Escalation to the coordinators: 2 items | تصعيد إلى المنسقين: بندان"
+    assert "  OVERDUE by 1 day (1 working)" in body
+    assert "  due soon, 2 days left (2 working)" in body
+    assert "  متأخر، مدة التأخير يوم واحد (يوم عمل واحد)" in body
+    assert "  مستحق قريبًا، المتبقي يومان (يوما عمل)" in body
+    assert "  escalated: overdue by 1 working day" in body
+    assert "  تصعيد: متأخر يوم عمل واحد" in body
+    html = render_digest_html("coordinators", [one_day, two_left], AS_OF)
+    assert "OVERDUE by 1 day (1 working)" in html and "<i>تصعيد: متأخر يوم عمل واحد</i>" in html

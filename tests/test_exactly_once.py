@@ -119,9 +119,10 @@ def test_three_failed_nights_escalate_to_the_coordinators_once(seeded, outbox, t
         assert len(broken.requests) == 3 * 16 * 3  # three nights, 16 digests, three attempts each
         assert len(coordinators.requests) == 1
         escalation = coordinators.requests[0]
-        assert escalation["title"].startswith("Escalation: 16 items need the coordinators")
+        assert escalation["title"] == "Escalation to the coordinators: 16 items | تصعيد إلى المنسقين: 16 بندًا"
         assert escalation["message"].count("escalated: reminders to mission-") == 16
         assert "mission-jo failed on 3 runs: JSON: failure" in escalation["message"]
+        assert "تصعيد: فشلت التذكيرات إلى mission-jo 3 مرات: JSON: failure" in escalation["message"]
 
         # Same night again: the escalation is not repeated; the reminders are retried.
         again = nightly_status_check(as_of=nights[-1], include_statuses=False)["reminders"]

@@ -145,8 +145,8 @@ def test_an_escalation_of_a_coordinators_row_keeps_its_reminder_hint(seeded, out
     assert hints == [("before-1", "escalation-overdue")] * 16
     digests = sorted(p.read_text(encoding="utf-8").splitlines()[0] for p in (outbox / "coordinators").glob("*.txt"))
     assert digests == [
-        "Subject: Escalation: 32 items need the coordinators | تصعيد: 32 بنود تحتاج إلى المنسقين",
-        "Subject: Roadmap reminders: 16 items (16 overdue / 16 متأخر) | تذكيرات خريطة الطريق: 16 بنود",
+        "Subject: Escalation to the coordinators: 32 items | تصعيد إلى المنسقين: 32 بندًا",
+        "Subject: Roadmap reminders: 16 items (16 overdue) | تذكيرات خريطة الطريق: 16 بندًا (المتأخر منها: 16)",
     ]
 
 
