@@ -40,6 +40,26 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _require_roadmaps() -> None:
+    """Fail (exit 2) with a hint when the database holds no roadmap: most often
+    ``ROADMAP_DATABASE_URL`` names another database than intended (``sqlite:///roadmap.db`` is
+    relative to the working folder) or ``roadmap sync`` has not run yet."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from models.db import database_url, session_scope
+    from models.tables import Roadmap
+
+    with session_scope() as session:
+        if session.exec(select(func.count()).select_from(Roadmap)).one():
+            return
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(database_url()).render_as_string(hide_password=True)
+    _fail(f"no roadmap in the database ROADMAP_DATABASE_URL={shown}: load one first with "
+          "`roadmap sync roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)")
+
+
 def _progress_bar(description: str):
     """A Rich progress bar on stderr (drawn only on a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -51,9 +71,11 @@ def _progress_bar(description: str):
 
 
 def _roadmap_files(paths: list[Path]) -> list[Path]:
+    from models.roadmap_file import roadmap_files_in
+
     files: list[Path] = []
     for path in paths:
-        files += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        files += roadmap_files_in(path) if path.is_dir() else [path]
     return files
 
 
@@ -71,7 +93,7 @@ def sync(
 
     paths = _roadmap_files(files or [DEFAULT_ROADMAP])
     if not paths:
-        _fail(f"no roadmap file (*.yaml) in {', '.join(map(str, files))}")
+        _fail(f"no roadmap file (*.yaml, *.yml) in {', '.join(map(str, files))}")
     with _progress_bar("validating") as bar:
         task = bar.add_task("validating", total=len(paths))
         specs = []
@@ -98,6 +120,8 @@ def sync(
         created = ", ".join(f"{n} {t}" for t, n in report.created.items()) or "nothing"
         updated = ", ".join(f"{n} {t}" for t, n in report.updated.items()) or "nothing"
         typer.echo(f"{report.roadmap}: created {created}; updated {updated}")
+        for warning in report.warnings:
+            typer.echo(f"warning: {report.roadmap}: {warning}", err=True)
 
 
 @app.command()
@@ -113,6 +137,7 @@ def check(
         resolve_as_of(as_of)
     except ValueError as exc:
         _fail(f"--as-of: {exc}")
+    _require_roadmaps()
     from flows.progress import listening
 
     with _progress_bar("checking") as bar:
@@ -186,6 +211,7 @@ def status(
         moment = resolve_as_of(as_of)
     except ValueError as exc:
         _fail(f"--as-of: {exc}")
+    _require_roadmaps()
     console = _console(color)
     with session_scope() as session:
         for roadmap in session.exec(select(Roadmap).order_by(Roadmap.slug)).all():

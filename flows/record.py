@@ -15,7 +15,7 @@ from typing import Literal, Optional
 from prefect import flow
 
 from models.db import session_scope
-from models.roadmap_file import RoadmapFileError, load_roadmap_file
+from models.roadmap_file import RoadmapFileError, load_roadmap_file, roadmap_files_in
 from models.status import record_status as record_status_row
 from models.tables import State
 
@@ -26,7 +26,7 @@ def roadmap_choices(folder: Path | None = None) -> tuple[list[str], list[str]]:
     folder = folder or Path(os.environ.get("ROADMAP_FILES_DIR") or Path(__file__).resolve().parent.parent / "roadmaps")
     keys: dict[str, None] = {}
     codes: set[str] = set()
-    for path in sorted(folder.glob("*.yaml")):
+    for path in roadmap_files_in(folder):
         try:
             spec = load_roadmap_file(path)
         except RoadmapFileError:

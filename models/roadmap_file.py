@@ -15,7 +15,7 @@ import re
 import zoneinfo
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pycountry
 import yaml
@@ -30,7 +30,16 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_YAML_DEPTH = 20
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SLUG_CLEAN = re.compile(r"[^a-z0-9]+")
-_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+#: Every weekday name a weekend may use, case aside: the three-letter abbreviation or the full
+#: English name (``Fri``, ``friday``), each to its number, Monday = 0.
+_WEEKDAY_NAMES = {
+    name: number
+    for number, full in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))
+    for name in (full[:3], full)
+}
+#: A whole number of days, not a YAML boolean (``yes`` is true, which pydantic would read as 1)
+#: nor a text or a fraction.
+Days = Annotated[int, Field(strict=True)]
 
 
 #: ``value`` of a :class:`RoadmapFileError` about no value at all (an unreadable file, a YAML
@@ -121,13 +130,13 @@ class WeekendSpec(_Strict):
     @classmethod
     def _weekday_names(cls, days: list[str]) -> list[str]:
         for day in days:
-            if day[:3].lower() not in _WEEKDAYS:
-                raise ValueError(f"unknown weekday {day!r} (use Mon, Tue, ... Sun)")
+            if day.lower() not in _WEEKDAY_NAMES:
+                raise ValueError(f"unknown weekday {day!r} (use Mon, Tue, ... Sun, or Monday ... Sunday)")
         return days
 
     def numbers(self) -> list[int]:
         """Weekday numbers, Monday = 0 (the ``holidays`` package's convention), sorted."""
-        return sorted({_WEEKDAYS[day[:3].lower()] for day in self.days})
+        return sorted({_WEEKDAY_NAMES[day.lower()] for day in self.days})
 
 
 class MemberStateSpec(_Strict):
@@ -152,8 +161,8 @@ class MemberStateSpec(_Strict):
 class ReminderPolicySpec(_Strict):
     """When reminders are due: days before the deadline, then every N days while overdue."""
 
-    before_days: list[int] = Field(default=[14, 7, 3, 1, 0], max_length=30)
-    overdue_every_days: int = Field(default=3, ge=0, le=365)
+    before_days: list[Days] = Field(default=[14, 7, 3, 1, 0], max_length=30)
+    overdue_every_days: Days = Field(default=3, ge=0, le=365)
 
     @field_validator("before_days")
     @classmethod
@@ -365,6 +374,17 @@ def read_yaml(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> Any:
         raise RoadmapFileError(path, where, NO_VALUE, f"invalid YAML: {problem}") from None
 
 
+#: Name endings of roadmap files in a folder: YAML's two (yaml.org FAQ: ".yaml" preferred).
+ROADMAP_SUFFIXES = (".yaml", ".yml")
+
+
+def roadmap_files_in(folder: Path) -> list[Path]:
+    """The roadmap files of ``folder`` (not its subfolders): every ``*.yaml`` and ``*.yml``
+    entry, sorted by path; none when ``folder`` does not exist. Found by a bad-input review:
+    ``*.yml`` files were ignored."""
+    return sorted(p for suffix in ROADMAP_SUFFIXES for p in folder.glob(f"*{suffix}"))
+
+
 def load_roadmap_file(path: str | Path) -> RoadmapSpec:
     """Read, validate and resolve a roadmap file.
 
@@ -378,7 +398,7 @@ def load_roadmap_file(path: str | Path) -> RoadmapSpec:
         RoadmapFileError: the first problem found, with file, field path and value: unreadable
             or invalid YAML, unknown field, unknown time zone or country code, duplicate
             milestone key or member state, unknown dependency or reference, dependency cycle,
-            unreadable or impossible deadline.
+            unreadable or impossible deadline, a milestone due before one it depends on.
     """
     data = read_yaml(path)
     if not isinstance(data, dict):
@@ -497,6 +517,15 @@ def _resolve(path: str | Path, spec: RoadmapSpec) -> dict[str, LocalDates]:
 
     for milestone in spec.milestones:
         visit(milestone.key)
+    for i, milestone in enumerate(spec.milestones):
+        # Found by a bad-input review: a milestone could be due before one it depends on, so
+        # that finishing the dependency on its last day left it overdue already.
+        for dep in milestone.depends_on:
+            if resolved[milestone.key].due < resolved[dep].due:
+                raise RoadmapFileError(
+                    path, f"milestones[{i}].deadline", str(resolved[milestone.key].due),
+                    f"due before {dep!r} ({resolved[dep].due}), which it depends on",
+                )
     return resolved
 
 

@@ -40,6 +40,9 @@ class SyncReport:
     roadmap: str
     created: dict[str, int] = field(default_factory=dict)
     updated: dict[str, int] = field(default_factory=dict)
+    #: What the load changed beyond this roadmap, one sentence each: a member state's names,
+    #: zones and weekend are kept once for every roadmap that lists it.
+    warnings: list[str] = field(default_factory=list)
 
     def count(self, kind: str, table: str) -> None:
         bucket = self.created if kind == "created" else self.updated
@@ -51,14 +54,23 @@ class SyncReport:
         return bool(self.created or self.updated)
 
 
-def _assign(row, values: dict) -> bool:
-    """Set attributes that differ; return True when any did."""
-    changed = False
+def _assign(row, values: dict) -> list[str]:
+    """Set attributes that differ; return their names (empty when none did: falsy)."""
+    changed = []
     for name, value in values.items():
         if getattr(row, name) != value:
             setattr(row, name, value)
-            changed = True
+            changed.append(name)
     return changed
+
+
+def _other_roadmaps(session: Session, code: str, roadmap_id: int) -> list[str]:
+    """Slugs (sorted) of the roadmaps other than ``roadmap_id`` with active status rows of the
+    member state ``code``."""
+    query = (select(Roadmap.slug).join(Milestone, Milestone.roadmap_id == Roadmap.id)
+             .join(Status, Status.milestone_id == Milestone.id)
+             .where(Status.member_state_code == code, Status.active, Roadmap.id != roadmap_id).distinct())
+    return sorted(session.exec(query).all())
 
 
 def sync_roadmap_file(path: str | Path, database_url: str | None = None) -> SyncReport:
@@ -122,8 +134,13 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -
             states[ms.code] = MemberState(code=ms.code, **values)
             session.add(states[ms.code])
             report.count("created", "member_state")
-        elif _assign(row, values):
+        elif changed := _assign(row, values):
             report.count("updated", "member_state")
+            others = _other_roadmaps(session, ms.code, roadmap.id)
+            if others:  # found by a bad-input review: another roadmap's member state changed silently
+                report.warnings.append(
+                    f"member state {ms.code}: {', '.join(changed)} changed for every roadmap that lists it, "
+                    f"also {', '.join(others)}: sync their files again so that their deadlines follow")
     session.flush()
 
     milestones = {m.key: m for m in session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id))}

@@ -78,6 +78,25 @@ BAD_FILES = {
         lambda d: d["milestones"].append(dict(d["milestones"][2])),
         "milestones[6].key", "'invitations'", "duplicate milestone key",
     ),
+    # Found by a bad-input review: YAML's yes is true, which pydantic read as 1 day.
+    "a yes for a number of days": (
+        lambda d: d["reminders"].update(overdue_every_days=True),
+        "reminders.overdue_every_days", "True", "valid integer",
+    ),
+    "a yes among the days before": (
+        lambda d: _milestone(d, "conference")["reminders"].update(before_days=[14, True]),
+        "milestones[5].reminders.before_days[1]", "True", "valid integer",
+    ),
+    # Found by a bad-input review: a milestone could be due before one it depends on.
+    "due before its dependency": (
+        lambda d: _milestone(d, "nominations").update(deadline="2024-05-20", opens=None),
+        "milestones[3].deadline", "'2024-05-20'", "due before 'invitations' (2024-05-31), which it depends on",
+    ),
+    # Weekday names were checked on their first three letters only.
+    "a weekday that only starts like one": (
+        lambda d: d["member_states"][7]["weekend"].update(days=["Friyay", "Sat"]),
+        "member_states[7].weekend.days", "['Friyay', 'Sat']", "unknown weekday 'Friyay'",
+    ),
 }
 
 
@@ -154,6 +173,16 @@ def test_a_key_given_twice_is_refused_where_it_repeats(tmp_path, text, where, ke
     with pytest.raises(RoadmapFileError) as info:
         load_roadmap_file(path)
     assert str(info.value) == f"{path}: {where}: invalid YAML: key {key!r} given twice (first on line {first})"
+
+
+def test_weekdays_may_be_written_in_full_or_abbreviated(tmp_path):
+    def full_names(data):
+        data["member_states"][7]["weekend"]["days"] = ["friday", "SATURDAY"]  # LY
+        data["member_states"][8]["weekend"]["days"] = ["Sat", "sun"]  # MR
+
+    spec = load_roadmap_file(_mutated(tmp_path, full_names))
+    assert [(m.code, m.weekend.numbers()) for m in spec.member_states if m.weekend] == [
+        ("LY", [4, 5]), ("MR", [5, 6]), ("SO", [3, 4])]
 
 
 def test_a_null_value_is_still_shown():

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 import yaml
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, func, select
 
 from typer.testing import CliRunner
 
@@ -149,3 +149,47 @@ def test_deadline_on_a_non_working_day_moves_in_the_owners_calendar(database_url
     assert local[("travel", "JO")] == dt.date(2024, 6, 19)
     assert local[("travel", "TN")] == dt.date(2024, 6, 19)
     assert local[("travel", "LB")] == dt.date(2024, 6, 18)  # Lebanon: Eid al-Adha 16-17 June only
+
+
+def test_a_folder_sync_reads_yml_files_beside_yaml_files(database_url, tmp_path):
+    """Found by a bad-input review: a folder's ``*.yml`` files were ignored without a word."""
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    folder = tmp_path / "roadmaps"
+    folder.mkdir()
+    for name, slug in (("b.yaml", "review-b"), ("a.yml", "review-a"), ("c.txt", "not-a-roadmap")):
+        (folder / name).write_text(yaml.safe_dump(dict(data, slug=slug), allow_unicode=True), encoding="utf-8")
+    result = CliRunner().invoke(app, ["sync", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["review-a", "review-b"]
+    with session_scope() as session:
+        assert session.exec(select(func.count()).select_from(Status)).one() == 2 * 96
+
+
+def test_an_empty_database_is_one_error_line_with_a_hint(database_url):
+    for command in (["status"], ["check", "--as-of", "2024-05-27T09:00:00+03:00"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert error_lines(result.stderr) == [
+            f"error: no roadmap in the database ROADMAP_DATABASE_URL={database_url}: load one first with "
+            "`roadmap sync roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"]
+
+
+def test_a_member_state_changed_by_one_roadmap_warns_of_the_others_that_list_it(seeded, tmp_path):
+    """Found by a bad-input review: a member state's data is one row for every roadmap, and a
+    second roadmap that gave Jordan another office zone changed it for the first without a word."""
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    other = dict(data, slug="gcm-arab-2026")
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(other, allow_unicode=True), encoding="utf-8")
+    same = CliRunner().invoke(app, ["sync", str(tmp_path / "same.yaml")])
+    assert same.exit_code == 0 and error_lines(same.stderr) == [], same.output
+    jordan = next(m for m in other["member_states"] if m["code"] == "JO")
+    jordan["office"]["timezone"] = "Asia/Riyadh"
+    jordan["name_ar"] = "المملكة الأردنية الهاشمية"
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(other, allow_unicode=True), encoding="utf-8")
+    changed = CliRunner().invoke(app, ["sync", str(tmp_path / "changed.yaml")])
+    assert changed.exit_code == 0, changed.output
+    # JO's two office-owned rows of this roadmap take the new zone's end of day.
+    assert changed.stdout.strip() == "gcm-arab-2026: created nothing; updated 1 roadmap, 1 member_state, 2 status"
+    assert error_lines(changed.stderr) == [
+        "warning: gcm-arab-2026: member state JO: name_ar, office_timezone changed for every roadmap that lists it, "
+        "also gcm-arab-2024: sync their files again so that their deadlines follow"]
