@@ -355,6 +355,27 @@ def database_error(exc: BaseException) -> str | None:
     return None
 
 
+def prefect_server_error(exc: BaseException) -> str | None:
+    """The one-line message for an error that means the Prefect server in ``PREFECT_API_URL``
+    cannot be reached (refused, unknown host, timed out: an ``httpx.TransportError``, which
+    only Prefect's client raises in this program, itself or as the cause of Prefect's
+    "Failed to reach API" ``RuntimeError``), or None for any other error."""
+    import httpx
+
+    seen = set()
+    while exc is not None and not isinstance(exc, httpx.TransportError) and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    if exc is None or not isinstance(exc, httpx.TransportError):
+        return None
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value() or "(unset)"
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reply"
+    return (f"cannot reach the Prefect server at PREFECT_API_URL={url}: {type(exc).__name__}: {reason} "
+            "(start it with `prefect server start`, or unset PREFECT_API_URL to run on a temporary one)")
+
+
 def _raised_in(exc: BaseException, function: str) -> bool:
     """True when ``function`` (a name) is on ``exc``'s traceback."""
     tb = exc.__traceback__
@@ -366,15 +387,15 @@ def _raised_in(exc: BaseException, function: str) -> bool:
 
 
 def main() -> None:  # the ``roadmap`` console script
-    """Run the command line; an unusable database (:func:`database_error`) or setting
-    (:class:`models.db.SettingError`) is one line on stderr and exit status 2, as every other
-    error, not a traceback."""
+    """Run the command line; an unusable database (:func:`database_error`), an unreachable
+    Prefect server (:func:`prefect_server_error`) or a bad setting (:class:`models.db.SettingError`)
+    is one line on stderr and exit status 2, as every other error, not a traceback."""
     from models.db import SettingError
 
     try:
         app()
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the database's or a setting's
-        message = str(exc) if isinstance(exc, SettingError) else database_error(exc)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the database's, the server's or a setting's
+        message = str(exc) if isinstance(exc, SettingError) else database_error(exc) or prefect_server_error(exc)
         if message is None:
             raise
         typer.echo(f"error: {message}", err=True)

@@ -160,6 +160,8 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
     A feed holds deadlines and the agenda, which change only when the roadmap is loaded again:
     when the feeds of this load (``roadmap.loaded_at``) are already there, nothing is rewritten.
     Files are written to a temporary name and renamed, so a subscriber never reads half a file.
+    The feed of a member state the roadmap no longer lists (``models.sync``) is removed when the
+    feeds are written again (found by a bad-input review: it stayed, with old deadlines).
     """
     target = out_dir / roadmap.slug
     target.mkdir(parents=True, exist_ok=True)
@@ -188,6 +190,8 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
         partial.write_bytes(cal.to_ical())
         os.replace(partial, path)
         written.append(path)
+    for stale in set(target.glob("*.ics")) - set(written):  # a member state the roadmap no longer lists
+        stale.unlink(missing_ok=True)
     partial = target / f".loaded_at.{uuid.uuid4().hex}.part"
     partial.write_text(roadmap.loaded_at.isoformat(), encoding="utf-8")
     os.replace(partial, stamp)

@@ -45,6 +45,7 @@ from flows.publishing import (
     publish_feeds,
     publish_summaries,
     published_dashboards_on_server,
+    ready_folders,
     settle,
 )
 from flows.reminders import ReminderReport, escalations, send_planned
@@ -406,6 +407,8 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
     """The body of :func:`nightly_status_check` (same arguments and result)."""
     logger = get_run_logger()
     moment = resolve_as_of(as_of)
+    if publish:
+        ready_folders()
     run_id = str(flow_run.get_id() or uuid.uuid4())
     refs = {ref.slug: ref for ref in list_roadmaps(roadmaps)}
     units = plan_units(list(refs.values()))

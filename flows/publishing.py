@@ -47,7 +47,7 @@ from flows.dashboard import (
 from flows.ics import calendar_dir, write_feeds
 from flows.report import MilestoneBar, bars_from_tallies, render_timeline
 from flows.tally import MilestoneTally, status_json
-from models.db import session_scope
+from models.db import SettingError, session_scope
 from models.published import latest_published_key, published_digests, remember_published
 from models.status import ATTENTION_ORDER, Classification
 from models.tables import Roadmap
@@ -306,6 +306,24 @@ def publish_summaries(label: str, dashboards: list[RoadmapDashboard], failures: 
 def report_dir() -> Path:
     """Folder of published pictures and pages (``ROADMAP_REPORT_DIR``, default ``./reports``)."""
     return Path(os.environ.get("ROADMAP_REPORT_DIR") or "reports")
+
+
+def ready_folders() -> None:
+    """Make the folders the check publishes into (:func:`report_dir`, ``ROADMAP_REPORT_DIR``;
+    :func:`flows.ics.calendar_dir`, ``ROADMAP_CALENDAR_DIR``), before the check sends anything.
+
+    Raises:
+        models.db.SettingError: a folder cannot be made or is not a folder (a file of that
+            name, no permission); the message names the variable and the path. Found by a
+            bad-input review: a report folder that was a file failed the check after its
+            reminders had gone out, so the run failed and ``--json`` printed nothing.
+    """
+    for variable, folder in (("ROADMAP_REPORT_DIR", report_dir()), ("ROADMAP_CALENDAR_DIR", calendar_dir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = "it is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+            raise SettingError(f"{variable}={folder}: cannot publish there: {reason}") from None
 
 
 def published_url(path: Path) -> str:

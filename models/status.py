@@ -683,6 +683,11 @@ class StatusError(LookupError):
     """``record_status`` got an unknown roadmap, milestone, member state or state; the message names it."""
 
 
+#: How far in the future a recorded change may be dated (``record_status``'s ``at``): the clocks
+#: of the machine that records and of the one that reads may differ by this much.
+FUTURE_SLACK = dt.timedelta(minutes=5)
+
+
 def record_status(
     session: Session,
     *,
@@ -709,7 +714,8 @@ def record_status(
 
     Raises:
         StatusError: unknown state, roadmap, milestone or member state, an ambiguous milestone,
-            a note over 2000 characters, or ``at`` that is not ISO-8601 or is naive.
+            a note over 2000 characters, or ``at`` that is not ISO-8601, is naive, or is later
+            than now by more than :data:`FUTURE_SLACK` (found by a bad-input review).
     """
     try:
         new_state = State(state)
@@ -738,6 +744,7 @@ def record_status(
         slugs = ", ".join(sorted(r.slug for _, _, r in found))
         raise StatusError(f"milestone {milestone!r} exists in several roadmaps ({slugs}): name one with --roadmap")
     status, _, _ = found[0]
+    given = at
     if isinstance(at, str):
         try:
             at = parse_instant(at, default_timezone=status.owner_timezone)
@@ -745,6 +752,10 @@ def record_status(
             raise StatusError(str(exc)) from None
     elif at is not None and at.tzinfo is None:
         raise StatusError(f"naive datetime {at!r}: give a UTC offset")
+    if at is not None and at > utc_now() + FUTURE_SLACK:
+        shown = given if isinstance(given, str) else given.isoformat()
+        raise StatusError(f"at {shown!r} is in the future ({at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC): "
+                          "record what has happened, when it happened")
     old_state = status.state
     status.state = new_state.value
     status.changed_at = at or utc_now()

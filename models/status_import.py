@@ -40,9 +40,12 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
         raise StatusImportError(f"{path}: cannot read file: {exc.strerror}") from None
     if size > MAX_BYTES:
         raise StatusImportError(f"{path}: file is larger than {MAX_BYTES} bytes")
+    line = 0  # where the last record read ends (0: none yet, not even the header)
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
+            # strict: a quoted value never closed, or text after a closing quote, is an error
+            # (found by a bad-input review: the rest of the file became one note).
+            reader = csv.DictReader(handle, strict=True)
             header = [name.strip() for name in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED if c not in header]
             if missing:
@@ -54,7 +57,7 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
             if twice:  # csv.DictReader would keep the last value of each silently
                 raise StatusImportError(f"{path}: line 1: column(s) given twice: {', '.join(twice)}")
             reader.fieldnames = header
-            count = 0
+            count, line = 0, reader.line_num
             for row in reader:
                 line = reader.line_num
                 if None in row:
@@ -82,5 +85,8 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
     except OSError as exc:  # a folder, no permission
         raise StatusImportError(f"{path}: cannot read file: {exc.strerror}") from None
     except csv.Error as exc:
-        raise StatusImportError(f"{path}: line {reader.line_num}: {exc}") from None
+        # In the record after the last one read (the reader's own line count stops short of it).
+        if str(exc) == "unexpected end of data":
+            raise StatusImportError(f"{path}: line {line + 1}: a quoted value opened on this line is never closed") from None
+        raise StatusImportError(f"{path}: line {line + 1}: {exc}") from None
     return count

@@ -97,8 +97,9 @@ def parse_apprise_yaml(text: str, source: str) -> apprise.Apprise:
 
     Raises:
         ChannelConfigError: not YAML, no ``urls`` list, an ``include`` (refused: every channel
-            must be visible in one place), or an entry Apprise cannot load (the error gives
-            ``urls[i]``, its schema and tags).
+            must be visible in one place), an entry Apprise cannot load (the error gives
+            ``urls[i]``, its schema and tags), or an entry with no tag (found by a bad-input
+            review: it loaded and never received anything).
     """
     if len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
         raise ChannelConfigError(f"{source}: Apprise config is larger than {MAX_CONFIG_BYTES} bytes")
@@ -138,6 +139,14 @@ def parse_apprise_yaml(text: str, source: str) -> apprise.Apprise:
                     "is not a valid Apprise URL"
                 )
         raise ChannelConfigError(f"{source}: Apprise made {len(services)} channels of the {sum(listed)} listed")
+    if any(not service.tags for service in services):
+        # Every digest goes to a recipient's tag: an untagged channel would never get one, silently.
+        index, (_, url, _) = next((i, e) for i, e in enumerate(entries) if any(
+            not service.tags for service in _apprise_services([e[0]], global_tags)))
+        raise ChannelConfigError(
+            f"{source}: urls[{index}] ({_schema(url)}) has no tag, so no digest would reach it: give it a "
+            "recipient's tag (mission-<cc>, office-<cc>, coordinators) or 'always' for a copy of every digest"
+        )
     hub = apprise.Apprise()
     for service in services:
         hub.add(service)

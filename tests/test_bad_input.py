@@ -419,6 +419,7 @@ def mark_argument(draw, valid: list[str]) -> str:
 @example(milestone="orientation-briefing", member_state="DZ", state="pending", note="\x00", at=None)
 def test_mark_records_or_fails_with_one_error_line_and_changes_nothing(seeded, milestone, member_state, state, note, at):
     from models.deadlines import parse_instant
+    from models.status import FUTURE_SLACK
 
     backend = _backend(seeded)
     CASES[f"mark[{backend}]"] += 1
@@ -433,6 +434,8 @@ def test_mark_records_or_fails_with_one_error_line_and_changes_nothing(seeded, m
             when = parse_instant(at, default_timezone=_status_row(seeded, milestone, member_state.upper()).owner_timezone)
         except ValueError:
             valid = False
+        else:
+            valid = when <= dt.datetime.now(dt.timezone.utc) + FUTURE_SLACK  # not dated in the future
     args = ["mark"] + ([] if note is None else [f"--note={note}"]) + ([] if at is None else [f"--at={at}"])
     args += ["--", milestone, member_state, state]
     before = _snapshot(seeded)
@@ -506,7 +509,7 @@ def _apprise_config(password: str) -> dict:
             },
             {f"json://roadmap:{password}@hooks.example.org/roadmap": {"tag": "coordinators"}},
             {f"mailto://user:{password}@example.org": [{"tag": "office-jo"}, {"tag": "office-tn"}]},
-            "outbox://archive",
+            {"outbox://archive": {"tag": "always"}},
         ],
     }
 
@@ -778,3 +781,17 @@ def test_undecodable_bytes_on_the_command_line_are_one_error_line(seeded):
         assert result.exit_code == 2, result.output
         assert f"error: {field} is not valid text: it holds bytes that are not UTF-8" in result.stderr
     assert _snapshot(seeded) == before
+
+
+def test_an_unreachable_prefect_server_is_one_error_line(seeded, tmp_path):
+    """Found by a bad-input review: ``check`` and ``automations apply`` printed Prefect's long
+    traceback when ``PREFECT_API_URL`` named a server that was not running. Nothing is sent."""
+    api = "http://127.0.0.1:1/api"  # a closed port on loopback
+    for args in (["check", "--as-of", "2024-06-05T09:00:00+02:00"],
+                 ["automations", "apply", "--url", "json://127.0.0.1:9/coordinators"]):
+        done = _roadmap(args, seeded, tmp_path, PREFECT_API_URL=api, ROADMAP_OUTBOX_DIR=str(tmp_path / "outbox"))
+        assert done.returncode == 2, done.stderr
+        assert error_lines(done.stderr) == [
+            f"error: cannot reach the Prefect server at PREFECT_API_URL={api}: ConnectError: [Errno 111] Connection "
+            "refused (start it with `prefect server start`, or unset PREFECT_API_URL to run on a temporary one)"], args
+    assert not (tmp_path / "outbox").exists()

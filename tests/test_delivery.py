@@ -120,6 +120,27 @@ urls:
     assert str(info.value) == "apprise.yaml: urls[4] (nosuch:// for tag office-ly) is not a valid Apprise URL"
 
 
+def test_an_untagged_entry_is_refused_and_always_is_a_tag():
+    """Found by a bad-input review: an entry with no tag loaded, and no digest ever reached it
+    (every digest goes to a recipient's tag)."""
+    config = """
+urls:
+  - "json://127.0.0.1:9/ok":
+      tag: coordinators
+  - "json://u:s3cret@127.0.0.1:9/archive"
+"""
+    with pytest.raises(ChannelConfigError) as info:
+        parse_apprise_yaml(config, "apprise.yaml")
+    assert str(info.value) == (
+        "apprise.yaml: urls[1] (json://) has no tag, so no digest would reach it: give it a recipient's tag "
+        "(mission-<cc>, office-<cc>, coordinators) or 'always' for a copy of every digest")
+    hub = parse_apprise_yaml(config.replace('/archive"', '/archive":\n      tag: always'), "apprise.yaml")
+    assert [sorted(map(str, service.tags)) for service in hub] == [["coordinators"], ["always"]]
+    from notifications.delivery import _services
+
+    assert [sorted(map(str, service.tags)) for service in _services(hub, "mission-jo")] == [["always"]]
+
+
 def test_failing_channel_is_reported_not_raised(http_sink):
     http_sink.status = 500
     hub = parse_apprise_yaml(f'urls:\n  - "json://127.0.0.1:{http_sink.port}/":\n      tag: office-jo\n', "cfg")

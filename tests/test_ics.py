@@ -69,3 +69,26 @@ def test_unknown_member_state_is_a_clear_error(seeded):
     assert "unknown member state 'XX'" in result.stderr
     with session_scope() as session:
         assert build_calendar(session, member_state="jo").startswith(b"BEGIN:VCALENDAR")
+
+
+def test_the_feed_of_a_member_state_removed_from_the_file_is_removed(seeded, tmp_path):
+    """Found by a bad-input review: ``ye.ics`` stayed beside the new feeds, with old deadlines."""
+    import yaml
+
+    from models.sync import sync_roadmap_file
+    from tests.conftest import SEED_ROADMAP
+
+    as_of = dt.datetime(2024, 6, 5, tzinfo=UTC)
+    with session_scope() as session:
+        write_feeds(session, session.exec(select(Roadmap)).one(), tmp_path, as_of)
+    assert (tmp_path / "gcm-arab-2024" / "ye.ics").exists()
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    data["member_states"] = [m for m in data["member_states"] if m["code"] != "YE"]
+    without = tmp_path / "without-ye.yaml"
+    without.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    sync_roadmap_file(without)
+    with session_scope() as session:
+        paths = write_feeds(session, session.exec(select(Roadmap)).one(), tmp_path, as_of)
+    assert len(paths) == 16  # all.ics and 15 member states
+    assert sorted(p.name for p in (tmp_path / "gcm-arab-2024").glob("*.ics")) == sorted(p.name for p in paths)
+    assert not (tmp_path / "gcm-arab-2024" / "ye.ics").exists()

@@ -231,6 +231,27 @@ def test_bad_input_on_the_command_line_is_one_clear_error(seeded):
         assert message in result.stderr, (args, result.stderr)
 
 
+@pytest.mark.parametrize(("variable", "blocker", "reason"), [
+    ("ROADMAP_REPORT_DIR", "reports", "it is a file, not a folder"),
+    ("ROADMAP_CALENDAR_DIR", "calendars", "Not a directory"),
+])
+def test_a_folder_that_cannot_be_published_into_fails_the_check_before_any_reminder(
+        seeded, outbox, tmp_path, monkeypatch, variable, blocker, reason):
+    """Found by a bad-input review: a report folder that was a file failed the check after its
+    reminders had gone out (and ``--json`` printed nothing)."""
+    from models.db import SettingError
+
+    (tmp_path / blocker).write_text("a file, not a folder", encoding="utf-8")
+    folder = tmp_path / blocker if variable == "ROADMAP_REPORT_DIR" else tmp_path / blocker / "feeds"
+    monkeypatch.setenv(variable, str(folder))
+    result = runner.invoke(app, ["check", "--as-of", AS_OF, "--json"])
+    assert isinstance(result.exception, SettingError), result.output
+    assert str(result.exception) == f"{variable}={folder}: cannot publish there: {reason}"
+    assert not outbox.exists() or not any(outbox.iterdir())
+    monkeypatch.setenv(variable, str(tmp_path / "elsewhere"))
+    assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}  # none was sent before
+
+
 def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
     monkeypatch.chdir(SEED_ROADMAP.parent.parent)
     db = tmp_path / "demo.db"

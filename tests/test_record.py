@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pendulum
 import pytest
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
@@ -61,6 +62,21 @@ def test_mark_at_without_offset_is_read_in_the_owners_zone(seeded):
     assert bad.exit_code == 2 and "not an ISO-8601 timestamp: '3 June'" in bad.stderr
 
 
+def test_mark_at_a_future_time_is_refused_and_changes_nothing(seeded):
+    """Found by a bad-input review: a change dated next year was recorded."""
+    tomorrow = pendulum.now("UTC").add(days=1).replace(microsecond=0)
+    before = _changes(seeded)
+    bad = runner.invoke(app, ["mark", "travel", "JO", "done", "--at", tomorrow.isoformat()])
+    assert bad.exit_code == 2, bad.output
+    assert error_lines(bad.stderr) == [
+        f"error: at {tomorrow.isoformat()!r} is in the future ({tomorrow.format('YYYY-MM-DD HH:mm')} UTC): "
+        "record what has happened, when it happened"]
+    assert (_status(seeded, "travel", "JO").state, _changes(seeded)) == ("pending", before)
+    # A minute ahead is within the clocks' slack (models.status.FUTURE_SLACK).
+    soon = pendulum.now("UTC").add(minutes=1).isoformat()
+    assert runner.invoke(app, ["mark", "travel", "JO", "done", "--at", soon]).exit_code == 0
+
+
 def _changes(url) -> int:
     with Session(get_engine(url)) as session:
         return len(session.exec(select(StatusChange)).all())
@@ -104,6 +120,11 @@ def test_csv_import_is_all_or_nothing_and_names_the_first_bad_line(seeded, tmp_p
         ("milestone,member_state,state\ninvitations,,done\n", "line 2: column 'member_state' is empty"),
         ("milestone,member_state,state\ninvitations,JO,done,extra\n", "line 2: more values than columns"),
         ("milestone,member_state,state\ninvitations,JO,finished\n", "line 2: unknown state 'finished'"),
+        # Found by a bad-input review: an unclosed quote made the rest of the file one value.
+        ('milestone,member_state,state,note\ninvitations,JO,done,"NV 2024/051\ninvitations,TN,done,\n',
+         "line 2: a quoted value opened on this line is never closed"),
+        ('milestone,member_state,state,note\ninvitations,JO,done,"NV" 2024\n', "line 2: ',' expected after '\"'"),
+        ('milestone,member_state,"state\n', "line 1: a quoted value opened on this line is never closed"),
     ],
 )
 def test_csv_errors_name_the_line(seeded, tmp_path, content, message):
