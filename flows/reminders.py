@@ -263,11 +263,10 @@ def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, da
 
 def overdue_reason(view: StatusView) -> Reason:
     """Why an overdue item is escalated, in English and Arabic, e.g. ("overdue by 6 working days
-    (10 days)", "متأخر 6 أيام عمل (10 أيام)"). Built when
-    its digest is rendered, not with the plan: the first night of 1M status rows escalates
-    125,000 items, and their texts held with the plan (keyed by item) were 23 MB of the night's
-    peak, 10.6 MB built with the digest's items (``benchmarks/nightly_check.py --prior-nights 0
-    --tracemalloc``)."""
+    (10 days)", "متأخر 6 أيام عمل (10 أيام)"). Built when its digest is rendered, not with the
+    plan: the first night of 1M status rows escalates 125,000 items, and their texts held with
+    the plan (keyed by item) were 23 MB of the night's peak, 10.6 MB built with the digest's
+    items (``benchmarks/nightly_check.py --prior-nights 0 --tracemalloc``)."""
     working, days = -view.working_days_left, -view.days_left
     return (f"overdue by {english_count(working, 'working day')} ({english_count(days, 'day')})",
             f"متأخر {arabic_count(working, 'working day')} ({arabic_count(days, 'day')})")

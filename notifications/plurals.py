@@ -5,7 +5,8 @@ for ``ar``: zero, one, two, few, many, other), and each category takes its own w
 noun alone with "واحد" for one, the dual for two, the broken plural for 3 to 10, the singular in
 the accusative for 11 to 99, the singular for 100 and other. The digest templates put each
 counted noun where Arabic reads it in the nominative (after a colon, in parentheses, as a
-predicate), so one form per category is right.
+predicate), so one form per category is right; "run" is worded as the escalation reason uses it,
+as an adverb ("failed twice": مرتين, in the accusative).
 
 Written by hand: the rule is six lines of CLDR, and no library in the stack gives the worded
 forms of a noun (Babel, not a dependency, gives the category only).
@@ -23,7 +24,7 @@ ARABIC_NOUNS: dict[str, dict[str, str]] = {
     "day": {"one": "يوم واحد", "two": "يومان", "few": "{n} أيام", "many": "{n} يومًا", "other": "{n} يوم"},
     "working day": {"one": "يوم عمل واحد", "two": "يوما عمل", "few": "{n} أيام عمل", "many": "{n} يوم عمل",
                     "other": "{n} يوم عمل"},
-    "run": {"one": "مرة واحدة", "two": "مرتان", "few": "{n} مرات", "many": "{n} مرة", "other": "{n} مرة"},
+    "run": {"one": "مرة واحدة", "two": "مرتين", "few": "{n} مرات", "many": "{n} مرة", "other": "{n} مرة"},
 }
 
 
