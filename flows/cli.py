@@ -40,19 +40,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _require_roadmaps() -> None:
-    """Fail (exit 2) with a hint when the database holds no roadmap: most often
-    ``ROADMAP_DATABASE_URL`` names another database than intended (``sqlite:///roadmap.db`` is
-    relative to the working folder) or ``roadmap sync`` has not run yet."""
-    from sqlalchemy import func
+def _require_roadmaps() -> list[str]:
+    """The slugs of the database's roadmaps, sorted (``list[str]``); fail (exit 2) with a hint
+    when there is none: most often ``ROADMAP_DATABASE_URL`` names another database than intended
+    (``sqlite:///roadmap.db`` is relative to the working folder) or ``roadmap sync`` has not run
+    yet."""
     from sqlmodel import select
 
     from models.db import database_url, session_scope
     from models.tables import Roadmap
 
     with session_scope() as session:
-        if session.exec(select(func.count()).select_from(Roadmap)).one():
-            return
+        slugs = list(session.exec(select(Roadmap.slug).order_by(Roadmap.slug)).all())
+    if slugs:
+        return slugs
     from sqlalchemy.engine import make_url
 
     shown = make_url(database_url()).render_as_string(hide_password=True)
@@ -137,7 +138,11 @@ def check(
         resolve_as_of(as_of)
     except ValueError as exc:
         _fail(f"--as-of: {exc}")
-    _require_roadmaps()
+    from flows.publishing import ready_folders
+
+    # Checked here too, so that a folder the check cannot publish into is one error line and no
+    # failed flow run (which would fire the coordinators' "nightly check failed" automation).
+    ready_folders(_require_roadmaps())
     from flows.progress import listening
 
     with _progress_bar("checking") as bar:

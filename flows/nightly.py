@@ -407,10 +407,10 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
     """The body of :func:`nightly_status_check` (same arguments and result)."""
     logger = get_run_logger()
     moment = resolve_as_of(as_of)
-    if publish:
-        ready_folders()
     run_id = str(flow_run.get_id() or uuid.uuid4())
     refs = {ref.slug: ref for ref in list_roadmaps(roadmaps)}
+    if publish:
+        ready_folders(list(refs))
     units = plan_units(list(refs.values()))
     live_progress = milestone_by_milestone(list(refs.values()))
     if not live_progress and (republish or not published_dashboards_on_server()):

@@ -308,22 +308,27 @@ def report_dir() -> Path:
     return Path(os.environ.get("ROADMAP_REPORT_DIR") or "reports")
 
 
-def ready_folders() -> None:
-    """Make the folders the check publishes into (:func:`report_dir`, ``ROADMAP_REPORT_DIR``;
-    :func:`flows.ics.calendar_dir`, ``ROADMAP_CALENDAR_DIR``), before the check sends anything.
+def ready_folders(slugs: list[str] | tuple[str, ...] = ()) -> None:
+    """Make the folders the check publishes into, before it sends anything: :func:`report_dir`
+    (``ROADMAP_REPORT_DIR``) and :func:`flows.ics.calendar_dir` (``ROADMAP_CALENDAR_DIR``), and
+    in each a ``<slug>`` folder per roadmap of ``slugs`` (where its timeline and calendar feeds
+    go). Folders already there are left as they are.
 
     Raises:
         models.db.SettingError: a folder cannot be made or is not a folder (a file of that
-            name, no permission); the message names the variable and the path. Found by a
-            bad-input review: a report folder that was a file failed the check after its
-            reminders had gone out, so the run failed and ``--json`` printed nothing.
+            name, no permission); the message names the variable and the path. Found by
+            bad-input reviews: a report folder, then a roadmap's calendar folder, that was a
+            file failed the check after its reminders had gone out, so the run failed and
+            ``--json`` printed nothing.
     """
-    for variable, folder in (("ROADMAP_REPORT_DIR", report_dir()), ("ROADMAP_CALENDAR_DIR", calendar_dir())):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            reason = "it is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
-            raise SettingError(f"{variable}={folder}: cannot publish there: {reason}") from None
+    for variable, top in (("ROADMAP_REPORT_DIR", report_dir()), ("ROADMAP_CALENDAR_DIR", calendar_dir())):
+        for folder in (top, *(top / slug for slug in slugs)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = "it is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+                shown = str(top) if folder == top else f"{top} (its folder {folder})"
+                raise SettingError(f"{variable}={shown}: cannot publish there: {reason}") from None
 
 
 def published_url(path: Path) -> str:

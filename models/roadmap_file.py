@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.deadlines import FIRST_DATE, LAST_DATE, DeadlineRuleError, LocalDates, RelativeRule, parse_rule, shift
+from models.parties import Party, party_for
 from models.tables import NonWorkingDay, Owner, State
 
 #: Largest roadmap file accepted. A real roadmap is a few kB; this bounds memory on bad input.
@@ -275,6 +276,28 @@ class RoadmapSpec(_Strict):
         """Return the milestone's reminder policy, or the roadmap default."""
         return milestone.reminders or self.reminders
 
+    def party_due(self, milestone: MilestoneSpec, member: MemberStateSpec) -> tuple[Party, dt.date]:
+        """The party acting on ``milestone`` for ``member`` (:func:`models.parties.party_for`)
+        and its deadline: the milestone's resolved local date (``due``, filled by
+        :func:`load_roadmap_file`) moved by ``non_working_day`` to the party's working day.
+
+        Returns:
+            ``(party, date)``: the date is local to ``party.timezone`` (the deadline is the end
+            of that day there; see :func:`models.deadlines.end_of_local_day`).
+        """
+        party = party_for(
+            milestone.owner, member_state_code=member.code, mission_timezone=member.mission.timezone,
+            office_timezone=member.office.timezone, weekend_override=member.weekend.numbers() if member.weekend else None,
+            weekend_source=member.weekend.source if member.weekend else "",
+            coordinator_timezone=self.coordinator.timezone, coordinator_country=self.coordinator.country,
+        )
+        due = self.due[milestone.key].due
+        if milestone.non_working_day is NonWorkingDay.previous_working_day:
+            due = party.calendar.on_or_before(due)
+        elif milestone.non_working_day is NonWorkingDay.next_working_day:
+            due = party.calendar.on_or_after(due)
+        return party, due
+
 
 def _loc(loc: tuple) -> str:
     path = ""
@@ -417,6 +440,7 @@ def load_roadmap_file(path: str | Path) -> RoadmapSpec:
         raise RoadmapFileError(path, _loc(loc), _value_at(data, loc), first["msg"]) from None
     _check_unique(path, spec)
     spec.due = _resolve(path, spec)
+    _check_dependencies_per_member_state(path, spec)
     spec.declared_slug = str(data["slug"]).strip()[:64]
     return spec
 
@@ -523,10 +547,41 @@ def _resolve(path: str | Path, spec: RoadmapSpec) -> dict[str, LocalDates]:
         for dep in milestone.depends_on:
             if resolved[milestone.key].due < resolved[dep].due:
                 raise RoadmapFileError(
-                    path, f"milestones[{i}].deadline", str(resolved[milestone.key].due),
-                    f"due before {dep!r} ({resolved[dep].due}), which it depends on",
+                    path, f"milestones[{i}].deadline", milestone.deadline,
+                    f"due on {resolved[milestone.key].due}, before {dep!r} (due on {resolved[dep].due}), "
+                    "which it depends on",
                 )
     return resolved
+
+
+def _check_dependencies_per_member_state(path: str | Path, spec: RoadmapSpec) -> None:
+    """Refuse a milestone that a member state must complete on an earlier date than one it depends
+    on, once each is moved to its party's working day (``non_working_day``). Found by a bad-input
+    review: travel on ``previous_working_day`` ended on Friday 28 June 2024 for the offices with a
+    Saturday-Sunday weekend, before nominations (Sunday 30 June) that it depends on. Dates are
+    compared as each party's local dates: one day in Geneva and in Amman is the same day."""
+    by_key = {m.key: m for m in spec.milestones}
+    for i, milestone in enumerate(spec.milestones):
+        for dep in milestone.depends_on:
+            dependency = by_key[dep]
+            if milestone.non_working_day is NonWorkingDay.none and dependency.non_working_day is NonWorkingDay.none:
+                continue  # both on their resolved dates, compared by _resolve
+            for member in spec.member_states:
+                own, before = spec.party_due(milestone, member)[1], spec.party_due(dependency, member)[1]
+                if own < before:
+                    raise RoadmapFileError(
+                        path, f"milestones[{i}].deadline", milestone.deadline,
+                        f"due for {member.code} on {own}{_MOVED[milestone.non_working_day]}, before {dep!r} "
+                        f"on {before}{_MOVED[dependency.non_working_day]}, which it depends on",
+                    )
+
+
+#: How a deadline moved by ``non_working_day`` is told in an error message.
+_MOVED = {
+    NonWorkingDay.none: "",
+    NonWorkingDay.previous_working_day: " (moved to the previous working day)",
+    NonWorkingDay.next_working_day: " (moved to the next working day)",
+}
 
 
 def _apply(rule: LocalDates | RelativeRule, resolved: dict[str, LocalDates]) -> LocalDates:

@@ -18,13 +18,11 @@ from sqlmodel import Session, select
 
 from models.db import session_scope
 from models.deadlines import end_of_local_day, start_of_local_day
-from models.parties import party_for
 from models.roadmap_file import RoadmapFileError, RoadmapSpec, load_roadmap_file
 from models.tables import (
     AgendaSession,
     MemberState,
     Milestone,
-    NonWorkingDay,
     Roadmap,
     State,
     Status,
@@ -175,7 +173,7 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -
             report.count("updated", "milestone")
     session.flush()
 
-    _upsert_statuses(session, spec, roadmap, milestones, states, report)
+    _upsert_statuses(session, spec, roadmap, milestones, report)
     _upsert_agenda(session, spec, roadmap, report)
     if report.changed:
         roadmap.loaded_at = utc_now()
@@ -183,7 +181,7 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -
     return report
 
 
-def _upsert_statuses(session, spec, roadmap, milestones, states, report) -> None:
+def _upsert_statuses(session, spec, roadmap, milestones, report) -> None:
     existing = {
         (row.milestone_id, row.member_state_code): row
         for row in session.exec(
@@ -194,22 +192,7 @@ def _upsert_statuses(session, spec, roadmap, milestones, states, report) -> None
         milestone = milestones[ms_spec.key]
         dates = spec.due[ms_spec.key]
         for member in spec.member_states:
-            state_row = states[member.code]
-            party = party_for(
-                ms_spec.owner,
-                member_state_code=member.code,
-                mission_timezone=state_row.mission_timezone,
-                office_timezone=state_row.office_timezone,
-                weekend_override=state_row.weekend_override,
-                weekend_source=state_row.weekend_source,
-                coordinator_timezone=roadmap.coordinator_timezone,
-                coordinator_country=roadmap.coordinator_country,
-            )
-            due = dates.due
-            if ms_spec.non_working_day is NonWorkingDay.previous_working_day:
-                due = party.calendar.on_or_before(due)
-            elif ms_spec.non_working_day is NonWorkingDay.next_working_day:
-                due = party.calendar.on_or_after(due)
+            party, due = spec.party_due(ms_spec, member)
             values = dict(
                 deadline=_utc(end_of_local_day(due, party.timezone)),
                 opens_at=_utc(start_of_local_day(dates.opens, party.timezone)) if dates.opens else None,

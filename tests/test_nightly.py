@@ -231,22 +231,33 @@ def test_bad_input_on_the_command_line_is_one_clear_error(seeded):
         assert message in result.stderr, (args, result.stderr)
 
 
-@pytest.mark.parametrize(("variable", "blocker", "reason"), [
-    ("ROADMAP_REPORT_DIR", "reports", "it is a file, not a folder"),
-    ("ROADMAP_CALENDAR_DIR", "calendars", "Not a directory"),
-])
+@pytest.mark.parametrize(("variable", "blocker", "folder", "shown", "reason"), [
+    ("ROADMAP_REPORT_DIR", "reports", "reports", "reports", "it is a file, not a folder"),
+    ("ROADMAP_CALENDAR_DIR", "calendars", "calendars/feeds", "calendars/feeds", "Not a directory"),
+    ("ROADMAP_CALENDAR_DIR", "feeds/gcm-arab-2024", "feeds", "feeds (its folder feeds/gcm-arab-2024)",
+     "it is a file, not a folder"),
+], ids=["report-folder-a-file", "calendar-folder-under-a-file", "roadmap-calendar-folder-a-file"])
 def test_a_folder_that_cannot_be_published_into_fails_the_check_before_any_reminder(
-        seeded, outbox, tmp_path, monkeypatch, variable, blocker, reason):
-    """Found by a bad-input review: a report folder that was a file failed the check after its
-    reminders had gone out (and ``--json`` printed nothing)."""
+        seeded, outbox, tmp_path, monkeypatch, variable, blocker, folder, shown, reason):
+    """Found by bad-input reviews: a report folder, then a roadmap's own calendar folder
+    (``<ROADMAP_CALENDAR_DIR>/<slug>``), that was a file failed the check after its reminders had
+    gone out (and ``--json`` printed nothing). The command refuses before it starts the flow: a
+    failed run would alert the coordinators."""
+    import flows.nightly
     from models.db import SettingError
 
+    (tmp_path / blocker).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / blocker).write_text("a file, not a folder", encoding="utf-8")
-    folder = tmp_path / blocker if variable == "ROADMAP_REPORT_DIR" else tmp_path / blocker / "feeds"
-    monkeypatch.setenv(variable, str(folder))
-    result = runner.invoke(app, ["check", "--as-of", AS_OF, "--json"])
+    monkeypatch.setenv(variable, str(tmp_path / folder))
+    with monkeypatch.context() as patched:
+        patched.setattr(flows.nightly, "nightly_status_check", lambda **_: pytest.fail("the flow was started"))
+        result = runner.invoke(app, ["check", "--as-of", AS_OF, "--json"])
     assert isinstance(result.exception, SettingError), result.output
-    assert str(result.exception) == f"{variable}={folder}: cannot publish there: {reason}"
+    assert str(result.exception) == f"{variable}={tmp_path}/{shown}: cannot publish there: {reason}".replace(
+        "(its folder ", f"(its folder {tmp_path}/")
+    assert not outbox.exists() or not any(outbox.iterdir())
+    with pytest.raises(SettingError, match=f"^{variable}="):  # the flow, run by a deployment, checks too
+        flows.nightly.nightly_status_check(as_of=AS_OF)
     assert not outbox.exists() or not any(outbox.iterdir())
     monkeypatch.setenv(variable, str(tmp_path / "elsewhere"))
     assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}  # none was sent before

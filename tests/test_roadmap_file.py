@@ -89,8 +89,17 @@ BAD_FILES = {
     ),
     # Found by a bad-input review: a milestone could be due before one it depends on.
     "due before its dependency": (
-        lambda d: _milestone(d, "nominations").update(deadline="2024-05-20", opens=None),
-        "milestones[3].deadline", "'2024-05-20'", "due before 'invitations' (2024-05-31), which it depends on",
+        lambda d: _milestone(d, "nominations").update(deadline="mid-May 2024", opens=None),
+        "milestones[3].deadline", "'mid-May 2024'",
+        "due on 2024-05-15, before 'invitations' (due on 2024-05-31), which it depends on",
+    ),
+    # Found by a bad-input review: the check above compared the dates as written, before
+    # non_working_day moved them to each party's working day.
+    "due before its dependency on an office's working day": (
+        lambda d: _milestone(d, "travel").update(non_working_day="previous_working_day"),
+        "milestones[4].deadline", "'June 2024'",
+        "due for LB on 2024-06-28 (moved to the previous working day), before 'nominations' on 2024-06-30, "
+        "which it depends on",
     ),
     # Weekday names were checked on their first three letters only.
     "a weekday that only starts like one": (
