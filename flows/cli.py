@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -375,10 +377,46 @@ def prefect_server_error(exc: BaseException) -> str | None:
         return None
     from prefect.settings import PREFECT_API_URL
 
-    url = PREFECT_API_URL.value() or "(unset)"
+    url = _without_password(PREFECT_API_URL.value() or "(unset)")
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reply"
     return (f"cannot reach the Prefect server at PREFECT_API_URL={url}: {type(exc).__name__}: {reason} "
             "(start it with `prefect server start`, or unset PREFECT_API_URL to run on a temporary one)")
+
+
+def prefect_setting_error(exc: BaseException) -> str | None:
+    """The one-line message for Prefect refusing one of its own settings (a pydantic
+    ``ValidationError`` of one of its ``*Settings`` models, raised when ``prefect`` is first
+    imported: ``PREFECT_API_REQUEST_TIMEOUT=abc``), or None for any other error. Names the
+    ``PREFECT_*`` variable holding the refused value when one does (else Prefect's own field
+    path) and hides a URL's password. Found by a bad-input review: it was a 60-line traceback.
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or not exc.title.endswith("Settings"):
+        return None
+    first = exc.errors()[0]
+    refused = first.get("input")
+    variables = sorted(k for k, v in os.environ.items() if k.startswith("PREFECT_") and isinstance(refused, str) and v == refused)
+    if variables:
+        where = ", ".join(f"{k}={_without_password(refused)}" for k in variables)
+    else:
+        where = f"{exc.title}." + ".".join(str(part) for part in first.get("loc", ()))
+    return f"Prefect refuses its setting {where}: {first['msg']}"
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***`` (``http://user:***@host/api``); in a
+    text that is no URL, all between ``://`` and an ``@`` is shown as ``***``."""
+    from urllib.parse import urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return re.sub(r"(?<=://)[^/]*@", "***@", url) if "@" in url else url
 
 
 def _raised_in(exc: BaseException, function: str) -> bool:
@@ -393,14 +431,25 @@ def _raised_in(exc: BaseException, function: str) -> bool:
 
 def main() -> None:  # the ``roadmap`` console script
     """Run the command line; an unusable database (:func:`database_error`), an unreachable
-    Prefect server (:func:`prefect_server_error`) or a bad setting (:class:`models.db.SettingError`)
-    is one line on stderr and exit status 2, as every other error, not a traceback."""
+    Prefect server (:func:`prefect_server_error`), a Prefect setting Prefect refuses
+    (:func:`prefect_setting_error`) or a bad setting (:class:`models.db.SettingError`) is one
+    line on stderr and exit status 2, as every other error, not a traceback."""
     from models.db import SettingError
 
+    api_url = os.environ.get("PREFECT_API_URL")
+    if api_url:  # checked before Prefect is imported: its own check prints its error twice
+        try:
+            parts = urlsplit(api_url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is no number
+        except ValueError as exc:
+            typer.echo(f"error: PREFECT_API_URL={_without_password(api_url)} is not a URL: {exc} "
+                       "(e.g. http://127.0.0.1:4200/api)", err=True)
+            raise SystemExit(2) from None
     try:
         app()
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is the database's, the server's or a setting's
-        message = str(exc) if isinstance(exc, SettingError) else database_error(exc) or prefect_server_error(exc)
+        message = (str(exc) if isinstance(exc, SettingError)
+                   else database_error(exc) or prefect_server_error(exc) or prefect_setting_error(exc))
         if message is None:
             raise
         typer.echo(f"error: {message}", err=True)

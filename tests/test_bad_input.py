@@ -785,13 +785,36 @@ def test_undecodable_bytes_on_the_command_line_are_one_error_line(seeded):
 
 def test_an_unreachable_prefect_server_is_one_error_line(seeded, tmp_path):
     """Found by a bad-input review: ``check`` and ``automations apply`` printed Prefect's long
-    traceback when ``PREFECT_API_URL`` named a server that was not running. Nothing is sent."""
-    api = "http://127.0.0.1:1/api"  # a closed port on loopback
+    traceback when ``PREFECT_API_URL`` named a server that was not running, then echoed its
+    password. Nothing is sent."""
+    api = "http://focal:s3cret@127.0.0.1:1/api"  # a closed port on loopback
     for args in (["check", "--as-of", "2024-06-05T09:00:00+02:00"],
                  ["automations", "apply", "--url", "json://127.0.0.1:9/coordinators"]):
         done = _roadmap(args, seeded, tmp_path, PREFECT_API_URL=api, ROADMAP_OUTBOX_DIR=str(tmp_path / "outbox"))
         assert done.returncode == 2, done.stderr
         assert error_lines(done.stderr) == [
-            f"error: cannot reach the Prefect server at PREFECT_API_URL={api}: ConnectError: [Errno 111] Connection "
-            "refused (start it with `prefect server start`, or unset PREFECT_API_URL to run on a temporary one)"], args
+            "error: cannot reach the Prefect server at PREFECT_API_URL=http://focal:***@127.0.0.1:1/api: ConnectError: "
+            "[Errno 111] Connection refused (start it with `prefect server start`, or unset PREFECT_API_URL to run "
+            "on a temporary one)"], args
+    assert not (tmp_path / "outbox").exists()
+
+
+@pytest.mark.parametrize(("variables", "expected"), [
+    ({"PREFECT_API_URL": "http://focal:s3cret@[::1:4200/api"},
+     ["error: PREFECT_API_URL=http://***@[::1:4200/api is not a URL: Invalid IPv6 URL (e.g. http://127.0.0.1:4200/api)"]),
+    ({"PREFECT_API_URL": "http://127.0.0.1:42OO/api"},
+     ["error: PREFECT_API_URL=http://127.0.0.1:42OO/api is not a URL: Port could not be cast to integer value as "
+      "'42OO' (e.g. http://127.0.0.1:4200/api)"]),
+    # Prefect prints its own line before ours when it refuses a setting while it is imported.
+    ({"PREFECT_API_REQUEST_TIMEOUT": "soon"},
+     ["error: Prefect refuses its setting PREFECT_API_REQUEST_TIMEOUT=soon: Input should be a valid number, "
+      "unable to parse string as a number"]),
+], ids=["unclosed-ipv6-bracket", "port-not-a-number", "prefect-refuses-a-setting"])
+def test_a_malformed_prefect_setting_is_one_error_line(seeded, tmp_path, variables, expected):
+    """Found by a bad-input review: a malformed ``PREFECT_API_URL`` was a 60-line traceback."""
+    done = _roadmap(["check", "--as-of", "2024-06-05T09:00:00+02:00"], seeded, tmp_path,
+                    ROADMAP_OUTBOX_DIR=str(tmp_path / "outbox"), **variables)
+    assert done.returncode == 2, done.stderr
+    assert [line for line in error_lines(done.stderr) if line.startswith("error:")] == expected
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
     assert not (tmp_path / "outbox").exists()
