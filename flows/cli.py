@@ -198,7 +198,7 @@ def import_statuses_command(
             count = import_statuses(session, file, changed_by=f"csv:{by}")
     except StatusImportError as exc:
         _fail(str(exc))
-    typer.echo(f"imported {count} statuses from {file}")
+    typer.echo(f"imported {count} {'status' if count == 1 else 'statuses'} from {file}")
 
 
 @app.command()

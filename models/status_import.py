@@ -40,12 +40,26 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
         raise StatusImportError(f"{path}: cannot read file: {exc.strerror}") from None
     if size > MAX_BYTES:
         raise StatusImportError(f"{path}: file is larger than {MAX_BYTES} bytes")
-    line = 0  # where the last record read ends (0: none yet, not even the header)
+    blank: list[bool] = []  # per physical line read so far: is it empty (a record the reader skips)?
+    end = 0  # the physical line where the last record read ends (0: none yet, not even the header)
+    line = 1  # the physical line where the record being read begins
+
+    def lines(handle):
+        for text in handle:
+            blank.append(text in ("\n", "\r\n", "\r"))
+            yield text
+
+    def start_after(end: int) -> int:
+        """The line where the record after line ``end`` begins: past the empty lines the reader skips."""
+        while end < len(blank) and blank[end]:
+            end += 1
+        return end + 1
+
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             # strict: a quoted value never closed, or text after a closing quote, is an error
             # (found by a bad-input review: the rest of the file became one note).
-            reader = csv.DictReader(handle, strict=True)
+            reader = csv.DictReader(lines(handle), strict=True)
             header = [name.strip() for name in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED if c not in header]
             if missing:
@@ -57,9 +71,12 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
             if twice:  # csv.DictReader would keep the last value of each silently
                 raise StatusImportError(f"{path}: line 1: column(s) given twice: {', '.join(twice)}")
             reader.fieldnames = header
-            count, line = 0, reader.line_num
+            count, end = 0, reader.line_num
             for row in reader:
-                line = reader.line_num
+                # Found by bad-input reviews: the reader's own count is where a record ends and
+                # counts the empty lines it skips, so a value over several lines or an empty line
+                # above moved the line named.
+                line, end = start_after(end), reader.line_num
                 if None in row:
                     raise StatusImportError(f"{path}: line {line}: more values than columns")
                 values = {k: (v or "").strip() for k, v in row.items()}
@@ -84,9 +101,12 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
         raise StatusImportError(f"{path}: file is not UTF-8") from None
     except OSError as exc:  # a folder, no permission
         raise StatusImportError(f"{path}: cannot read file: {exc.strerror}") from None
-    except csv.Error as exc:
-        # In the record after the last one read (the reader's own line count stops short of it).
+    except csv.Error as exc:  # in the record after the last one read
+        line = start_after(end)
         if str(exc) == "unexpected end of data":
-            raise StatusImportError(f"{path}: line {line + 1}: a quoted value opened on this line is never closed") from None
-        raise StatusImportError(f"{path}: line {line + 1}: {exc}") from None
+            raise StatusImportError(f"{path}: line {line}: a quoted value opened on this line is never closed") from None
+        if str(exc).endswith("expected after '\"'"):
+            raise StatusImportError(f"{path}: line {line}: text after the closing quote of a value (write a quote "
+                                    'inside a quoted value as two: "")') from None
+        raise StatusImportError(f"{path}: line {line}: {exc}") from None
     return count

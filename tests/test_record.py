@@ -96,6 +96,11 @@ def test_csv_import_is_all_or_nothing_and_names_the_first_bad_line(seeded, tmp_p
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"imported 3 statuses from {good}"
     assert _changes(seeded) == before + 3
+    one = tmp_path / "one.csv"
+    one.write_text("milestone,member_state,state\ninvitations,LB,done\n", encoding="utf-8")
+    result = runner.invoke(app, ["import-statuses", str(one)])
+    assert result.stdout.strip() == f"imported 1 status from {one}"  # was "1 statuses"
+    before += 1
     assert _status(seeded, "invitations", "TN").note == "NV 2024/047, signed"
 
     bad = tmp_path / "bad.csv"
@@ -123,8 +128,17 @@ def test_csv_import_is_all_or_nothing_and_names_the_first_bad_line(seeded, tmp_p
         # Found by a bad-input review: an unclosed quote made the rest of the file one value.
         ('milestone,member_state,state,note\ninvitations,JO,done,"NV 2024/051\ninvitations,TN,done,\n',
          "line 2: a quoted value opened on this line is never closed"),
-        ('milestone,member_state,state,note\ninvitations,JO,done,"NV" 2024\n', "line 2: ',' expected after '\"'"),
+        ('milestone,member_state,state,note\ninvitations,JO,done,"NV" 2024\n',
+         'line 2: text after the closing quote of a value (write a quote inside a quoted value as two: "")'),
         ('milestone,member_state,"state\n', "line 1: a quoted value opened on this line is never closed"),
+        # Found by bad-input reviews: the line named was where a record ends, counting the empty
+        # lines the reader skips.
+        ("milestone,member_state,state\n\n\ninvitations,JO,finished\n", "line 4: unknown state 'finished'"),
+        ('milestone,member_state,state,note\ninvitations,TN,done,"two\nlines"\n\r\ninvitations,JO,finished,\n',
+         "line 5: unknown state 'finished'"),
+        ('milestone,member_state,state,note\ninvitations,JO,finished,"two\n\nlines"\n', "line 2: unknown state 'finished'"),
+        ('milestone,member_state,state,note\ninvitations,TN,done,\n\ninvitations,JO,done,"NV\n',
+         "line 4: a quoted value opened on this line is never closed"),
     ],
 )
 def test_csv_errors_name_the_line(seeded, tmp_path, content, message):
