@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 import apprise
+import pycountry
 import yaml
 from apprise.config.base import ConfigBase
 
@@ -147,10 +148,35 @@ def parse_apprise_yaml(text: str, source: str) -> apprise.Apprise:
             f"{source}: urls[{index}] ({_schema(url)}) has no tag, so no digest would reach it: give it a "
             "recipient's tag (mission-<cc>, office-<cc>, coordinators) or 'always' for a copy of every digest"
         )
+    for service in services:
+        problem = _unreachable(service.tags)
+        if problem:
+            index, (_, url, value) = next((i, e) for i, e in enumerate(entries) if any(
+                _unreachable(made.tags) for made in _apprise_services([e[0]], global_tags)))
+            raise ChannelConfigError(f"{source}: urls[{index}] ({_schema(url)} for tag {_tags(value, global_tags)}) {problem}")
     hub = apprise.Apprise()
     for service in services:
         hub.add(service)
     return hub
+
+
+#: The tags a digest goes to (``models.parties.recipient_tag``: ``coordinators``,
+#: ``mission-<cc>``, ``office-<cc>`` with a lower-case ISO 3166-1 alpha-2 code), and Apprise's
+#: ``always`` (a copy of every digest). Apprise lower-cases tags as it reads them.
+_RECIPIENT_TAG = re.compile(r"coordinators|always|(?:mission|office)-([a-z]{2})")
+
+
+def _unreachable(tags) -> str | None:
+    """Why no digest would reach a channel with ``tags`` (a set of Apprise's lower-cased tags),
+    or None when one of them is a recipient's tag of a real country (``pycountry``, ISO 3166-1).
+    Found by a bad-input review: a channel tagged ``coordinator`` or ``mission-jn`` loaded and
+    never received anything."""
+    for tag in tags:
+        match = _RECIPIENT_TAG.fullmatch(str(tag))
+        if match and (match.group(1) is None or pycountry.countries.get(alpha_2=match.group(1).upper())):
+            return None
+    return ("is no recipient's tag, so no digest would reach it: use mission-<cc> or office-<cc> (an ISO "
+            "3166-1 alpha-2 code), coordinators, or 'always' for a copy of every digest")
 
 
 def _apprise_services(entries: list, global_tags) -> list:

@@ -98,7 +98,7 @@ def test_every_entry_loads_in_order_with_its_tags_and_a_bad_entry_after_good_one
     still makes its channels, in file order, with its own and the file's tags, and a bad entry
     after an entry of several channels is still named by its position."""
     config = """
-tag: everyone
+tag: always
 urls:
   - "json://127.0.0.1:9/plain"
   - "json://127.0.0.1:9/two":
@@ -109,10 +109,10 @@ urls:
 """
     hub = parse_apprise_yaml(config, "apprise.yaml")
     assert [(service.url(privacy=True).split("?")[0], sorted(map(str, service.tags))) for service in hub] == [
-        ("json://127.0.0.1:9/plain", ["everyone"]),
-        ("json://127.0.0.1:9/two", ["everyone", "mission-jo"]),
-        ("json://127.0.0.1:9/two", ["everyone", "office-jo"]),
-        ("json://127.0.0.1:9/one", ["coordinators", "everyone"]),
+        ("json://127.0.0.1:9/plain", ["always"]),
+        ("json://127.0.0.1:9/two", ["always", "mission-jo"]),
+        ("json://127.0.0.1:9/two", ["always", "office-jo"]),
+        ("json://127.0.0.1:9/one", ["always", "coordinators"]),
     ]
     bad = config + '  - "json://127.0.0.1:9/x":\n      - tag: a\n      - tag: b\n  - "nosuch://u:s3cret@h":\n      tag: office-ly\n'
     with pytest.raises(ChannelConfigError) as info:
@@ -139,6 +139,27 @@ urls:
     from notifications.delivery import _services
 
     assert [sorted(map(str, service.tags)) for service in _services(hub, "mission-jo")] == [["always"]]
+
+
+@pytest.mark.parametrize(("tags", "shown"), [
+    ("coordinator", "coordinator"),
+    ("5", "5"),
+    ("[mission-jn, office-]", "mission-jn, office-"),  # JN is no ISO 3166-1 code
+    ("missionjo", "missionjo"),
+])
+def test_a_channel_with_no_recipient_tag_is_refused(tags, shown):
+    """Found by a bad-input review: a misspelled tag loaded, and no digest ever reached it."""
+    config = f'urls:\n  - "json://127.0.0.1:9/ok":\n      tag: coordinators\n  - "json://u:s3cret@127.0.0.1:9/x":\n      tag: {tags}\n'
+    with pytest.raises(ChannelConfigError) as info:
+        parse_apprise_yaml(config, "apprise.yaml")
+    assert str(info.value) == (
+        f"apprise.yaml: urls[1] (json:// for tag {shown}) is no recipient's tag, so no digest would reach it: use "
+        "mission-<cc> or office-<cc> (an ISO 3166-1 alpha-2 code), coordinators, or 'always' for a copy of every digest")
+
+
+def test_recipient_tags_are_read_in_any_case():
+    hub = parse_apprise_yaml('urls:\n  - "json://127.0.0.1:9/x":\n      tag: [Mission-JO, typo]\n', "apprise.yaml")
+    assert [sorted(map(str, service.tags)) for service in hub] == [["mission-jo", "typo"]]
 
 
 def test_failing_channel_is_reported_not_raised(http_sink):
