@@ -402,10 +402,13 @@ ROADMAP_SUFFIXES = (".yaml", ".yml")
 
 
 def roadmap_files_in(folder: Path) -> list[Path]:
-    """The roadmap files of ``folder`` (not its subfolders): every ``*.yaml`` and ``*.yml``
-    entry, sorted by path; none when ``folder`` does not exist. Found by a bad-input review:
-    ``*.yml`` files were ignored."""
-    return sorted(p for suffix in ROADMAP_SUFFIXES for p in folder.glob(f"*{suffix}"))
+    """The roadmap files of ``folder`` (not its subfolders): every entry whose name ends in
+    ``.yaml`` or ``.yml``, in any case (``C.YAML``), except hidden ones (``._a.yaml``, which
+    macOS leaves beside copies), sorted by path; none when ``folder`` does not exist. Found by
+    bad-input reviews: ``*.yml`` files, then ``*.YAML`` ones, were ignored."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in ROADMAP_SUFFIXES and not p.name.startswith("."))
 
 
 def load_roadmap_file(path: str | Path) -> RoadmapSpec:

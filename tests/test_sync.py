@@ -152,17 +152,20 @@ def test_deadline_on_a_non_working_day_moves_in_the_owners_calendar(database_url
 
 
 def test_a_folder_sync_reads_yml_files_beside_yaml_files(database_url, tmp_path):
-    """Found by a bad-input review: a folder's ``*.yml`` files were ignored without a word."""
+    """Found by bad-input reviews: a folder's ``*.yml`` files, then its ``*.YAML`` ones, were
+    ignored without a word. Hidden files (``._a.yaml``, which macOS leaves beside copies) are
+    not roadmaps."""
     data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
     folder = tmp_path / "roadmaps"
     folder.mkdir()
-    for name, slug in (("b.yaml", "review-b"), ("a.yml", "review-a"), ("c.txt", "not-a-roadmap")):
+    for name, slug in (("b.yaml", "review-b"), ("a.yml", "review-a"), ("C.YAML", "review-c"), ("d.txt", "not-a-roadmap"),
+                       ("._a.yaml", "hidden")):
         (folder / name).write_text(yaml.safe_dump(dict(data, slug=slug), allow_unicode=True), encoding="utf-8")
     result = CliRunner().invoke(app, ["sync", str(folder)])
     assert result.exit_code == 0, result.output
-    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["review-a", "review-b"]
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["review-c", "review-a", "review-b"]
     with session_scope() as session:
-        assert session.exec(select(func.count()).select_from(Status)).one() == 2 * 96
+        assert session.exec(select(func.count()).select_from(Status)).one() == 3 * 96
 
 
 def test_an_empty_database_is_one_error_line_with_a_hint(database_url):
