@@ -47,20 +47,29 @@ def _require_roadmaps() -> list[str]:
     when there is none: most often ``ROADMAP_DATABASE_URL`` names another database than intended
     (``sqlite:///roadmap.db`` is relative to the working folder) or ``roadmap sync`` has not run
     yet."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
     from sqlmodel import select
 
     from models.db import database_url, session_scope
     from models.tables import Roadmap
 
+    hint = "load one first with `roadmap sync roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"
+    try:
+        url = make_url(database_url())
+    except ArgumentError:
+        url = None  # the session says so (flows.cli.database_error)
+    if url is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).exists():
+        # Found by a bad-input review: a mistyped file name made an empty database file there.
+        where = "" if Path(url.database).is_absolute() else f" (in the working folder {Path.cwd()})"
+        _fail(f"no database file at ROADMAP_DATABASE_URL={url}{where}: {hint}")
     with session_scope() as session:
         slugs = list(session.exec(select(Roadmap.slug).order_by(Roadmap.slug)).all())
     if slugs:
         return slugs
-    from sqlalchemy.engine import make_url
-
-    shown = make_url(database_url()).render_as_string(hide_password=True)
-    _fail(f"no roadmap in the database ROADMAP_DATABASE_URL={shown}: load one first with "
-          "`roadmap sync roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)")
+    shown = url.render_as_string(hide_password=True) if url is not None else database_url()
+    _fail(f"no roadmap in the database ROADMAP_DATABASE_URL={shown}: {hint}")
 
 
 def _progress_bar(description: str):
@@ -173,6 +182,7 @@ def mark(
     from models.db import session_scope
     from models.status import record_status
 
+    _require_roadmaps()
     try:
         with session_scope() as session:
             row = record_status(
@@ -193,6 +203,7 @@ def import_statuses_command(
     from models.db import session_scope
     from models.status_import import StatusImportError, import_statuses
 
+    _require_roadmaps()
     try:
         with session_scope() as session:
             count = import_statuses(session, file, changed_by=f"csv:{by}")
@@ -282,6 +293,7 @@ def calendar(
     from models.db import session_scope
     from flows.ics import IcsError, build_calendar
 
+    _require_roadmaps()
     try:
         with session_scope() as session:
             data = build_calendar(session, member_state=member_state, roadmap=roadmap)
@@ -308,6 +320,7 @@ def report(
         moment = resolve_as_of(as_of)
     except ValueError as exc:
         _fail(f"--as-of: {exc}")
+    _require_roadmaps()
     for path in report_for_database(out, moment):
         typer.echo(f"wrote {path}")
 

@@ -760,6 +760,10 @@ def test_an_unusable_database_is_one_error_line_without_the_password(tmp_path, u
         done = _roadmap(args, url, tmp_path)
         assert done.returncode == 2, done.stderr
         lines = error_lines(done.stderr)
+        if args == ["status"] and url.startswith("sqlite"):  # a command that reads makes no database file
+            assert lines == [f"error: no database file at ROADMAP_DATABASE_URL={url}: load one first with `roadmap "
+                             "sync roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"]
+            continue
         assert len(lines) == 1 and lines[0].startswith(expected), done.stderr
         assert "s3cret" not in done.stderr + done.stdout
 

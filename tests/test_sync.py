@@ -168,13 +168,36 @@ def test_a_folder_sync_reads_yml_files_beside_yaml_files(database_url, tmp_path)
         assert session.exec(select(func.count()).select_from(Status)).one() == 3 * 96
 
 
+#: Every command that reads roadmaps, with arguments that would do it (found by bad-input reviews:
+#: mark and import-statuses said "expected one of " and nothing, calendar and report did nothing).
+READING_COMMANDS = (["status"], ["check", "--as-of", "2024-05-27T09:00:00+03:00"], ["mark", "invitations", "JO", "done"],
+                    ["import-statuses", "statuses.csv"], ["calendar"], ["report", "--out", "reports"])
+
+
 def test_an_empty_database_is_one_error_line_with_a_hint(database_url):
-    for command in (["status"], ["check", "--as-of", "2024-05-27T09:00:00+03:00"]):
+    with session_scope():  # made, with its tables, and empty
+        pass
+    for command in READING_COMMANDS:
         result = CliRunner().invoke(app, command)
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 2, (command, result.output)
         assert error_lines(result.stderr) == [
             f"error: no roadmap in the database ROADMAP_DATABASE_URL={database_url}: load one first with "
-            "`roadmap sync roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"]
+            "`roadmap sync roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"], command
+
+
+def test_a_mistyped_sqlite_file_is_one_error_line_and_no_new_file(tmp_path, monkeypatch):
+    """Found by a bad-input review: a mistyped database file name made an empty database there."""
+    monkeypatch.chdir(tmp_path)
+    for url, shown in ((f"sqlite:///{tmp_path}/roadmpa.db", f"sqlite:///{tmp_path}/roadmpa.db"),
+                       ("sqlite:///roadmpa.db", f"sqlite:///roadmpa.db (in the working folder {tmp_path})")):
+        monkeypatch.setenv("ROADMAP_DATABASE_URL", url)
+        for command in READING_COMMANDS:
+            result = CliRunner().invoke(app, command)
+            assert result.exit_code == 2, (command, result.output)
+            assert error_lines(result.stderr) == [
+                f"error: no database file at ROADMAP_DATABASE_URL={shown}: load one first with `roadmap sync "
+                "roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"], command
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_member_state_changed_by_one_roadmap_warns_of_the_others_that_list_it(seeded, tmp_path):
