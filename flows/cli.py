@@ -101,7 +101,7 @@ def sync(
     """
     from models.db import session_scope
     from models.roadmap_file import load_roadmap_file
-    from models.sync import upsert_roadmap
+    from models.sync import check_member_states_agree, upsert_roadmap
 
     paths = _roadmap_files(files or [DEFAULT_ROADMAP])
     if not paths:
@@ -119,6 +119,10 @@ def sync(
     duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
     if duplicates:
         _fail(f"several files have the slug {duplicates[0]!r}: " + ", ".join(str(p) for p, s in specs if s.slug == duplicates[0]))
+    try:
+        check_member_states_agree(specs)
+    except RoadmapFileError as exc:
+        _fail(str(exc))
     reports = []
     with _progress_bar("loading") as bar, session_scope() as session:
         task = bar.add_task("loading", total=len(specs))

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from models.db import session_scope
 from models.deadlines import end_of_local_day, start_of_local_day
-from models.roadmap_file import RoadmapFileError, RoadmapSpec, load_roadmap_file
+from models.roadmap_file import MemberStateSpec, RoadmapFileError, RoadmapSpec, load_roadmap_file
 from models.tables import (
     AgendaSession,
     MemberState,
@@ -71,6 +71,61 @@ def _other_roadmaps(session: Session, code: str, roadmap_id: int) -> list[str]:
     return sorted(session.exec(query).all())
 
 
+def member_state_values(ms: MemberStateSpec) -> dict:
+    """The ``MemberState`` columns (but its code) as the file describes member state ``ms``:
+    ``{"name", "name_ar", "timezone", "mission_name", "mission_timezone", "office_name",
+    "office_timezone", "weekend_override" (weekday numbers, Monday = 0, or None),
+    "weekend_source"}``. One row holds them for every roadmap that lists the member state."""
+    return dict(
+        name=ms.name,
+        name_ar=ms.name_ar,
+        timezone=ms.timezone,
+        mission_name=ms.mission.name,
+        mission_timezone=ms.mission.timezone,
+        office_name=ms.office.name,
+        office_timezone=ms.office.timezone,
+        weekend_override=ms.weekend.numbers() if ms.weekend else None,
+        weekend_source=ms.weekend.source if ms.weekend else "",
+    )
+
+
+def check_member_states_agree(specs: list[tuple[str | Path, RoadmapSpec]]) -> None:
+    """Refuse roadmap files, synced together, that describe one member state differently: its
+    record is shared (:func:`member_state_values`), so the last file would win and each sync
+    would change it back and forth. Found by a bad-input review.
+
+    Args:
+        specs: (file, its validated spec) pairs, in the order they are synced.
+
+    Raises:
+        RoadmapFileError: names the later file, the field path (``member_states[i].office.timezone``)
+            and its value, and the earlier file with its value.
+    """
+    first: dict[str, tuple[str | Path, dict]] = {}
+    for path, spec in specs:
+        for index, ms in enumerate(spec.member_states):
+            values = member_state_values(ms)
+            if ms.code not in first:
+                first[ms.code] = (path, values)
+                continue
+            earlier, known = first[ms.code]
+            for column, value in values.items():
+                if value != known[column]:
+                    raise RoadmapFileError(
+                        path, f"member_states[{index}].{_FIELD_OF_COLUMN[column]}", value,
+                        f"member state {ms.code} is described otherwise in {earlier} ({known[column]!r}); it is "
+                        "one record for every roadmap: make the files say the same",
+                    )
+
+
+#: The roadmap-file field of each ``MemberState`` column (:func:`member_state_values`).
+_FIELD_OF_COLUMN = {
+    "name": "name", "name_ar": "name_ar", "timezone": "timezone", "mission_name": "mission.name",
+    "mission_timezone": "mission.timezone", "office_name": "office.name", "office_timezone": "office.timezone",
+    "weekend_override": "weekend.days", "weekend_source": "weekend.source",
+}
+
+
 def sync_roadmap_file(path: str | Path, database_url: str | None = None) -> SyncReport:
     """Validate ``path`` and upsert it into the database in one transaction.
 
@@ -116,17 +171,7 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -
 
     states = {row.code: row for row in session.exec(select(MemberState)).all()}
     for ms in spec.member_states:
-        values = dict(
-            name=ms.name,
-            name_ar=ms.name_ar,
-            timezone=ms.timezone,
-            mission_name=ms.mission.name,
-            mission_timezone=ms.mission.timezone,
-            office_name=ms.office.name,
-            office_timezone=ms.office.timezone,
-            weekend_override=ms.weekend.numbers() if ms.weekend else None,
-            weekend_source=ms.weekend.source if ms.weekend else "",
-        )
+        values = member_state_values(ms)
         row = states.get(ms.code)
         if row is None:
             states[ms.code] = MemberState(code=ms.code, **values)
@@ -137,8 +182,9 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -
             others = _other_roadmaps(session, ms.code, roadmap.id)
             if others:  # found by a bad-input review: another roadmap's member state changed silently
                 report.warnings.append(
-                    f"member state {ms.code}: {', '.join(changed)} changed for every roadmap that lists it, "
-                    f"also {', '.join(others)}: sync their files again so that their deadlines follow")
+                    f"member state {ms.code}: {', '.join(changed)} changed; it is one record for every roadmap "
+                    f"that lists it, also {', '.join(others)}, whose files may say otherwise: make them say the "
+                    "same (the file synced last wins)")
     session.flush()
 
     milestones = {m.key: m for m in session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id))}
