@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import re
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -261,6 +264,52 @@ def test_a_folder_that_cannot_be_published_into_fails_the_check_before_any_remin
     assert not outbox.exists() or not any(outbox.iterdir())
     monkeypatch.setenv(variable, str(tmp_path / "elsewhere"))
     assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}  # none was sent before
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """``folder`` made read-only for this process: by its mode, or, for root (whom modes do not
+    stop), by the immutable attribute (``chattr +i``)."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a folder read-only as root here: chattr: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_read_only_roadmap_folder_or_a_broken_link_fails_the_check_before_any_reminder(seeded, outbox, tmp_path,
+                                                                                         monkeypatch):
+    """Found by a bad-input review: a roadmap's report folder that could not be written into
+    failed the check after its 16 reminders had gone out."""
+    from models.db import SettingError
+
+    reports = tmp_path / "reports"
+    (reports / "gcm-arab-2024").mkdir(parents=True)
+    monkeypatch.setenv("ROADMAP_REPORT_DIR", str(reports))
+    with _read_only(reports / "gcm-arab-2024"):
+        result = runner.invoke(app, ["check", "--as-of", AS_OF, "--json"])
+    assert isinstance(result.exception, SettingError), result.output
+    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    assert str(result.exception) == (
+        f"ROADMAP_REPORT_DIR={reports} (its folder {reports}/gcm-arab-2024): cannot publish there: {reason}")
+    (tmp_path / "feeds").symlink_to(tmp_path / "gone")
+    monkeypatch.setenv("ROADMAP_CALENDAR_DIR", str(tmp_path / "feeds"))
+    result = runner.invoke(app, ["check", "--as-of", AS_OF, "--json"])
+    assert str(result.exception) == (f"ROADMAP_CALENDAR_DIR={tmp_path}/feeds: cannot publish there: it is a link to "
+                                     f"{tmp_path}/gone, which does not exist")
+    assert not outbox.exists() or not any(outbox.iterdir())
+    assert not [p for p in reports.rglob("*") if p.name.startswith(".roadmap-probe-")]
 
 
 def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
