@@ -72,6 +72,22 @@ def _require_roadmaps() -> list[str]:
     _fail(f"no roadmap in the database ROADMAP_DATABASE_URL={shown}: {hint}")
 
 
+def _check_prefect_api_url() -> None:
+    """Fail (exit 2) when ``PREFECT_API_URL`` is set and is no URL (an unclosed IPv6 bracket, a
+    port that is no number), its password hidden; called by the commands that import Prefect,
+    before they do: Prefect's own check prints its error before ours (found by a bad-input
+    review: it was a 60-line traceback)."""
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        return
+    try:
+        urlsplit(api_url).port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError as exc:
+        # The reason may quote what follows a ':' in the URL: a password holding '/', '#' or '?'.
+        reason = str(exc) if "@" not in api_url else "write a '/', '#' or '?' of a password as %2F, %23, %3F"
+        _fail(f"PREFECT_API_URL={_without_password(api_url)} is not a URL ({reason}), e.g. http://127.0.0.1:4200/api")
+
+
 def _progress_bar(description: str):
     """A Rich progress bar on stderr (drawn only on a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -147,6 +163,7 @@ def check(
     color: bool = typer.Option(True, "--color/--no-color", help="Colour in the table."),
 ) -> None:
     """Run the nightly status check now (classify, publish artifacts, send reminders)."""
+    _check_prefect_api_url()
     from flows.nightly import nightly_status_check, resolve_as_of
 
     try:
@@ -222,6 +239,7 @@ def status(
     color: bool = typer.Option(True, "--color/--no-color"),
 ) -> None:
     """Print the matrix (member state x milestone) without sending anything."""
+    _check_prefect_api_url()
     from flows.nightly import resolve_as_of
     from flows.terminal import print_matrix
     from models.db import session_scope
@@ -246,6 +264,7 @@ def serve() -> None:
 
     Start ``prefect server start`` first and set ``PREFECT_API_URL``; see the README.
     """
+    _check_prefect_api_url()
     from flows.deployments import serve_all
 
     serve_all()
@@ -257,6 +276,7 @@ def demo(
     color: bool = typer.Option(True, "--color/--no-color"),
 ) -> None:
     """A fresh database, the seed roadmap, a few statuses, the check as of 27 May 2024, a table."""
+    _check_prefect_api_url()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     os.environ["ROADMAP_DATABASE_URL"] = f"sqlite:///{database}"
@@ -317,6 +337,7 @@ def report(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 instant with offset; default now."),
 ) -> None:
     """Write a small static HTML page per roadmap: timeline, matrix (Arabic right-to-left), overdue list."""
+    _check_prefect_api_url()
     from flows.nightly import resolve_as_of
     from flows.report import report_for_database
 
@@ -342,6 +363,7 @@ def automations_apply(
 ) -> None:
     """Create the automations (nightly check failed; no nightly check in 25 hours) on the Prefect
     server in PREFECT_API_URL, alerting the coordinators through Apprise."""
+    _check_prefect_api_url()
     from flows.alerts import apply_automations
 
     if not url:
@@ -404,8 +426,10 @@ def prefect_setting_error(exc: BaseException) -> str | None:
     """The one-line message for Prefect refusing one of its own settings (a pydantic
     ``ValidationError`` of one of its ``*Settings`` models, raised when ``prefect`` is first
     imported: ``PREFECT_API_REQUEST_TIMEOUT=abc``), or None for any other error. Names the
-    ``PREFECT_*`` variable holding the refused value when one does (else Prefect's own field
-    path) and hides a URL's password. Found by a bad-input review: it was a 60-line traceback.
+    ``PREFECT_*`` variable holding the refused value, the one named after the refused field
+    when several hold it (else Prefect's own field path), and hides a URL's password. Found by
+    a bad-input review: it was a 60-line traceback. Prefect prints its own account of the
+    error on stderr before this line.
     """
     from pydantic import ValidationError
 
@@ -413,7 +437,10 @@ def prefect_setting_error(exc: BaseException) -> str | None:
         return None
     first = exc.errors()[0]
     refused = first.get("input")
-    variables = sorted(k for k, v in os.environ.items() if k.startswith("PREFECT_") and isinstance(refused, str) and v == refused)
+    holding = [k for k, v in os.environ.items() if k.startswith("PREFECT_") and isinstance(refused, str) and v == refused]
+    # Prefect's variable ends with the field's name (PREFECT_API_REQUEST_TIMEOUT: request_timeout).
+    field = "_".join(str(part) for part in first.get("loc", ())).upper()
+    variables = sorted(k for k in holding if field and k.endswith("_" + field)) or sorted(holding)
     if variables:
         where = ", ".join(f"{k}={_without_password(refused)}" for k in variables)
     else:
@@ -422,18 +449,16 @@ def prefect_setting_error(exc: BaseException) -> str | None:
 
 
 def _without_password(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***`` (``http://user:***@host/api``); in a
-    text that is no URL, all between ``://`` and an ``@`` is shown as ``***``."""
-    from urllib.parse import urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return re.sub(r"(?<=://)[^/]*@", "***@", url) if "@" in url else url
+    """``url`` with what comes between ``://`` and its last ``@`` (the user information) hidden
+    but the user's name: ``http://user:***@host/api``, ``http://***@host/api`` for a token.
+    Cut at the last ``@``, not by ``urllib``, which ends the user information at a ``/``, ``#``
+    or ``?`` of a password and so finds none (found by a bad-input review)."""
+    match = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*://)(.*)@([^@]*)", url, re.DOTALL)
+    if match is None:
+        return url
+    scheme, userinfo, rest = match.groups()
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{user}:***@{rest}" if colon and "/" not in user else f"{scheme}***@{rest}"
 
 
 def _raised_in(exc: BaseException, function: str) -> bool:
@@ -449,19 +474,11 @@ def _raised_in(exc: BaseException, function: str) -> bool:
 def main() -> None:  # the ``roadmap`` console script
     """Run the command line; an unusable database (:func:`database_error`), an unreachable
     Prefect server (:func:`prefect_server_error`), a Prefect setting Prefect refuses
-    (:func:`prefect_setting_error`) or a bad setting (:class:`models.db.SettingError`) is one
-    line on stderr and exit status 2, as every other error, not a traceback."""
+    (:func:`prefect_setting_error`, after Prefect's own lines) or a bad setting
+    (:class:`models.db.SettingError`) is one ``error:`` line on stderr and exit status 2, as
+    every other error, not a traceback."""
     from models.db import SettingError
 
-    api_url = os.environ.get("PREFECT_API_URL")
-    if api_url:  # checked before Prefect is imported: its own check prints its error twice
-        try:
-            parts = urlsplit(api_url)
-            parts.port  # noqa: B018 - raises ValueError for a port that is no number
-        except ValueError as exc:
-            typer.echo(f"error: PREFECT_API_URL={_without_password(api_url)} is not a URL: {exc} "
-                       "(e.g. http://127.0.0.1:4200/api)", err=True)
-            raise SystemExit(2) from None
     try:
         app()
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is the database's, the server's or a setting's

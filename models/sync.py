@@ -294,7 +294,10 @@ def _upsert_agenda(session, spec, roadmap, report) -> None:
         session.delete(row)
     for starts_at, ends_at, title, title_ar in wanted:
         session.add(AgendaSession(roadmap_id=roadmap.id, starts_at=starts_at, ends_at=ends_at, title=title, title_ar=title_ar))
-    report.count("updated", "agenda_session")
+        if not rows:  # a first agenda: each session is created (it read "updated 1 agenda_session")
+            report.count("created", "agenda_session")
+    if rows:  # the agenda is replaced whole: one update
+        report.count("updated", "agenda_session")
 
 
 def _utc(moment) -> dt.datetime:

@@ -805,20 +805,35 @@ def test_an_unreachable_prefect_server_is_one_error_line(seeded, tmp_path):
 
 @pytest.mark.parametrize(("variables", "expected"), [
     ({"PREFECT_API_URL": "http://focal:s3cret@[::1:4200/api"},
-     ["error: PREFECT_API_URL=http://***@[::1:4200/api is not a URL: Invalid IPv6 URL (e.g. http://127.0.0.1:4200/api)"]),
+     ["error: PREFECT_API_URL=http://focal:***@[::1:4200/api is not a URL (write a '/', '#' or '?' of a password as "
+      "%2F, %23, %3F), e.g. http://127.0.0.1:4200/api"]),
     ({"PREFECT_API_URL": "http://127.0.0.1:42OO/api"},
-     ["error: PREFECT_API_URL=http://127.0.0.1:42OO/api is not a URL: Port could not be cast to integer value as "
-      "'42OO' (e.g. http://127.0.0.1:4200/api)"]),
-    # Prefect prints its own line before ours when it refuses a setting while it is imported.
-    ({"PREFECT_API_REQUEST_TIMEOUT": "soon"},
+     ["error: PREFECT_API_URL=http://127.0.0.1:42OO/api is not a URL (Port could not be cast to integer value as "
+      "'42OO'), e.g. http://127.0.0.1:4200/api"]),
+    # urllib ends the user information at a '/', '#' or '?' of the password, and quoted its start.
+    ({"PREFECT_API_URL": "http://focal:s3/cret@127.0.0.1:1/api"},
+     ["error: PREFECT_API_URL=http://focal:***@127.0.0.1:1/api is not a URL (write a '/', '#' or '?' of a password "
+      "as %2F, %23, %3F), e.g. http://127.0.0.1:4200/api"]),
+    # Prefect prints its own lines before ours when it refuses a setting while it is imported.
+    ({"PREFECT_API_REQUEST_TIMEOUT": "soon", "PREFECT_SERVER_API_HOST": "soon"},
      ["error: Prefect refuses its setting PREFECT_API_REQUEST_TIMEOUT=soon: Input should be a valid number, "
       "unable to parse string as a number"]),
-], ids=["unclosed-ipv6-bracket", "port-not-a-number", "prefect-refuses-a-setting"])
+], ids=["unclosed-ipv6-bracket", "port-not-a-number", "slash-in-the-password", "prefect-refuses-a-setting"])
 def test_a_malformed_prefect_setting_is_one_error_line(seeded, tmp_path, variables, expected):
-    """Found by a bad-input review: a malformed ``PREFECT_API_URL`` was a 60-line traceback."""
+    """Found by bad-input reviews: a malformed ``PREFECT_API_URL`` was a 60-line traceback, then
+    echoed a password holding a '/'; of two variables holding a refused value, both were named."""
     done = _roadmap(["check", "--as-of", "2024-06-05T09:00:00+02:00"], seeded, tmp_path,
                     ROADMAP_OUTBOX_DIR=str(tmp_path / "outbox"), **variables)
     assert done.returncode == 2, done.stderr
     assert [line for line in error_lines(done.stderr) if line.startswith("error:")] == expected
-    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+    assert "Traceback" not in done.stderr and "s3" not in done.stderr and "cret" not in done.stderr
     assert not (tmp_path / "outbox").exists()
+
+
+def test_a_malformed_prefect_api_url_does_not_stop_the_commands_that_do_not_use_prefect(database_url, tmp_path):
+    """Found by a bad-input review: ``sync`` and ``--help`` refused to run."""
+    bad = {"PREFECT_API_URL": "http://127.0.0.1:42OO/api"}
+    done = _roadmap(["sync", str(SEED_ROADMAP.resolve())], database_url, tmp_path, **bad)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "gcm-arab-2024: created 1 roadmap, 16 member_state, 6 milestone, 96 status, 11 agenda_session; updated nothing\n"
+    assert _roadmap(["--help"], database_url, tmp_path, **bad).returncode == 0
