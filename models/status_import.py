@@ -104,9 +104,9 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
     except csv.Error as exc:  # in the record after the last one read
         line = start_after(end)
         if str(exc) == "unexpected end of data":
-            raise StatusImportError(f"{path}: line {line}: a quoted value opened on this line is never closed") from None
+            raise StatusImportError(f"{path}: line {line}: a quoted value of the record from this line on is never closed") from None
         if str(exc).endswith("expected after '\"'"):
-            raise StatusImportError(f"{path}: line {line}: text after the closing quote of a value (write a quote "
-                                    'inside a quoted value as two: "")') from None
+            raise StatusImportError(f"{path}: line {line}: text after the closing quote of a value of the record from "
+                                    'this line on (write a quote inside a quoted value as two: "")') from None
         raise StatusImportError(f"{path}: line {line}: {exc}") from None
     return count

@@ -127,10 +127,11 @@ def test_csv_import_is_all_or_nothing_and_names_the_first_bad_line(seeded, tmp_p
         ("milestone,member_state,state\ninvitations,JO,finished\n", "line 2: unknown state 'finished'"),
         # Found by a bad-input review: an unclosed quote made the rest of the file one value.
         ('milestone,member_state,state,note\ninvitations,JO,done,"NV 2024/051\ninvitations,TN,done,\n',
-         "line 2: a quoted value opened on this line is never closed"),
+         "line 2: a quoted value of the record from this line on is never closed"),
         ('milestone,member_state,state,note\ninvitations,JO,done,"NV" 2024\n',
-         'line 2: text after the closing quote of a value (write a quote inside a quoted value as two: "")'),
-        ('milestone,member_state,"state\n', "line 1: a quoted value opened on this line is never closed"),
+         'line 2: text after the closing quote of a value of the record from this line on (write a quote inside a '
+         'quoted value as two: "")'),
+        ('milestone,member_state,"state\n', "line 1: a quoted value of the record from this line on is never closed"),
         # Found by bad-input reviews: the line named was where a record ends, counting the empty
         # lines the reader skips.
         ("milestone,member_state,state\n\n\ninvitations,JO,finished\n", "line 4: unknown state 'finished'"),
@@ -138,7 +139,7 @@ def test_csv_import_is_all_or_nothing_and_names_the_first_bad_line(seeded, tmp_p
          "line 5: unknown state 'finished'"),
         ('milestone,member_state,state,note\ninvitations,JO,finished,"two\n\nlines"\n', "line 2: unknown state 'finished'"),
         ('milestone,member_state,state,note\ninvitations,TN,done,\n\ninvitations,JO,done,"NV\n',
-         "line 4: a quoted value opened on this line is never closed"),
+         "line 4: a quoted value of the record from this line on is never closed"),
     ],
 )
 def test_csv_errors_name_the_line(seeded, tmp_path, content, message):
