@@ -161,7 +161,8 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
     when the feeds of this load (``roadmap.loaded_at``) are already there, nothing is rewritten.
     Files are written to a temporary name and renamed, so a subscriber never reads half a file.
     The feed of a member state the roadmap no longer lists (``models.sync``) is removed when the
-    feeds are written again (found by a bad-input review: it stayed, with old deadlines).
+    feeds are written again (found by a bad-input review: it stayed, with old deadlines): the
+    folder is this program's, and any other ``*.ics`` file put there is removed too.
     """
     target = out_dir / roadmap.slug
     target.mkdir(parents=True, exist_ok=True)

@@ -319,6 +319,10 @@ def _value_at(data: Any, loc: tuple) -> Any:
     return data
 
 
+#: A whole number as a roadmap file writes one: decimal digits, no leading zero, an optional sign.
+_DECIMAL = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+
+
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses YAML aliases (a roadmap needs none, and they enable YAML bombs),
     nesting deeper than ``MAX_YAML_DEPTH`` and a key given twice in one mapping, and reports a scalar it cannot convert
@@ -361,6 +365,12 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
     def construct_object(self, node, deep=False):  # noqa: D401 - PyYAML hook
+        if node.tag == "tag:yaml.org,2002:int" and not _DECIMAL.fullmatch(node.value):
+            # Found by a bad-input review: YAML 1.1 reads 010 as 8 (octal), 1:30 as 90.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"write the number {node.value!r:.30} in plain decimal digits (YAML 1.1 reads a leading 0 "
+                "as octal, 0x as hexadecimal, 1:30 as 90)", node.start_mark
+            )
         try:
             return super().construct_object(node, deep)
         except ValueError as exc:

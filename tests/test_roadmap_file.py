@@ -142,6 +142,10 @@ def test_bad_roadmap_file_names_file_field_value_and_changes_nothing(case, tmp_p
         ("slug: [unclosed", "line 1", "invalid YAML"),
         ("a: &x [1]\nb: *x\n", "line 2", "aliases"),
         ("slug: x\ncolour: red\n", "colour", "Extra inputs are not permitted"),
+        # Found by a bad-input review: YAML 1.1 read 010 as 8 days.
+        ("reminders:\n  before_days: [14, 010]\n", "line 2, column 21",
+         "invalid YAML: write the number '010' in plain decimal digits (YAML 1.1 reads a leading 0 as octal"),
+        ("reminders:\n  overdue_every_days: 0x3\n", "line 2, column 23", "write the number '0x3' in plain decimal"),
     ],
 )
 def test_unreadable_files_fail_clearly(tmp_path, text, field, reason):
