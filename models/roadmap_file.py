@@ -453,7 +453,7 @@ def load_roadmap_file(path: str | Path) -> RoadmapSpec:
         raise RoadmapFileError(path, _loc(loc), _value_at(data, loc), first["msg"]) from None
     _check_unique(path, spec)
     spec.due = _resolve(path, spec)
-    _check_dependencies_per_member_state(path, spec)
+    _check_moved_deadlines(path, spec)
     spec.declared_slug = str(data["slug"]).strip()[:64]
     return spec
 
@@ -567,20 +567,39 @@ def _resolve(path: str | Path, spec: RoadmapSpec) -> dict[str, LocalDates]:
     return resolved
 
 
-def _check_dependencies_per_member_state(path: str | Path, spec: RoadmapSpec) -> None:
-    """Refuse a milestone that a member state must complete on an earlier date than one it depends
-    on, once each is moved to its party's working day (``non_working_day``). Found by a bad-input
-    review: travel on ``previous_working_day`` ended on Friday 28 June 2024 for the offices with a
-    Saturday-Sunday weekend, before nominations (Sunday 30 June) that it depends on. Dates are
-    compared as each party's local dates: one day in Geneva and in Amman is the same day."""
+def _check_moved_deadlines(path: str | Path, spec: RoadmapSpec) -> None:
+    """Check the deadlines ``non_working_day`` moves to a party's working day, member state by
+    member state: each stays between ``FIRST_DATE`` and ``LAST_DATE``, and none comes before the
+    deadline of a milestone it depends on. Found by bad-input reviews: travel on
+    ``previous_working_day`` ended on Friday 28 June 2024 for the offices with a Saturday-Sunday
+    weekend, before nominations (Sunday 30 June) that it depends on; 2999-12-31 on
+    ``next_working_day`` became 3000-01-02. Dates are compared as each party's local dates: one
+    day in Geneva and in Amman is the same day."""
+    moved = {
+        m.key: {member.code: spec.party_due(m, member)[1] for member in spec.member_states}
+        for m in spec.milestones if m.non_working_day is not NonWorkingDay.none
+    }
+    if not moved:
+        return  # every deadline on its resolved date, checked by _resolve
     by_key = {m.key: m for m in spec.milestones}
+
+    def due(key: str, code: str) -> dt.date:
+        return moved[key][code] if key in moved else spec.due[key].due
+
     for i, milestone in enumerate(spec.milestones):
+        for code, day in moved.get(milestone.key, {}).items():
+            if not FIRST_DATE <= day <= LAST_DATE:
+                raise RoadmapFileError(
+                    path, f"milestones[{i}].deadline", milestone.deadline,
+                    f"due for {code} on {day}{_MOVED[milestone.non_working_day]}: dates must fall between "
+                    f"{FIRST_DATE} and {LAST_DATE}",
+                )
         for dep in milestone.depends_on:
+            if milestone.key not in moved and dep not in moved:
+                continue
             dependency = by_key[dep]
-            if milestone.non_working_day is NonWorkingDay.none and dependency.non_working_day is NonWorkingDay.none:
-                continue  # both on their resolved dates, compared by _resolve
             for member in spec.member_states:
-                own, before = spec.party_due(milestone, member)[1], spec.party_due(dependency, member)[1]
+                own, before = due(milestone.key, member.code), due(dep, member.code)
                 if own < before:
                     raise RoadmapFileError(
                         path, f"milestones[{i}].deadline", milestone.deadline,

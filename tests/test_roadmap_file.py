@@ -101,6 +101,12 @@ BAD_FILES = {
         "due for LB on 2024-06-28 (moved to the previous working day), before 'nominations' on 2024-06-30, "
         "which it depends on",
     ),
+    "a deadline moved past the last date": (
+        lambda d: (_milestone(d, "travel").update(deadline="2999-12-31", non_working_day="next_working_day"),
+                   d["member_states"][7]["weekend"].update(days=["Tue", "Wed"])),
+        "milestones[4].deadline", "'2999-12-31'",
+        "due for LY on 3000-01-02 (moved to the next working day): dates must fall between 1900-01-01 and 2999-12-31",
+    ),
     # Weekday names were checked on their first three letters only.
     "a weekday that only starts like one": (
         lambda d: d["member_states"][7]["weekend"].update(days=["Friyay", "Sat"]),
