@@ -174,15 +174,20 @@ READING_COMMANDS = (["status"], ["check", "--as-of", "2024-05-27T09:00:00+03:00"
                     ["import-statuses", "statuses.csv"], ["calendar"], ["report", "--out", "reports"])
 
 
-def test_an_empty_database_is_one_error_line_with_a_hint(database_url):
-    with session_scope():  # made, with its tables, and empty
-        pass
+def _every_reading_command_fails(problem: str) -> None:
+    """Run each of :data:`READING_COMMANDS`: each exits 2 with one line, ``problem`` and the hint."""
     for command in READING_COMMANDS:
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 2, (command, result.output)
         assert error_lines(result.stderr) == [
-            f"error: no roadmap in the database ROADMAP_DATABASE_URL={database_url}: load one first with "
-            "`roadmap sync roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"], command
+            f"error: {problem}: load one first with `roadmap sync roadmaps/` (or set ROADMAP_DATABASE_URL to the "
+            "database that has them)"], command
+
+
+def test_an_empty_database_is_one_error_line_with_a_hint(database_url):
+    with session_scope():  # made, with its tables, and empty
+        pass
+    _every_reading_command_fails(f"no roadmap in the database ROADMAP_DATABASE_URL={database_url}")
 
 
 def test_a_mistyped_sqlite_file_is_one_error_line_and_no_new_file(tmp_path, monkeypatch):
@@ -191,12 +196,7 @@ def test_a_mistyped_sqlite_file_is_one_error_line_and_no_new_file(tmp_path, monk
     for url, shown in ((f"sqlite:///{tmp_path}/roadmpa.db", f"sqlite:///{tmp_path}/roadmpa.db"),
                        ("sqlite:///roadmpa.db", f"sqlite:///roadmpa.db (in the working folder {tmp_path})")):
         monkeypatch.setenv("ROADMAP_DATABASE_URL", url)
-        for command in READING_COMMANDS:
-            result = CliRunner().invoke(app, command)
-            assert result.exit_code == 2, (command, result.output)
-            assert error_lines(result.stderr) == [
-                f"error: no database file at ROADMAP_DATABASE_URL={shown}: load one first with `roadmap sync "
-                "roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"], command
+        _every_reading_command_fails(f"no database file at ROADMAP_DATABASE_URL={shown}")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
