@@ -82,10 +82,14 @@ def _check_prefect_api_url() -> None:
         return
     try:
         urlsplit(api_url).port  # noqa: B018 - raises ValueError for a port that is no number
-    except ValueError as exc:
-        # The reason may quote what follows a ':' in the URL: a password holding '/', '#' or '?'.
-        reason = str(exc) if "@" not in api_url else "write a '/', '#' or '?' of a password as %2F, %23, %3F"
-        _fail(f"PREFECT_API_URL={_without_password(api_url)} is not a URL ({reason}), e.g. http://127.0.0.1:4200/api")
+    except ValueError:
+        shown = _without_password(api_url)
+        try:  # the reason is told of the URL as shown: urllib's may quote a part of the password
+            urlsplit(shown).port  # noqa: B018
+            reason = "write a '/', '#' or '?' of a password as %2F, %23, %3F"
+        except ValueError as exc:
+            reason = str(exc)
+        _fail(f"PREFECT_API_URL={shown} is not a URL ({reason}), e.g. http://127.0.0.1:4200/api")
 
 
 def _progress_bar(description: str):
@@ -449,16 +453,24 @@ def prefect_setting_error(exc: BaseException) -> str | None:
 
 
 def _without_password(url: str) -> str:
-    """``url`` with what comes between ``://`` and its last ``@`` (the user information) hidden
-    but the user's name: ``http://user:***@host/api``, ``http://***@host/api`` for a token.
-    Cut at the last ``@``, not by ``urllib``, which ends the user information at a ``/``, ``#``
-    or ``?`` of a password and so finds none (found by a bad-input review)."""
-    match = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*://)(.*)@([^@]*)", url, re.DOTALL)
-    if match is None:
+    """``url`` with its user information hidden but the user's name: ``http://user:***@host/api``,
+    ``http://***@host/api`` for a token, ``user:***@host:4200`` without a scheme.
+
+    The user information ends at the last ``@`` of the host part (``urllib``'s rule), or, when
+    that part has none but the rest has, at the last ``@`` of the rest: ``urllib`` ends the host
+    part at a ``/``, ``#`` or ``?`` of a password and so finds no password (found by a bad-input
+    review). A URL with an ``@`` in its path and no password may so show too little, never a
+    password.
+    """
+    scheme, separator, rest = url.partition("://")
+    scheme, rest = (scheme + separator, rest) if separator else ("", url)
+    if "@" not in rest:
         return url
-    scheme, userinfo, rest = match.groups()
+    host_part = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    cut = host_part.rindex("@") if "@" in host_part else rest.rindex("@")
+    userinfo, after = rest[:cut], rest[cut + 1:]
     user, colon, _ = userinfo.partition(":")
-    return f"{scheme}{user}:***@{rest}" if colon and "/" not in user else f"{scheme}***@{rest}"
+    return f"{scheme}{user}:***@{after}" if colon and not re.search(r"[/?#]", user) else f"{scheme}***@{after}"
 
 
 def _raised_in(exc: BaseException, function: str) -> bool:
