@@ -366,11 +366,14 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def construct_object(self, node, deep=False):  # noqa: D401 - PyYAML hook
         if node.tag == "tag:yaml.org,2002:int" and not _DECIMAL.fullmatch(node.value):
-            # Found by a bad-input review: YAML 1.1 reads 010 as 8 (octal), 1:30 as 90.
-            raise yaml.constructor.ConstructorError(
-                None, None, f"write the number {node.value!r:.30} in plain decimal digits (YAML 1.1 reads a leading 0 "
-                "as octal, 0x as hexadecimal, 1:30 as 90)", node.start_mark
-            )
+            # Found by a bad-input review: YAML 1.1 reads 010 as 8 (octal), 10:00 as 600.
+            if ":" in node.value:
+                problem = (f"YAML 1.1 reads {node.value!r:.30} as a number (minutes and seconds); write a time or text in "
+                           f"quotes ('{node.value:.30}'), a number in decimal digits")
+            else:
+                problem = (f"write the number {node.value!r:.30} in plain decimal digits (YAML 1.1 reads a leading 0 as "
+                           "octal, 0x as hexadecimal)")
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
         try:
             return super().construct_object(node, deep)
         except ValueError as exc:

@@ -152,6 +152,10 @@ def test_bad_roadmap_file_names_file_field_value_and_changes_nothing(case, tmp_p
         ("reminders:\n  before_days: [14, 010]\n", "line 2, column 21",
          "invalid YAML: write the number '010' in plain decimal digits (YAML 1.1 reads a leading 0 as octal"),
         ("reminders:\n  overdue_every_days: 0x3\n", "line 2, column 23", "write the number '0x3' in plain decimal"),
+        # A time left unquoted: YAML 1.1 reads it as a number (the agenda said so before the rule above).
+        ("agenda:\n  - {date: 2024-07-03, start: 10:00, end: '11:00', title: x}\n", "line 2, column 31",
+         "invalid YAML: YAML 1.1 reads '10:00' as a number (minutes and seconds); write a time or text in quotes "
+         "('10:00'), a number in decimal digits"),
     ],
 )
 def test_unreadable_files_fail_clearly(tmp_path, text, field, reason):
