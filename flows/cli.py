@@ -60,8 +60,9 @@ def _require_roadmaps() -> list[str]:
     except ArgumentError:
         url = None  # the session says so (flows.cli.database_error)
     if url is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-            and not Path(url.database).exists():
-        # Found by a bad-input review: a mistyped file name made an empty database file there.
+            and url.query.get("uri") not in ("true", "1") and not Path(url.database).exists():
+        # Found by a bad-input review: a mistyped file name made an empty database file there. A
+        # SQLite URI (?uri=true: file:...?mode=ro) is left to SQLite.
         where = "" if Path(url.database).is_absolute() else f" (in the working folder {Path.cwd()})"
         _fail(f"no database file at ROADMAP_DATABASE_URL={url}{where}: {hint}")
     with session_scope() as session:

@@ -198,6 +198,13 @@ def test_a_mistyped_sqlite_file_is_one_error_line_and_no_new_file(tmp_path, monk
         monkeypatch.setenv("ROADMAP_DATABASE_URL", url)
         _every_reading_command_fails(f"no database file at ROADMAP_DATABASE_URL={shown}")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # A SQLite URI names its file otherwise, and is read (found by a bad-input review: it was refused).
+    monkeypatch.setenv("ROADMAP_DATABASE_URL", f"sqlite:///{tmp_path}/roadmap.db")
+    assert CliRunner().invoke(app, ["sync", str(SEED_ROADMAP)]).exit_code == 0
+    monkeypatch.setenv("ROADMAP_DATABASE_URL", f"sqlite:///file:{tmp_path}/roadmap.db?mode=ro&uri=true")
+    result = CliRunner().invoke(app, ["calendar", "--member-state", "JO"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("BEGIN:VEVENT") == 6 + 11
 
 
 def test_a_member_state_changed_by_one_roadmap_warns_of_the_others_that_list_it(seeded, tmp_path):
