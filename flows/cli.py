@@ -156,7 +156,8 @@ def sync(
     for report in reports:
         created = ", ".join(f"{n} {t}" for t, n in report.created.items()) or "nothing"
         updated = ", ".join(f"{n} {t}" for t, n in report.updated.items()) or "nothing"
-        typer.echo(f"{report.roadmap}: created {created}; updated {updated}")
+        removed = "".join(f"; removed {n} {t}" for t, n in report.removed.items())
+        typer.echo(f"{report.roadmap}: created {created}; updated {updated}{removed}")
         for warning in report.warnings:
             typer.echo(f"warning: {report.roadmap}: {warning}", err=True)
 

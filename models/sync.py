@@ -10,6 +10,7 @@ again).
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,23 +34,28 @@ from models.tables import (
 
 @dataclass
 class SyncReport:
-    """What a load did: counts of rows created and updated, per table name."""
+    """What a load did: counts of rows created, updated and removed, per table name. A
+    milestone or member state no longer in the file is kept, inactive (updated); only agenda
+    sessions are removed."""
 
     roadmap: str
     created: dict[str, int] = field(default_factory=dict)
     updated: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
     #: What the load changed beyond this roadmap, one sentence each: a member state's names,
     #: zones and weekend are kept once for every roadmap that lists it.
     warnings: list[str] = field(default_factory=list)
 
-    def count(self, kind: str, table: str) -> None:
-        bucket = self.created if kind == "created" else self.updated
-        bucket[table] = bucket.get(table, 0) + 1
+    def count(self, kind: str, table: str, n: int = 1) -> None:
+        """Count ``n`` rows of ``table`` as ``kind`` ("created", "updated" or "removed")."""
+        if n:
+            bucket = {"created": self.created, "updated": self.updated, "removed": self.removed}[kind]
+            bucket[table] = bucket.get(table, 0) + n
 
     @property
     def changed(self) -> bool:
         """True when anything was written."""
-        return bool(self.created or self.updated)
+        return bool(self.created or self.updated or self.removed)
 
 
 def _assign(row, values: dict) -> list[str]:
@@ -294,10 +300,17 @@ def _upsert_agenda(session, spec, roadmap, report) -> None:
         session.delete(row)
     for starts_at, ends_at, title, title_ar in wanted:
         session.add(AgendaSession(roadmap_id=roadmap.id, starts_at=starts_at, ends_at=ends_at, title=title, title_ar=title_ar))
-        if not rows:  # a first agenda: each session is created (it read "updated 1 agenda_session")
-            report.count("created", "agenda_session")
-    if rows:  # the agenda is replaced whole: one update
-        report.count("updated", "agenda_session")
+    # The agenda is written again whole; the report counts sessions as a reader of the file
+    # would (found by bad-input reviews: any change read "updated 1 agenda_session"): a session
+    # kept as it was is not counted, one whose start is still there but whose end or titles
+    # changed is updated, the others are created or removed.
+    kept = Counter(have) & Counter(wanted)
+    gone, new = list((Counter(have) - kept).elements()), list((Counter(wanted) - kept).elements())
+    starts_gone = Counter(item[0] for item in gone)
+    updated = sum((Counter(item[0] for item in new) & starts_gone).values())
+    report.count("updated", "agenda_session", updated)
+    report.count("created", "agenda_session", len(new) - updated)
+    report.count("removed", "agenda_session", len(gone) - updated)
 
 
 def _utc(moment) -> dt.datetime:

@@ -252,3 +252,28 @@ def test_files_synced_together_that_describe_a_member_state_otherwise_are_refuse
         f"in {folder / 'a.yaml'} ('Asia/Amman'); it is one record for every roadmap: make the files say the same "
         "(value: 'Asia/Riyadh')"]
     assert _snapshot(seeded) == before
+
+
+def test_the_sync_report_counts_agenda_sessions_as_the_file_changed(database_url, tmp_path):
+    """Found by bad-input reviews: a first agenda, one changed title and a removed agenda each
+    read "updated 1 agenda_session"."""
+    import copy
+
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    path = tmp_path / "r.yaml"
+
+    def sync(change) -> str:
+        edited = copy.deepcopy(data)
+        change(edited)
+        path.write_text(yaml.safe_dump(edited, allow_unicode=True), encoding="utf-8")
+        result = CliRunner().invoke(app, ["sync", str(path)])
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip()
+
+    assert sync(lambda d: None) == (
+        "gcm-arab-2024: created 1 roadmap, 16 member_state, 6 milestone, 96 status, 11 agenda_session; updated nothing")
+    assert sync(lambda d: d["agenda"][3].update(title="Panel 2, renamed")) == (
+        "gcm-arab-2024: created nothing; updated 1 agenda_session")
+    assert sync(lambda d: d["agenda"].__setitem__(-1, dict(d["agenda"][-1], start="17:05", end="17:10"))) == (
+        "gcm-arab-2024: created 1 agenda_session; updated 1 agenda_session; removed 1 agenda_session")  # title back
+    assert sync(lambda d: d.pop("agenda")) == "gcm-arab-2024: created nothing; updated nothing; removed 11 agenda_session"
