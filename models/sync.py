@@ -107,29 +107,43 @@ def check_member_states_agree(specs: list[tuple[str | Path, RoadmapSpec]]) -> No
         RoadmapFileError: names the later file, the field path (``member_states[i].office.timezone``)
             and its value, and the earlier file with its value.
     """
-    first: dict[str, tuple[str | Path, dict]] = {}
+    first: dict[str, tuple[str | Path, dict, MemberStateSpec]] = {}
     for path, spec in specs:
         for index, ms in enumerate(spec.member_states):
             values = member_state_values(ms)
             if ms.code not in first:
-                first[ms.code] = (path, values)
+                first[ms.code] = (path, values, ms)
                 continue
-            earlier, known = first[ms.code]
+            earlier, known, earlier_ms = first[ms.code]
             for column, value in values.items():
                 if value != known[column]:
+                    field, written = _as_written(ms, column)
                     raise RoadmapFileError(
-                        path, f"member_states[{index}].{_FIELD_OF_COLUMN[column]}", value,
-                        f"member state {ms.code} is described otherwise in {earlier} ({known[column]!r}); it is "
-                        "one record for every roadmap: make the files say the same",
+                        path, f"member_states[{index}].{field}", written,
+                        f"member state {ms.code} is described otherwise in {earlier} "
+                        f"({_as_written(earlier_ms, column)[1]!r}); it is one record for every roadmap: make the "
+                        "files say the same",
                     )
 
 
 #: The roadmap-file field of each ``MemberState`` column (:func:`member_state_values`).
-_FIELD_OF_COLUMN = {
+FIELD_OF_COLUMN = {
     "name": "name", "name_ar": "name_ar", "timezone": "timezone", "mission_name": "mission.name",
     "mission_timezone": "mission.timezone", "office_name": "office.name", "office_timezone": "office.timezone",
     "weekend_override": "weekend.days", "weekend_source": "weekend.source",
 }
+
+
+def _as_written(ms: MemberStateSpec, column: str) -> tuple[str, object]:
+    """The file's field for ``column`` of member state ``ms``, and its value as the file wrote
+    it (weekday names, not numbers); ``("weekend", None)`` when the file gives no weekend."""
+    field = FIELD_OF_COLUMN[column]
+    if field.startswith("weekend.") and ms.weekend is None:
+        return "weekend", None
+    value = ms
+    for part in field.split("."):
+        value = getattr(value, part)
+    return field, value
 
 
 def sync_roadmap_file(path: str | Path, database_url: str | None = None) -> SyncReport:
@@ -187,8 +201,9 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -
             report.count("updated", "member_state")
             others = _other_roadmaps(session, ms.code, roadmap.id)
             if others:  # found by a bad-input review: another roadmap's member state changed silently
+                fields = ", ".join(dict.fromkeys(FIELD_OF_COLUMN[column] for column in changed))
                 report.warnings.append(
-                    f"member state {ms.code}: {', '.join(changed)} changed; it is one record for every roadmap "
+                    f"member state {ms.code}: {fields} changed; it is one record for every roadmap "
                     f"that lists it, also {', '.join(others)}, whose files may say otherwise: make them say the "
                     "same (the file synced last wins)")
     session.flush()

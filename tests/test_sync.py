@@ -224,12 +224,21 @@ def test_a_member_state_changed_by_one_roadmap_warns_of_the_others_that_list_it(
     # JO's two office-owned rows of this roadmap take the new zone's end of day.
     assert changed.stdout.strip() == "gcm-arab-2026: created nothing; updated 1 roadmap, 1 member_state, 2 status"
     assert error_lines(changed.stderr) == [
-        "warning: gcm-arab-2026: member state JO: name_ar, office_timezone changed; it is one record for every "
+        "warning: gcm-arab-2026: member state JO: name_ar, office.timezone changed; it is one record for every "
         "roadmap that lists it, also gcm-arab-2024, whose files may say otherwise: make them say the same (the file "
         "synced last wins)"]
 
 
-def test_files_synced_together_that_describe_a_member_state_otherwise_are_refused(seeded, tmp_path):
+@pytest.mark.parametrize(("code", "change", "field", "earlier", "value"), [
+    ("JO", lambda jordan: jordan["office"].update(timezone="Asia/Riyadh"), "office.timezone", "'Asia/Amman'",
+     "'Asia/Riyadh'"),
+    # Weekend days as the files write them, not as weekday numbers (found by a bad-input review).
+    ("LY", lambda libya: libya["weekend"].update(days=["Thu", "Fri"]), "weekend.days", "['Fri', 'Sat']",
+     "['Thu', 'Fri']"),
+    ("LY", lambda libya: libya.pop("weekend"), "weekend", "['Fri', 'Sat']", "None"),
+], ids=["office-zone", "weekend-days", "no-weekend"])
+def test_files_synced_together_that_describe_a_member_state_otherwise_are_refused(
+        seeded, tmp_path, code, change, field, earlier, value):
     """Found by a bad-input review: two files of one sync that gave Jordan two office zones were
     both loaded, the last one winning, each warning of the other."""
     import copy
@@ -238,19 +247,19 @@ def test_files_synced_together_that_describe_a_member_state_otherwise_are_refuse
 
     data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
     other = copy.deepcopy(dict(data, slug="gcm-arab-2026"))
-    next(m for m in other["member_states"] if m["code"] == "JO")["office"]["timezone"] = "Asia/Riyadh"
+    change(next(m for m in other["member_states"] if m["code"] == code))
     folder = tmp_path / "roadmaps"
     folder.mkdir()
     (folder / "a.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     (folder / "b.yaml").write_text(yaml.safe_dump(other, allow_unicode=True), encoding="utf-8")
-    index = [m["code"] for m in other["member_states"]].index("JO")
+    index = [m["code"] for m in other["member_states"]].index(code)
     before = _snapshot(seeded)
     result = CliRunner().invoke(app, ["sync", str(folder)])
     assert result.exit_code == 2, result.output
     assert error_lines(result.stderr) == [
-        f"error: {folder / 'b.yaml'}: member_states[{index}].office.timezone: member state JO is described otherwise "
-        f"in {folder / 'a.yaml'} ('Asia/Amman'); it is one record for every roadmap: make the files say the same "
-        "(value: 'Asia/Riyadh')"]
+        f"error: {folder / 'b.yaml'}: member_states[{index}].{field}: member state {code} is described otherwise "
+        f"in {folder / 'a.yaml'} ({earlier}); it is one record for every roadmap: make the files say the same "
+        f"(value: {value})"]
     assert _snapshot(seeded) == before
 
 
