@@ -181,6 +181,13 @@ def check(
     # Checked here too, so that a folder the check cannot publish into is one error line and no
     # failed flow run (which would fire the coordinators' "nightly check failed" automation).
     ready_folders(_require_roadmaps())
+    from flows.nightly import night_channels
+    from notifications.channels import ChannelConfigError
+
+    try:  # the same: with no usable channel the run would send nothing and fail at its end
+        night_channels()
+    except (ChannelConfigError, ValueError) as exc:
+        _fail(f"no reminder could be sent: {exc}")
     from flows.progress import listening
 
     with _progress_bar("checking") as bar:
@@ -281,8 +288,16 @@ def demo(
     database: Path = typer.Option(Path(DEMO_DATABASE), "--database", help="SQLite file made afresh for the demo."),
     color: bool = typer.Option(True, "--color/--no-color"),
 ) -> None:
-    """A fresh database, the seed roadmap, a few statuses, the check as of 27 May 2024, a table."""
+    """A fresh database, the seed roadmap, a few statuses, the check as of 27 May 2024, a table.
+
+    The reminders go to the local outbox (``ROADMAP_OUTBOX_DIR``, default ``./outbox``) whatever
+    channels are configured: the demo's are for 2024, not for real missions."""
     _check_prefect_api_url()
+    for variable in ("ROADMAP_APPRISE_CONFIG", "ROADMAP_APPRISE_SECRET_BLOCK"):
+        # Found by a new user's walkthrough: the demo sent its 2024 digests to the channels of an
+        # exported production config, and said they were in the outbox.
+        if os.environ.pop(variable, None):
+            typer.echo(f"note: {variable} is ignored by the demo: its reminders go to the local outbox", err=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     os.environ["ROADMAP_DATABASE_URL"] = f"sqlite:///{database}"

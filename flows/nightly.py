@@ -308,6 +308,20 @@ def _channel_config() -> tuple[str | None, str]:
     return str(Secret.load(name).get()), f"Prefect Secret block {name!r}"
 
 
+def night_channels(recipients: set[str] | frozenset[str] = frozenset({"coordinators"})):
+    """The night's channels (an ``apprise.Apprise``): the Apprise config of the Prefect Secret
+    block named in ``ROADMAP_APPRISE_SECRET_BLOCK``, else of the file in
+    ``ROADMAP_APPRISE_CONFIG``, else an ``outbox://<tag>`` channel per tag of ``recipients``
+    (:func:`notifications.channels.load_channels`).
+
+    Raises:
+        notifications.channels.ChannelConfigError: the config cannot be read or used.
+        ValueError: the Secret block cannot be loaded (Prefect's error: no block of that name).
+    """
+    text, source = _channel_config()
+    return load_channels(set(recipients) | {"coordinators"}, config_text=text, source=source)
+
+
 @task(name="send-reminders", cache_policy=NO_CACHE)
 def send_reminders(
     planned: ReminderPlan, overdue_escalations: ReminderPlan, as_of: dt.datetime, run_id: str, already_sent: int = 0,
@@ -333,12 +347,12 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
     plan = planned.recipients
     report = ReminderReport()
     try:
-        text, source = _channel_config()
-        hub = load_channels(set(plan) | {"coordinators"}, config_text=text, source=source)
+        hub = night_channels(set(plan))
     except (ChannelConfigError, ValueError) as exc:
         logger.error("no reminder sent: %s", exc)
         report.failed = len(planned)
         report.failures.append(f"channel configuration: {exc}")
+        report.config_error = str(exc)
         return report
     events = _EventBudget("roadmap.reminder", REMINDER_EVENTS_PER_RUN)
     failed: dict[int, tuple] = {}  # {status id: source} of the items whose digest failed tonight
@@ -500,6 +514,11 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
             batch = drawn[start : start + 100]
             publish_feeds(roadmaps_label([slug for slug, _, _ in batch]), quote(batch), moment)
     logger.info("checked %d status rows in %d roadmaps as of %s", total_rows, len(refs), moment.isoformat())
+    if report.config_error:
+        # Found by a new user's walkthrough: with no usable channel config every reminder failed
+        # and the run still completed, so the "nightly check failed" automation never told the
+        # coordinators. The dashboards are out; the reminders go on a later night.
+        raise ChannelConfigError(f"no reminder sent tonight ({report.failed} failed): {report.config_error}")
     statuses = []
     if include_statuses:
         statuses = [row for d in dashboards for row in d.statuses]

@@ -45,7 +45,8 @@ NO_REASON: Reason = ("", "")
 @dataclass
 class ReminderReport:
     """Counts of reminder items (not messages): ``sent``, ``already_sent``, ``failed``; ``messages``
-    delivered; failures as "recipient: reason" lines (never a URL); ``escalated`` items."""
+    delivered; failures as "recipient: reason" lines (never a URL); ``escalated`` items;
+    ``config_error``: why no channel could be loaded."""
 
     sent: int = 0
     already_sent: int = 0
@@ -53,6 +54,8 @@ class ReminderReport:
     messages: int = 0
     escalated: int = 0
     failures: list[str] = field(default_factory=list)
+    #: Why no channel could be loaded (then every item failed), or "".
+    config_error: str = ""
 
     def as_dict(self) -> dict:
         """The ``reminders`` object of ``roadmap check --json``."""

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import SEED_ROADMAP
+from tests.conftest import SEED_ROADMAP, error_lines
 
 AS_OF = "2024-06-05T09:00:00+02:00"
 runner = CliRunner()
@@ -310,6 +310,55 @@ def test_a_read_only_roadmap_folder_or_a_broken_link_fails_the_check_before_any_
                                      f"{tmp_path}/gone, which does not exist")
     assert not outbox.exists() or not any(outbox.iterdir())
     assert not [p for p in reports.rglob("*") if p.name.startswith(".roadmap-probe-")]
+
+
+def test_an_unusable_channel_config_refuses_the_command_and_fails_the_run(seeded, outbox, tmp_path, monkeypatch):
+    """Found by a new user's walkthrough: with ``ROADMAP_APPRISE_CONFIG`` naming no file, every
+    reminder failed, and the run completed with exit status 0, so no automation told the
+    coordinators. The command refuses before it starts the flow; the flow (a deployment's run)
+    publishes the dashboards, then fails; the reminders go out on the next good night."""
+    import flows.nightly
+    from notifications.channels import ChannelConfigError
+
+    missing = tmp_path / "apprise.yaml"
+    monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(missing))
+    with monkeypatch.context() as patched:
+        patched.setattr(flows.nightly, "nightly_status_check", lambda **_: pytest.fail("the flow was started"))
+        result = runner.invoke(app, ["check", "--as-of", AS_OF, "--json"])
+    assert result.exit_code == 2, result.output
+    assert error_lines(result.stderr) == [
+        f"error: no reminder could be sent: {missing}: cannot read Apprise config: [Errno 2] No such file or "
+        f"directory: '{missing}'"]
+    with pytest.raises(ChannelConfigError) as info:
+        flows.nightly.nightly_status_check(as_of=AS_OF)
+    assert str(info.value) == (f"no reminder sent tonight (16 failed): {missing}: cannot read Apprise config: "
+                               f"[Errno 2] No such file or directory: '{missing}'")
+    assert (tmp_path / "reports" / "gcm-arab-2024" / "timeline.png").exists()  # published before it failed
+    assert not outbox.exists() or not any(outbox.iterdir())
+    monkeypatch.delenv("ROADMAP_APPRISE_CONFIG")
+    assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+
+
+def test_the_demo_writes_to_the_outbox_whatever_channels_are_configured(tmp_path, outbox, monkeypatch):
+    """Found by a new user's walkthrough: the demo sent its 2024 digests to the channels of an
+    exported config (here a loopback HTTP sink), and said they were in the outbox."""
+    from tests.sinks import HttpSink
+
+    sink = HttpSink().start()
+    try:
+        config = tmp_path / "apprise.yaml"
+        config.write_text(f'urls:\n  - "json://127.0.0.1:{sink.port}/":\n      tag: always\n', encoding="utf-8")
+        monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(config))
+        monkeypatch.chdir(SEED_ROADMAP.parent.parent)
+        result = runner.invoke(app, ["demo", "--database", str(tmp_path / "demo.db"), "--no-color"])
+        assert result.exit_code == 0, result.output
+        assert "Reminders: 14 sent, 0 already sent, 0 failed." in result.stdout
+        assert error_lines(result.stderr) == [
+            "note: ROADMAP_APPRISE_CONFIG is ignored by the demo: its reminders go to the local outbox"]
+        assert sink.requests == []
+        assert len(list(outbox.rglob("*.txt"))) == 14
+    finally:
+        sink.stop()
 
 
 def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
