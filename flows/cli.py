@@ -277,6 +277,14 @@ def serve() -> None:
 
     Start ``prefect server start`` first and set ``PREFECT_API_URL``; see the README.
     """
+    if not os.environ.get("PREFECT_API_URL"):
+        # Found by a new user's walkthrough: without it, Prefect started a temporary server, which
+        # the dashboard on port 4200 never shows and which ends with the command.
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():  # nor in the active Prefect profile
+            _fail("roadmap serve needs a running Prefect server: start one with `prefect server start`, then set "
+                  "PREFECT_API_URL=http://127.0.0.1:4200/api")
     _check_prefect_api_url()
     from flows.deployments import serve_all
 
@@ -346,10 +354,26 @@ def calendar(
         _fail(str(exc))
     if out is None:
         sys.stdout.buffer.write(data)
-    else:
+        return
+    if out.is_dir():
+        _fail(f"--out {out} is a folder: give the calendar's file name (e.g. {out / 'deadlines.ics'})")
+    partial = out.with_name(f".{out.name}.part")
+    try:  # written to a temporary name, then renamed: never half a calendar
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
-        typer.echo(f"wrote {out}")
+        partial.write_bytes(data)
+        os.replace(partial, out)
+    except OSError as exc:  # found by a new user's walkthrough: a traceback
+        if partial.parent.is_dir():
+            partial.unlink(missing_ok=True)
+        _fail(f"--out {out}: cannot write the calendar there: {_os_reason(exc)}")
+    typer.echo(f"wrote {out}")
+
+
+def _os_reason(exc: OSError) -> str:
+    """The reason of a failed file operation, in words (no traceback)."""
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return "a file stands where a folder must be, on that path"
+    return exc.strerror or str(exc)
 
 
 @app.command()
@@ -367,7 +391,12 @@ def report(
     except ValueError as exc:
         _fail(f"--as-of: {exc}")
     _require_roadmaps()
-    for path in report_for_database(out, moment):
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = report_for_database(out, moment)
+    except OSError as exc:  # found by a new user's walkthrough: a traceback
+        _fail(f"--out {out}: cannot write the report there: {_os_reason(exc)}")
+    for path in written:
         typer.echo(f"wrote {path}")
 
 

@@ -26,7 +26,9 @@ def nightly_schedule() -> Cron:
 
 
 def deployments() -> list:
-    """Return the runner deployments (nightly check, record status) for ``prefect.serve``."""
+    """Return the four runner deployments for ``prefect.serve``: the scheduled nightly check,
+    record-status (run from the UI), the portfolio check and its per-group child (started by
+    hand or by the portfolio check; see docs/scaling.md)."""
     from flows.nightly import nightly_status_check
     from flows.record import record_status
     from flows.portfolio import nightly_portfolio_check
@@ -50,5 +52,5 @@ def deployments() -> list:
 
 
 def serve_all() -> None:  # pragma: no cover - blocks until interrupted
-    """Serve both deployments until interrupted (needs PREFECT_API_URL of a running server)."""
+    """Serve the four deployments until interrupted (needs PREFECT_API_URL of a running server)."""
     serve(*deployments())

@@ -848,6 +848,37 @@ def test_a_prefect_api_url_is_shown_without_its_password(url, shown):
     assert _without_password(url) == shown
 
 
+def test_an_output_path_that_cannot_be_written_is_one_error_line(seeded, tmp_path):
+    """Found by a new user's walkthrough: ``calendar --out`` and ``report --out`` under a file
+    printed a traceback."""
+    (tmp_path / "afile").write_text("not a folder", encoding="utf-8")
+    cases = {
+        ("calendar", "--out", "afile/x.ics"):
+            "error: --out afile/x.ics: cannot write the calendar there: a file stands where a folder must be, on that path",
+        ("report", "--out", "afile/sub"):
+            "error: --out afile/sub: cannot write the report there: a file stands where a folder must be, on that path",
+        ("calendar", "--out", "."): "error: --out . is a folder: give the calendar's file name (e.g. deadlines.ics)",
+    }
+    for args, expected in cases.items():
+        done = _roadmap(list(args), seeded, tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert error_lines(done.stderr) == [expected], args
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]  # no partial file left
+    done = _roadmap(["calendar", "--member-state", "JO", "--out", "feeds/jo.ics"], seeded, tmp_path)
+    assert (done.returncode, done.stdout) == (0, "wrote feeds/jo.ics\n"), done.stderr
+    assert sorted(p.name for p in (tmp_path / "feeds").iterdir()) == ["jo.ics"]
+
+
+def test_serve_without_a_prefect_server_is_one_error_line(database_url, tmp_path):
+    """Found by a new user's walkthrough: without ``PREFECT_API_URL`` (nor a profile that sets
+    it), ``roadmap serve`` served the schedule to a temporary server no dashboard showed."""
+    done = _roadmap(["serve"], database_url, tmp_path, PREFECT_API_URL="", PREFECT_HOME=str(tmp_path / "prefect-home"))
+    assert done.returncode == 2, done.stderr
+    assert error_lines(done.stderr) == [
+        "error: roadmap serve needs a running Prefect server: start one with `prefect server start`, then set "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api"]
+
+
 def test_a_malformed_prefect_api_url_does_not_stop_the_commands_that_do_not_use_prefect(database_url, tmp_path):
     """Found by a bad-input review: ``sync`` and ``--help`` refused to run."""
     bad = {"PREFECT_API_URL": "http://127.0.0.1:42OO/api"}
