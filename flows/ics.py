@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 from models.status import iter_status_views
 from models.tables import AgendaSession, MemberState, Roadmap
 from notifications.digest import hijri_date
+from notifications.plurals import english_count
 
 PRODID = "-//roadmap-tracker//roadmap calendar//EN"
 DEFAULT_CALENDAR_DIR = "calendars"
@@ -71,7 +72,8 @@ def _deadline_event(view, roadmap: Roadmap) -> Event:
     for days in view.reminder_days:
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
-        alarm.add("description", f"{view.milestone_title} ({view.member_state_name}) due in {days} days")
+        due = "due today" if days == 0 else f"due in {english_count(days, 'day')}"  # was "due in 1 days"
+        alarm.add("description", f"{view.milestone_title} ({view.member_state_name}) {due}")
         alarm.add("trigger", dt.timedelta(days=-days))
         event.add_component(alarm)
     return event

@@ -33,6 +33,10 @@ def test_jordan_calendar_holds_deadlines_with_alarms_and_the_agenda(seeded, tmp_
     assert invitation["dtstart"].params["TZID"] == "Europe/Zurich"
     triggers = sorted(alarm["trigger"].dt for alarm in invitation.walk("VALARM"))
     assert triggers == [dt.timedelta(days=-d) for d in (14, 7, 3, 1, 0)]
+    title = "Joint signed invitations with the League of Arab States to the ministers of foreign affairs (Jordan)"
+    assert [str(alarm["description"]) for alarm in invitation.walk("VALARM")] == [
+        f"{title} due in 14 days", f"{title} due in 7 days", f"{title} due in 3 days", f"{title} due in 1 day",
+        f"{title} due today"]  # was "due in 1 days", "due in 0 days"
 
     nomination = events["gcm-arab-2024.nominations.jo@roadmap-tracker"]
     assert nomination["dtstart"].params["TZID"] == "Asia/Amman"  # office-owned: Amman time
