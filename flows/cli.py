@@ -273,7 +273,8 @@ def status(
 
 @app.command()
 def serve() -> None:
-    """Serve the deployments (nightly check on its schedule, record-status) to a Prefect server.
+    """Serve the four deployments to a Prefect server: the nightly check on its schedule,
+    record-status, the portfolio check and its per-group child.
 
     Start ``prefect server start`` first and set ``PREFECT_API_URL``; see the README.
     """
@@ -357,14 +358,10 @@ def calendar(
         return
     if out.is_dir():
         _fail(f"--out {out} is a folder: give the calendar's file name (e.g. {out / 'deadlines.ics'})")
-    partial = out.with_name(f".{out.name}.part")
-    try:  # written to a temporary name, then renamed: never half a calendar
+    try:  # written in place (through a link, into a device such as /dev/stdout, keeping the file's mode)
         out.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(data)
-        os.replace(partial, out)
+        out.write_bytes(data)
     except OSError as exc:  # found by a new user's walkthrough: a traceback
-        if partial.parent.is_dir():
-            partial.unlink(missing_ok=True)
         _fail(f"--out {out}: cannot write the calendar there: {_os_reason(exc)}")
     typer.echo(f"wrote {out}")
 
@@ -451,11 +448,12 @@ def database_error(exc: BaseException) -> str | None:
     return None
 
 
-def prefect_server_error(exc: BaseException) -> str | None:
+def prefect_server_error(exc: BaseException, serving: bool = False) -> str | None:
     """The one-line message for an error that means the Prefect server in ``PREFECT_API_URL``
     cannot be reached (refused, unknown host, timed out: an ``httpx.TransportError``, which
     only Prefect's client raises in this program, itself or as the cause of Prefect's
-    "Failed to reach API" ``RuntimeError``), or None for any other error."""
+    "Failed to reach API" ``RuntimeError``), or None for any other error. ``serving``: the
+    command is ``roadmap serve``, which cannot run on a temporary server."""
     import httpx
 
     seen = set()
@@ -468,8 +466,10 @@ def prefect_server_error(exc: BaseException) -> str | None:
 
     url = _without_password(PREFECT_API_URL.value() or "(unset)")
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reply"
+    # roadmap serve needs the server itself (found by a review: it was told to unset the URL).
+    other = "" if serving else ", or unset PREFECT_API_URL to run on a temporary one"
     return (f"cannot reach the Prefect server at PREFECT_API_URL={url}: {type(exc).__name__}: {reason} "
-            "(start it with `prefect server start`, or unset PREFECT_API_URL to run on a temporary one)")
+            f"(start it with `prefect server start`{other})")
 
 
 def prefect_setting_error(exc: BaseException) -> str | None:
@@ -541,7 +541,8 @@ def main() -> None:  # the ``roadmap`` console script
         app()
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is the database's, the server's or a setting's
         message = (str(exc) if isinstance(exc, SettingError)
-                   else database_error(exc) or prefect_server_error(exc) or prefect_setting_error(exc))
+                   else database_error(exc) or prefect_server_error(exc, serving=sys.argv[1:2] == ["serve"])
+                   or prefect_setting_error(exc))
         if message is None:
             raise
         typer.echo(f"error: {message}", err=True)

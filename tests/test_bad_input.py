@@ -801,6 +801,11 @@ def test_an_unreachable_prefect_server_is_one_error_line(seeded, tmp_path):
             "[Errno 111] Connection refused (start it with `prefect server start`, or unset PREFECT_API_URL to run "
             "on a temporary one)"], args
     assert not (tmp_path / "outbox").exists()
+    done = _roadmap(["serve"], seeded, tmp_path, PREFECT_API_URL=api)  # it cannot run on a temporary server
+    assert done.returncode == 2, done.stderr
+    assert error_lines(done.stderr) == [
+        "error: cannot reach the Prefect server at PREFECT_API_URL=http://focal:***@127.0.0.1:1/api: ConnectError: "
+        "All connection attempts failed (start it with `prefect server start`)"]
 
 
 @pytest.mark.parametrize(("variables", "expected"), [
@@ -867,6 +872,15 @@ def test_an_output_path_that_cannot_be_written_is_one_error_line(seeded, tmp_pat
     done = _roadmap(["calendar", "--member-state", "JO", "--out", "feeds/jo.ics"], seeded, tmp_path)
     assert (done.returncode, done.stdout) == (0, "wrote feeds/jo.ics\n"), done.stderr
     assert sorted(p.name for p in (tmp_path / "feeds").iterdir()) == ["jo.ics"]
+    # Written in place: through a link, keeping an existing file's mode (found by a review: a
+    # rename replaced the link, /dev/stdout included, and the mode).
+    (tmp_path / "feeds" / "jo.ics").chmod(0o600)
+    (tmp_path / "link.ics").symlink_to(tmp_path / "feeds" / "jo.ics")
+    done = _roadmap(["calendar", "--member-state", "TN", "--out", "link.ics"], seeded, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "link.ics").is_symlink()
+    assert b"gcm-arab-2024.invitations.tn@roadmap-tracker" in (tmp_path / "feeds" / "jo.ics").read_bytes()
+    assert (tmp_path / "feeds" / "jo.ics").stat().st_mode & 0o777 == 0o600
 
 
 def test_serve_without_a_prefect_server_is_one_error_line(database_url, tmp_path):
