@@ -411,6 +411,13 @@ def nightly_status_check(
     Returns:
         ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state", "deadline",
         "days_left"}], "reminders": {"sent", "already_sent", "failed"}}`` (JSON-ready).
+
+    Raises:
+        models.db.SettingError: a report or calendar folder cannot be written (before anything
+            is sent).
+        notifications.channels.ChannelConfigError: no channel could be loaded (see
+            :func:`night_channels`): raised at the end, once the dashboards are published, so
+            that the run fails and the coordinators' automation tells them.
     """
     map_large_blocks()  # large blocks go back to the system when freed (flows.collector)
     with frozen_until_done():  # what each group froze (flows.collector) goes back to the collector
