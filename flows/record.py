@@ -2,10 +2,13 @@
 UI) and bulk imports from CSV.
 
 The flow's parameters are typed so the UI shows choices: the milestone keys and member state
-codes found in the roadmap files (``roadmaps/*.yaml``, or ``ROADMAP_FILES_DIR``) when the module
-is imported (that is, when the deployment is served or deployed), and the states as an enum.
-Prefect rejects any other value before the run starts; the database check below is the second
-line (a roadmap loaded from elsewhere).
+codes found in the roadmap files (``roadmaps/*.yaml``, or the folder in ``ROADMAP_FILES_DIR``)
+when the module is imported (that is, when the deployment is served or deployed), and the states
+as an enum. Prefect rejects any other value before the run starts, so a roadmap synced from
+another folder needs ``ROADMAP_FILES_DIR`` set to that folder, and a new roadmap file a new
+``roadmap serve`` (found by a review). The database check in
+:func:`models.status.record_status` is the second line: a milestone or member state the files
+list but the database does not (not synced yet, or removed).
 """
 
 import os
@@ -16,7 +19,7 @@ from prefect import flow
 
 from models.db import session_scope
 from models.roadmap_file import RoadmapFileError, load_roadmap_file, roadmap_files_in
-from models.status import record_status as record_status_row
+from models.status import StatusError, record_status as record_status_row
 from models.tables import State
 
 
@@ -49,18 +52,36 @@ def record_status(
     note: Optional[str] = None,
     roadmap: Optional[str] = None,
     changed_by: str = "prefect-ui",
+    at: Optional[str] = None,
 ) -> dict:
     """Record where one member state stands on one milestone (e.g. invitations, JO, done), with an
     optional note such as the note verbale number. The change shows in the next night's artifacts.
 
-    Returns ``{"milestone", "member_state", "state", "note"}``.
+    Args:
+        milestone: the milestone's key in the roadmap file, e.g. invitations.
+        member_state: the member state's ISO alpha-2 code, e.g. JO.
+        state: pending, in_progress, done or waived.
+        note: replaces the row's note, e.g. the note verbale number; empty keeps it.
+        roadmap: the roadmap's slug, needed only when several roadmaps have the milestone.
+        changed_by: who records the change (kept in the history), at most 200 characters.
+        at: when it happened, ISO-8601 (2024-05-20T10:00); without an offset, in the owner's
+            zone (the mission's Geneva, the office's country); empty means now. Not in the
+            future, nor before a change already recorded for the row.
+
+    Returns:
+        ``{"milestone", "member_state", "state", "note"}``.
 
     Raises:
-        models.status.StatusError: the milestone, member state or roadmap is not in the database.
+        models.status.StatusError: ``changed_by`` empty, or what
+            :func:`models.status.record_status` refuses (the milestone, member state or
+            roadmap not in the database, an ambiguous milestone, a note over 2,000 characters,
+            a bad ``at``).
     """
+    if not changed_by.strip():  # found by a review: the history's "who" was stored empty
+        raise StatusError("changed_by is empty: say who records the change")
     with session_scope() as session:
         row = record_status_row(
             session, milestone=milestone, member_state=member_state, state=State(state).value, note=note,
-            changed_by=changed_by, roadmap=roadmap,
+            changed_by=changed_by.strip(), roadmap=roadmap, at=at or None,
         )
         return {"milestone": milestone, "member_state": row.member_state_code, "state": row.state, "note": row.note}

@@ -688,6 +688,10 @@ class StatusError(LookupError):
 FUTURE_SLACK = dt.timedelta(minutes=5)
 
 
+#: Longest ``changed_by`` accepted (characters): a name or an account, with its source ("cli:", "csv:").
+CHANGED_BY_MAX = 200
+
+
 def record_status(
     session: Session,
     *,
@@ -714,8 +718,10 @@ def record_status(
 
     Raises:
         StatusError: unknown state, roadmap, milestone or member state, an ambiguous milestone,
-            a note over 2000 characters, or ``at`` that is not ISO-8601, is naive, or is later
-            than now by more than :data:`FUTURE_SLACK` (found by a bad-input review).
+            a note over 2000 characters, ``changed_by`` over :data:`CHANGED_BY_MAX` characters,
+            a NUL or undecodable byte in a text, or ``at`` that is not ISO-8601, is
+            naive, is later than now by more than :data:`FUTURE_SLACK` (found by a bad-input
+            review) or earlier than a change a person already recorded for the row.
     """
     try:
         new_state = State(state)
@@ -724,7 +730,12 @@ def record_status(
         raise StatusError(f"unknown state {state!r}: expected one of {allowed}") from None
     if note is not None and len(note) > 2000:
         raise StatusError(f"note is {len(note)} characters long: at most 2000")
-    for name, value in (("milestone", milestone), ("member state", member_state), ("note", note or "")):
+    # Found by a review of the record-status flow: changed_by (typed in the Prefect UI) was stored
+    # 100,000 characters long, or with a NUL that PostgreSQL refused with its own error.
+    if len(changed_by) > CHANGED_BY_MAX:
+        raise StatusError(f"changed_by is {len(changed_by)} characters long: at most {CHANGED_BY_MAX}")
+    for name, value in (("milestone", milestone), ("member state", member_state), ("note", note or ""),
+                        ("changed_by", changed_by), ("roadmap", roadmap or "")):
         if "\x00" in value:
             raise StatusError(f"{name} {value[:60]!r} contains a NUL character")
         try:
@@ -742,7 +753,7 @@ def record_status(
         _explain_missing(session, milestone=milestone, member_state=member_state, roadmap=roadmap)
     if len(found) > 1:
         slugs = ", ".join(sorted(r.slug for _, _, r in found))
-        raise StatusError(f"milestone {milestone!r} exists in several roadmaps ({slugs}): name one with --roadmap")
+        raise StatusError(f"milestone {milestone!r} exists in several roadmaps ({slugs}): name one (roadmap, --roadmap)")
     status, _, _ = found[0]
     given = at
     if isinstance(at, str):
@@ -756,6 +767,8 @@ def record_status(
         shown = given if isinstance(given, str) else given.isoformat()
         raise StatusError(f"at {shown!r} is in the future ({at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC): "
                           "record what has happened, when it happened")
+    if at is not None:
+        _refuse_before_a_later_change(session, status, at)
     old_state = status.state
     status.state = new_state.value
     status.changed_at = at or utc_now()
@@ -776,12 +789,40 @@ def record_status(
     return status
 
 
+def _refuse_before_a_later_change(session: Session, status: Status, at: dt.datetime) -> None:
+    """Refuse a change dated before one a person already recorded for this status row: the
+    backdated state would replace the later one as the current state (found by a review:
+    ``--at 2024-01-01`` turned a ``done`` recorded minutes earlier back into ``pending``). The
+    states a roadmap file set when it was loaded do not count: a change that happened before
+    the load may still be recorded with its date."""
+    later = session.exec(
+        select(StatusChange).where(StatusChange.status_id == status.id, StatusChange.changed_by != "roadmap file")
+        .order_by(StatusChange.changed_at.desc(), StatusChange.id.desc())
+    ).first()
+    if later is not None and _aware(later.changed_at) > at:
+        raise StatusError(
+            f"at {at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC is before the change already recorded "
+            f"({later.new_state} at {_aware(later.changed_at):%Y-%m-%d %H:%M} UTC by {later.changed_by}): it would "
+            "replace it as the current state; record it with a later time, or without one (now)")
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """``moment`` as stored (SQLite gives it back naive, in UTC) made aware in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+
+
 def _explain_missing(session: Session, *, milestone: str, member_state: str, roadmap: str | None) -> None:
     if roadmap is not None and session.exec(select(Roadmap.id).where(Roadmap.slug == roadmap)).first() is None:
         raise StatusError(f"unknown roadmap {roadmap!r}")
     if session.exec(select(Milestone.id).where(Milestone.key == milestone, Milestone.active)).first() is None:
         keys = sorted(set(session.exec(select(Milestone.key).where(Milestone.active)).all()))
         raise StatusError(f"unknown milestone {milestone!r}: expected one of {', '.join(keys)}")
+    if roadmap is not None and session.exec(select(Milestone.id).join(Roadmap, Milestone.roadmap_id == Roadmap.id).where(
+            Milestone.key == milestone, Milestone.active, Roadmap.slug == roadmap)).first() is None:
+        # Found by a review: the member state was blamed for a milestone the named roadmap lacks.
+        keys = sorted(set(session.exec(select(Milestone.key).join(Roadmap, Milestone.roadmap_id == Roadmap.id).where(
+            Milestone.active, Roadmap.slug == roadmap)).all()))
+        raise StatusError(f"roadmap {roadmap!r} has no milestone {milestone!r}: expected one of {', '.join(keys)}")
     removed = session.exec(select(Status.id).join(Milestone, Status.milestone_id == Milestone.id).where(
         Milestone.key == milestone, Milestone.active, Status.member_state_code == member_state.upper(), ~Status.active,
     )).first()

@@ -50,6 +50,65 @@ def test_record_status_flow_changes_the_row(seeded):
     assert (row.state, row.note, row.changed_by) == ("done", "NV 2024/051", "prefect-ui")
 
 
+@pytest.mark.usefixtures("prefect_server")
+def test_record_status_flow_takes_when_it_happened_and_refuses_an_empty_author(seeded):
+    """Found by a review of the flow: the UI could not say when a change happened (only the
+    command line could), and an empty "changed by" was stored."""
+    from models.status import StatusError
+
+    record_status(milestone="invitations", member_state="JO", state="done", at="2024-05-28T10:00", changed_by=" focal ")
+    row = _status(seeded, "invitations", "JO")
+    assert (row.changed_at, row.changed_by) == (dt.datetime(2024, 5, 28, 8, 0, tzinfo=dt.timezone.utc), "focal")
+    before = _changes(seeded)
+    with pytest.raises(StatusError, match="^changed_by is empty: say who records the change$"):
+        record_status(milestone="travel", member_state="JO", state="done", changed_by="  ")
+    with pytest.raises(StatusError) as info:
+        record_status(milestone="travel", member_state="JO", state="done", changed_by="a\x00b")
+    assert str(info.value) == "changed_by 'a\\x00b' contains a NUL character"
+    with pytest.raises(StatusError, match="^changed_by is 201 characters long: at most 200$"):
+        record_status(milestone="travel", member_state="JO", state="done", changed_by="x" * 201)
+    assert (_status(seeded, "travel", "JO").state, _changes(seeded)) == ("pending", before)
+    schema = parameter_schema(record_status.fn).model_dump()["properties"]
+    assert schema["at"]["description"].startswith("when it happened, ISO-8601 (2024-05-20T10:00); without an offset")
+
+
+def test_a_change_dated_before_one_already_recorded_is_refused(seeded):
+    """Found by a review: ``--at 2024-01-01`` made a ``done`` recorded minutes earlier ``pending``
+    again. A date before the roadmap file was loaded is still taken: the file's own states do
+    not count as recorded changes."""
+    assert runner.invoke(app, ["mark", "invitations", "JO", "in_progress", "--at", "2024-05-20T10:00"]).exit_code == 0
+    assert runner.invoke(app, ["mark", "invitations", "JO", "done", "--at", "2024-05-28T10:00", "--by", "ana"]).exit_code == 0
+    before = _changes(seeded)
+    bad = runner.invoke(app, ["mark", "invitations", "JO", "pending", "--at", "2024-05-21T10:00"])
+    assert bad.exit_code == 2, bad.output
+    assert error_lines(bad.stderr) == [
+        "error: at 2024-05-21 08:00 UTC is before the change already recorded (done at 2024-05-28 08:00 UTC by "
+        "cli:ana): it would replace it as the current state; record it with a later time, or without one (now)"]
+    assert (_status(seeded, "invitations", "JO").state, _changes(seeded)) == ("done", before)
+    # save-the-date is "done" from the roadmap file, loaded today: a date in 2024 is still taken.
+    assert runner.invoke(app, ["mark", "save-the-date", "JO", "waived", "--at", "2024-04-16T10:00"]).exit_code == 0
+
+
+def test_a_milestone_the_named_roadmap_lacks_is_named(seeded, tmp_path):
+    """Found by a review: the member state was blamed ("unknown member state 'JO'") for a
+    milestone that another roadmap has and the named one does not."""
+    import yaml
+
+    from tests.conftest import SEED_ROADMAP
+
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    data.update(slug="second-2025", milestones=[m for m in data["milestones"] if m["key"] == "orientation-briefing"]
+                + [dict(key="visas", title="Visas", owner="office", deadline="2024-06-20")])
+    path = tmp_path / "second-2025.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert runner.invoke(app, ["sync", str(path)]).exit_code == 0
+    bad = runner.invoke(app, ["mark", "visas", "JO", "done", "--roadmap", "gcm-arab-2024"])
+    assert bad.exit_code == 2, bad.output
+    assert error_lines(bad.stderr) == [
+        "error: roadmap 'gcm-arab-2024' has no milestone 'visas': expected one of conference, invitations, "
+        "nominations, orientation-briefing, save-the-date, travel"]
+
+
 def test_mark_at_without_offset_is_read_in_the_owners_zone(seeded):
     # Invitations are mission-owned: Geneva time. 28 May 2024 10:00 in Geneva is 08:00 UTC.
     result = runner.invoke(app, ["mark", "invitations", "JO", "done", "--at", "2024-05-28T10:00"])
