@@ -768,7 +768,7 @@ def record_status(
         raise StatusError(f"at {shown!r} is in the future ({at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC): "
                           "record what has happened, when it happened")
     if at is not None:
-        _refuse_before_a_later_change(session, status, at)
+        _refuse_before_a_later_change(session, status, at, given if isinstance(given, str) else given.isoformat())
     old_state = status.state
     status.state = new_state.value
     status.changed_at = at or utc_now()
@@ -789,7 +789,7 @@ def record_status(
     return status
 
 
-def _refuse_before_a_later_change(session: Session, status: Status, at: dt.datetime) -> None:
+def _refuse_before_a_later_change(session: Session, status: Status, at: dt.datetime, shown: str) -> None:
     """Refuse a change dated before one a person already recorded for this status row: the
     backdated state would replace the later one as the current state (found by a review:
     ``--at 2024-01-01`` turned a ``done`` recorded minutes earlier back into ``pending``). The
@@ -801,7 +801,7 @@ def _refuse_before_a_later_change(session: Session, status: Status, at: dt.datet
     ).first()
     if later is not None and _aware(later.changed_at) > at:
         raise StatusError(
-            f"at {at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC is before the change already recorded "
+            f"at {shown!r} ({at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC) is before the change already recorded "
             f"({later.new_state} at {_aware(later.changed_at):%Y-%m-%d %H:%M} UTC by {later.changed_by}): it would "
             "replace it as the current state; record it with a later time, or without one (now)")
 

@@ -393,6 +393,22 @@ def mark_argument(draw, valid: list[str]) -> str:
     return draw(st.sampled_from(valid))
 
 
+def _latest_recorded_change(url: str, milestone: str, code: str) -> dt.datetime | None:
+    """When the latest change a person recorded for the row happened (aware, UTC), or None."""
+    from sqlalchemy import func
+
+    from models.db import get_engine
+    from models.tables import StatusChange
+
+    with Session(get_engine(url)) as session:
+        latest = session.exec(
+            select(func.max(StatusChange.changed_at)).join(Status, StatusChange.status_id == Status.id)
+            .join(Milestone, Status.milestone_id == Milestone.id)
+            .where(Milestone.key == milestone, Status.member_state_code == code, StatusChange.changed_by != "roadmap file")
+        ).one()
+    return None if latest is None else latest if latest.tzinfo else latest.replace(tzinfo=dt.timezone.utc)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=_FIXTURES_OK)
 @given(
     milestone=mark_argument(KEYS),
@@ -436,6 +452,8 @@ def test_mark_records_or_fails_with_one_error_line_and_changes_nothing(seeded, m
             valid = False
         else:
             valid = when <= dt.datetime.now(dt.timezone.utc) + FUTURE_SLACK  # not dated in the future
+            latest = _latest_recorded_change(seeded, milestone, member_state.upper())
+            valid = valid and (latest is None or when >= latest)  # nor before a change recorded earlier
     args = ["mark"] + ([] if note is None else [f"--note={note}"]) + ([] if at is None else [f"--at={at}"])
     args += ["--", milestone, member_state, state]
     before = _snapshot(seeded)

@@ -82,7 +82,8 @@ def test_a_change_dated_before_one_already_recorded_is_refused(seeded):
     bad = runner.invoke(app, ["mark", "invitations", "JO", "pending", "--at", "2024-05-21T10:00"])
     assert bad.exit_code == 2, bad.output
     assert error_lines(bad.stderr) == [
-        "error: at 2024-05-21 08:00 UTC is before the change already recorded (done at 2024-05-28 08:00 UTC by "
+        "error: at '2024-05-21T10:00' (2024-05-21 08:00 UTC) is before the change already recorded (done at "
+        "2024-05-28 08:00 UTC by "
         "cli:ana): it would replace it as the current state; record it with a later time, or without one (now)"]
     assert (_status(seeded, "invitations", "JO").state, _changes(seeded)) == ("done", before)
     # save-the-date is "done" from the roadmap file, loaded today: a date in 2024 is still taken.
