@@ -799,16 +799,11 @@ def _refuse_before_a_later_change(session: Session, status: Status, at: dt.datet
         select(StatusChange).where(StatusChange.status_id == status.id, StatusChange.changed_by != "roadmap file")
         .order_by(StatusChange.changed_at.desc(), StatusChange.id.desc())
     ).first()
-    if later is not None and _aware(later.changed_at) > at:
+    if later is not None and later.changed_at > at:  # aware UTC: models.db.UTCDateTime
         raise StatusError(
             f"at {shown!r} ({at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC) is before the change already recorded "
-            f"({later.new_state} at {_aware(later.changed_at):%Y-%m-%d %H:%M} UTC by {later.changed_by}): it would "
+            f"({later.new_state} at {later.changed_at:%Y-%m-%d %H:%M} UTC by {later.changed_by}): it would "
             "replace it as the current state; record it with a later time, or without one (now)")
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """``moment`` as stored (SQLite gives it back naive, in UTC) made aware in UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _explain_missing(session: Session, *, milestone: str, member_state: str, roadmap: str | None) -> None:

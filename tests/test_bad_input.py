@@ -406,7 +406,7 @@ def _latest_recorded_change(url: str, milestone: str, code: str) -> dt.datetime 
             .join(Milestone, Status.milestone_id == Milestone.id)
             .where(Milestone.key == milestone, Status.member_state_code == code, StatusChange.changed_by != "roadmap file")
         ).one()
-    return None if latest is None else latest if latest.tzinfo else latest.replace(tzinfo=dt.timezone.utc)
+    return latest  # aware UTC on both databases: models.db.UTCDateTime
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=_FIXTURES_OK)
