@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from flows.tally import Listed, MilestoneTally, listed
 from models.status import ATTENTION_ORDER, Classification, StatusView, zone
+from models.tables import State
 
 SYMBOLS = {
     Classification.done: "✅ done",
@@ -29,19 +30,30 @@ def artifact_key(slug: str, kind: str) -> str:
     return f"{slug}-{kind}"
 
 
+#: The recorded state a cell names (the party has started; the deadline, not the recorded
+#: state, decides its classification: ``models.status``), and the words it uses.
+IN_PROGRESS_STATE = State.in_progress.value
+IN_PROGRESS = "in progress"
+
+
 def cell(view: StatusView) -> str:
     """Short state of one status row with its symbol and the owner's local deadline day."""
-    return cell_text(view.classification, view.working_days_left, view.due_day)
+    return cell_text(view.classification, view.working_days_left, view.due_day,
+                     in_progress=view.recorded_state == IN_PROGRESS_STATE)
 
 
-def cell_text(classification: Classification, working_days_left: int, due_day: dt.date, countdown: bool = True) -> str:
+def cell_text(classification: Classification, working_days_left: int, due_day: dt.date, countdown: bool = True,
+              in_progress: bool = False) -> str:
     """See :func:`cell`: "🔴 overdue by 3 working days · 2024-05-31"; without ``countdown``,
-    "🔴 overdue · 2024-05-31" (text that stays true until the classification changes)."""
+    "🔴 overdue · 2024-05-31" (text that stays true until the classification changes); a row
+    recorded ``in_progress`` says so before the day: "🔴 overdue · in progress · 2024-05-31"."""
     text = SYMBOLS[classification]
     if countdown and classification is Classification.overdue:
         text += f" by {-working_days_left} working days"
     elif countdown and classification in (Classification.due_soon, Classification.upcoming):
         text += f", {working_days_left} working days left"
+    if in_progress:
+        text += f" · {IN_PROGRESS}"
     return f"{text} · {due_day.isoformat()}"
 
 
@@ -75,7 +87,8 @@ def matrix_rows(tallies: list[MilestoneTally], countdown: bool = True) -> list[d
             o = entry[1]
             text = texts.get(o)
             if text is None:
-                text = texts[o] = cell_text(o.classification, o.working_days_left, o.due_day, countdown)
+                text = texts[o] = cell_text(o.classification, o.working_days_left, o.due_day, countdown,
+                                            o.recorded_state == IN_PROGRESS_STATE)
             row[t.milestone] = text
         rows.append(row)
     return rows

@@ -409,8 +409,9 @@ def nightly_status_check(
             them all (the check also does when the Prefect server lost them).
 
     Returns:
-        ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state", "deadline",
-        "days_left"}], "reminders": {"sent", "already_sent", "failed"}}`` (JSON-ready).
+        ``{"as_of", "statuses": [{"roadmap", "milestone", "member_state", "state",
+        "recorded_state", "deadline", "days_left"}], "reminders": {"sent", "already_sent",
+        "failed"}}`` (JSON-ready; :func:`flows.tally.status_json`).
 
     Raises:
         models.db.SettingError: a report or calendar folder cannot be written (before anything

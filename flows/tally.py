@@ -403,12 +403,15 @@ def _window(due_day, today, reminder_days, overdue_every_days, calendar) -> str 
 
 
 def status_json(view: StatusView) -> dict:
-    """One row of ``roadmap check --json``: deadline in the owner's zone, ISO-8601 with offset."""
+    """One row of ``roadmap check --json``: ``state`` is the classification, ``recorded_state``
+    what coordinators recorded (``pending``, ``in_progress``, ``done``, ``waived``), the deadline
+    in the owner's zone, ISO-8601 with offset."""
     return {
         "roadmap": view.roadmap,
         "milestone": view.milestone,
         "member_state": view.member_state,
         "state": view.classification.value,
+        "recorded_state": view.recorded_state,
         "deadline": view.deadline_local.isoformat(),
         "days_left": view.days_left,
     }

@@ -562,3 +562,37 @@ def test_the_night_plan_gives_back_every_item_the_tallies_planned(seeded):
     assert identities(night.recipients["coordinators"]) == expected
     assert [p.window for p in night.recipients["coordinators"]] == ["before-1"] * 16 + ["escalation-overdue"] * 16
 
+
+
+def test_matrix_cells_name_a_status_recorded_in_progress(seeded):
+    """The matrix artifact's cell of a row marked ``in_progress`` says so, with and without the
+    working-day countdown (a large portfolio's cells); the others read as before. The conference
+    is the coordinators' (Cairo): 17 working days from 5 June to 4 July 2024 without Fridays,
+    Saturdays and Egypt's holidays of 15-18 and 30 June in the ``holidays`` package."""
+    from sqlmodel import select
+
+    from flows.dashboard import matrix_rows
+    from flows.tally import MilestoneTally
+    from models.status import Classifier
+    from models.tables import Roadmap
+
+    as_of = dt.datetime(2024, 6, 5, 7, tzinfo=dt.timezone.utc)
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="MR", state="in_progress", roadmap=SLUG)
+        record_status(session, milestone="conference", member_state="MR", state="in_progress", roadmap=SLUG)
+    with session_scope() as session:
+        roadmap = session.exec(select(Roadmap).where(Roadmap.slug == SLUG)).one()
+        tallies = []
+        for context, rows in Classifier(as_of).iter_classified(session, roadmap):
+            tallies.append(MilestoneTally(SLUG, context.key))
+            tallies[-1].add_rows(context, rows)
+
+    for countdown, overdue, upcoming in (
+        (True, "🔴 overdue by 3 working days", "⚪ upcoming, 17 working days left"),
+        (False, "🔴 overdue", "⚪ upcoming"),
+    ):
+        rows = {row["member_state"]: row for row in matrix_rows(tallies, countdown)}
+        assert rows["MR Mauritania"]["invitations"] == f"{overdue} · in progress · 2024-05-31"
+        assert rows["MR Mauritania"]["conference"] == f"{upcoming} · in progress · 2024-07-04"
+        assert rows["DZ Algeria"]["invitations"] == f"{overdue} · 2024-05-31"
+        assert rows["DZ Algeria"]["conference"] == f"{upcoming} · 2024-07-04"

@@ -47,7 +47,7 @@ def test_seed_roadmap_on_5_june(database_url, outbox):
     jo_invitation = next(s for s in first["statuses"] if s["milestone"] == "invitations" and s["member_state"] == "JO")
     assert jo_invitation == {
         "roadmap": "gcm-arab-2024", "milestone": "invitations", "member_state": "JO", "state": "overdue",
-        "deadline": "2024-05-31T23:59:59+02:00", "days_left": -5,
+        "recorded_state": "pending", "deadline": "2024-05-31T23:59:59+02:00", "days_left": -5,
     }
     # One overdue item per mission: 16 digests, one file each.
     assert first["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
@@ -552,3 +552,29 @@ def test_what_a_paused_block_froze_is_collectable_again_after_the_check():
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert alive() is None
+
+
+def test_a_status_recorded_in_progress_is_shown_beside_its_classification(database_url, outbox):
+    """Found by the twentieth session's review: a row marked ``in_progress`` looked exactly like a
+    pending one in the check's JSON, the terminal table and the dashboards' cells. Its deadline
+    still classifies it (Mauritania's invitation stays overdue, and is still reminded)."""
+    assert runner.invoke(app, ["sync", str(SEED_ROADMAP)]).exit_code == 0
+    assert runner.invoke(app, ["mark", "invitations", "MR", "in_progress", "--note", "NV 2024/077"]).exit_code == 0
+
+    checked = _check()
+    invitations = {s["member_state"]: s for s in checked["statuses"] if s["milestone"] == "invitations"}
+    assert invitations["MR"] == {
+        "roadmap": "gcm-arab-2024", "milestone": "invitations", "member_state": "MR", "state": "overdue",
+        "recorded_state": "in_progress", "deadline": "2024-05-31T23:59:59+02:00", "days_left": -5,
+    }
+    assert Counter(s["recorded_state"] for s in invitations.values()) == Counter(pending=15, in_progress=1)
+    assert checked["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+
+    shown = runner.invoke(app, ["status", "--as-of", AS_OF, "--no-color"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    rows = {line.split("│")[1].split()[0]: [c.strip() for c in line.split("│")[2:-1]]
+            for line in shown.stdout.splitlines() if line.startswith("│")}
+    assert len(rows) == 16
+    assert rows["MR"] == ["✔", "✔", "✖ 5d ◐", "⛔", "⛔", "○ 29d"]
+    assert rows["DZ"] == ["✔", "✔", "✖ 5d", "⛔", "⛔", "○ 29d"]
+    assert shown.stdout.rstrip().endswith("○ upcoming (days left)  ◐ in progress")
