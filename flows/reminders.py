@@ -24,6 +24,7 @@ from flows.collector import collector_paused, release_free_memory
 from flows.tally import ESCALATION_OVERDUE, PlannedReminder, ReminderPlan, claim_keys
 from models.db import session_scope
 from models.transactions import in_transaction
+from models.parties import addressee_names
 from models.reminders import claim_many, mark_delivered, remember_delivered, mark_failed, repeatedly_failing
 from models.status import StatusView
 from notifications.delivery import deliver
@@ -113,7 +114,9 @@ def send_planned(
         plan: items per recipient tag (e.g. :attr:`flows.tally.ReminderPlan.recipients`); each
             recipient's items are read by position, once claimed.
         hub: the Apprise channels.
-        as_of: the check's instant (shown in the digest).
+        as_of: the check's instant (shown in the digest). Each digest is addressed by the
+            recipient's name (:func:`models.parties.addressee_names`; a tag it does not know, by
+            the tag).
         run_id: this run's id, written on its claims.
         reasons: optional (English, Arabic) text per (status id, window) shown in the digest
             (escalations).
@@ -130,6 +133,7 @@ def send_planned(
     reasons = reasons or {}
     report = ReminderReport()
     recipients = sorted(plan)
+    addressees = in_transaction(addressee_names, database_url) if recipients else {}
     hints = _Hints(database_url)
     for number, start in enumerate(range(0, len(recipients), CLAIM_RECIPIENTS), start=1):
         batch = recipients[start : start + CLAIM_RECIPIENTS]
@@ -148,7 +152,7 @@ def send_planned(
             if claimed[recipient].log_ids:
                 _deliver_digest(recipient, claimed.pop(recipient), hub=hub, as_of=as_of, run_id=run_id,
                                 database_url=database_url, reasons=reasons, on_result=on_result, now=now,
-                                report=report, hints=hints)
+                                report=report, hints=hints, addressee=addressees.get(recipient))
             if consume:
                 claimed.pop(recipient, None)
                 del plan[recipient]
@@ -242,12 +246,12 @@ HINTS_HELD = 12_500
 
 
 def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now,
-                    report, hints) -> None:
+                    report, hints, addressee) -> None:
     with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
         digest = Digest(_item(p, reasons.get((p.status_id, p.window), NO_REASON)) for p in claimed.planned())
-        subject, body = render_digest(recipient, digest, as_of)
+        subject, body = render_digest(recipient, digest, as_of, addressee)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
-                       body_html=lambda: render_digest_html(recipient, digest, as_of))
+                       body_html=lambda: render_digest_html(recipient, digest, as_of, addressee))
     ids = claimed.log_ids
     if delivery.ok:
         in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
@@ -266,13 +270,15 @@ def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, da
 
 def overdue_reason(view: StatusView) -> Reason:
     """Why an overdue item is escalated, in English and Arabic, e.g. ("overdue by 6 working days
-    (10 days)", "متأخر 6 أيام عمل (10 أيام)"). Built when its digest is rendered, not with the
+    (10 days)", "مدة التأخير 6 أيام عمل (10 أيام)"; the Arabic names the length of the delay,
+    whose number and noun then stand in the nominative, as :func:`notifications.plurals.arabic_count`
+    writes them). Built when its digest is rendered, not with the
     plan: the first night of 1M status rows escalates 125,000 items, and their texts held with
     the plan (keyed by item) were 23 MB of the night's peak, 10.6 MB built with the digest's
     items (``benchmarks/nightly_check.py --prior-nights 0 --tracemalloc``)."""
     working, days = -view.working_days_left, -view.days_left
     return (f"overdue by {english_count(working, 'working day')} ({english_count(days, 'day')})",
-            f"متأخر {arabic_count(working, 'working day')} ({arabic_count(days, 'day')})")
+            f"مدة التأخير {arabic_count(working, 'working day')} ({arabic_count(days, 'day')})")
 
 
 def escalations(

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlmodel import Session, select
+
 from models.calendars import WorkingCalendar, calendar_for, mission_calendar
-from models.tables import Owner
+from models.tables import MemberState, Owner
 
 COORDINATORS_TAG = "coordinators"
+#: How a digest to the ``coordinators`` tag addresses them, in English and Arabic.
+COORDINATORS_NAMES = ("the coordinators", "المنسقين")
 
 
 @dataclass(frozen=True)
@@ -64,3 +68,26 @@ def party_for(
     return Party(
         tag, office_timezone, calendar_for(member_state_code, None, weekend_override, weekend_source)
     )
+
+
+def addressee_names(session: Session) -> dict[str, tuple[str, str]]:
+    """{Apprise tag: (English name, Arabic name)} of every party a digest can go to, for its
+    greeting: ``mission-<cc>`` the member state's ``mission.name`` from its roadmap file and, in
+    Arabic, "البعثة الدائمة" with the member state's Arabic name; ``office-<cc>`` the
+    ``office.name`` and "مكتب المنظمة الدولية للهجرة في" with that name; ``coordinators``
+    :data:`COORDINATORS_NAMES`. A member state without an Arabic name keeps the English name
+    in both. One query over the member states (a few hundred at most: ISO 3166-1 codes).
+    """
+    names = {COORDINATORS_TAG: COORDINATORS_NAMES}
+    for state in session.exec(select(MemberState)):
+        names[recipient_tag(Owner.mission, state.code)] = (
+            state.mission_name, f"البعثة الدائمة {_with_lam(state.name_ar)}" if state.name_ar else state.mission_name)
+        names[recipient_tag(Owner.office, state.code)] = (
+            state.office_name, f"مكتب المنظمة الدولية للهجرة في {state.name_ar}" if state.name_ar else state.office_name)
+    return names
+
+
+def _with_lam(name_ar: str) -> str:
+    """``name_ar`` after the preposition لـ ("of"): ل + الجزائر is written للجزائر (the article's
+    alif drops, a rule of Arabic spelling), ل + جيبوتي لجيبوتي."""
+    return f"لل{name_ar[2:]}" if name_ar.startswith("ال") else f"ل{name_ar}"

@@ -65,13 +65,20 @@ class DigestItem:
 
 @lru_cache(maxsize=4096)
 def hijri_date(day: dt.date, language: str = "ar") -> str:
-    """Return ``day`` in the Umm al-Qura Hijri calendar, e.g. 2024-05-31 -> "23 ذو القعدة 1445".
+    """Return ``day`` in the Umm al-Qura Hijri calendar, e.g. 2024-05-31 -> "23 ذي القعدة 1445".
+
+    In Arabic the month after a day's number is in the genitive: ``hijridate`` names the eleventh
+    and twelfth months "ذو القعدة" and "ذو الحجة" (nominative), written here "ذي القعدة" and
+    "ذي الحجة"; the other months' names do not change.
 
     Raises:
         OverflowError: ``day`` is outside the range ``hijridate`` supports (1343-1500 AH).
     """
     hijri = Gregorian(day.year, day.month, day.day).to_hijri()
-    return f"{hijri.day} {hijri.month_name(language)} {hijri.year}"
+    month = hijri.month_name(language)
+    if language == "ar" and month.startswith("ذو "):
+        month = "ذي " + month[3:]
+    return f"{hijri.day} {month} {hijri.year}"
 
 
 def _env(autoescape: bool) -> Environment:
@@ -153,13 +160,25 @@ def _digest(items: Digest | list[DigestItem]) -> Digest:
     return items if isinstance(items, Digest) else Digest(items)
 
 
-def _context(recipient: str, digest: Digest, as_of: dt.datetime) -> dict:
+#: (English, Arabic) name of a digest's addressee: ("Permanent Mission of Jordan to the United
+#: Nations Office at Geneva", "البعثة الدائمة للأردن"); ``models.parties.addressee_names``.
+Addressee = tuple[str, str]
+
+
+def _context(recipient: str, digest: Digest, as_of: dt.datetime, addressee: Addressee | None) -> dict:
     rows = []
     for item in digest.listed():
         text, day = _local_deadline(item.deadline, item.timezone)
         rows.append({"item": item, "deadline_local": text, "due_day": day})
-    return {"recipient": recipient, "rows": rows, "count": digest.count, "more": digest.count - len(rows),
-            "as_of": as_of.isoformat()}
+    to_en, to_ar = addressee or (recipient, recipient)
+    return {"recipient": recipient, "to_en": to_en, "to_ar": to_ar, "rows": rows, "count": digest.count,
+            "more": digest.count - len(rows), "as_of": as_of_text(as_of)}
+
+
+def as_of_text(as_of: dt.datetime) -> str:
+    """The instant of the check as a digest states it: "2024-06-05 07:00 UTC" (aware ``as_of``,
+    any zone; each deadline is shown in its owner's zone)."""
+    return pendulum.instance(as_of).in_tz("UTC").format("YYYY-MM-DD HH:mm") + " UTC"
 
 
 def render_subject(items: Digest | list[DigestItem]) -> str:
@@ -176,18 +195,21 @@ def render_subject(items: Digest | list[DigestItem]) -> str:
             f" | تذكيرات خريطة الطريق: {arabic_count(count, 'item')}{flag_ar}")
 
 
-def render_digest(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime) -> tuple[str, str]:
+def render_digest(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime,
+                  addressee: Addressee | None = None) -> tuple[str, str]:
     """Render the plain-text digest for ``recipient`` (an Apprise tag) of ``items`` (a
-    :class:`Digest` or a list); ``as_of`` is the aware instant of the check.
+    :class:`Digest` or a list); ``as_of`` is the aware instant of the check. The greeting names
+    ``addressee`` (the tag when None); the last line names the tag.
 
     Returns:
         ``(subject, body)``: both bilingual (English, then Arabic).
     """
     digest = _digest(items)
-    body = _TEXT_ENV.get_template("digest.txt.j2").render(**_context(recipient, digest, as_of))
+    body = _TEXT_ENV.get_template("digest.txt.j2").render(**_context(recipient, digest, as_of, addressee))
     return render_subject(digest), body
 
 
-def render_digest_html(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime) -> str:
-    """Render the HTML digest (autoescaped; Arabic part right-to-left)."""
-    return _HTML_ENV.get_template("digest.html.j2").render(**_context(recipient, _digest(items), as_of))
+def render_digest_html(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime,
+                       addressee: Addressee | None = None) -> str:
+    """Render the HTML digest (autoescaped; Arabic part right-to-left), as :func:`render_digest`."""
+    return _HTML_ENV.get_template("digest.html.j2").render(**_context(recipient, _digest(items), as_of, addressee))

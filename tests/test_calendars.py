@@ -75,7 +75,7 @@ def test_working_days_left_across_eid_al_adha_excludes_the_library_eid_days():
 
 
 def test_hijri_date_in_umm_al_qura():
-    assert hijri_date(D(2024, 5, 31)) == "23 ذو القعدة 1445"
+    assert hijri_date(D(2024, 5, 31)) == "23 ذي القعدة 1445"
     assert hijri_date(D(2024, 5, 31), "en") == "23 Dhu al-Qa'dah 1445"
 
 

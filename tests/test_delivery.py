@@ -70,7 +70,7 @@ urls:
     assert message["Subject"] == "Roadmap reminders: 1 item (1 overdue) | تذكيرات خريطة الطريق: بند واحد (المتأخر منها: 1)"
     html_part = message.get_body(preferencelist=("html",)).get_content()
     assert '<div dir="rtl" lang="ar">' in html_part
-    assert "23 ذو القعدة 1445" in html_part
+    assert "23 ذي القعدة 1445" in html_part
     # The JSON channel gets the plain-text digest, not HTML.
     assert len(http_sink.requests) == 1
     assert http_sink.requests[0]["title"] == subject
@@ -361,7 +361,7 @@ def test_a_digest_counts_its_days_and_items_in_both_languages():
     import dataclasses
 
     one_day = dataclasses.replace(_items()[0], days_left=-1, working_days_left=-1, reason="overdue by 1 working day",
-                                  reason_ar="متأخر يوم عمل واحد")
+                                  reason_ar="مدة التأخير يوم عمل واحد")
     two_left = dataclasses.replace(_items()[0], member_state="TN", member_state_name="Tunisia", member_state_name_ar="تونس",
                                    classification="due_soon", days_left=2, working_days_left=2)
     subject, body = render_digest("coordinators", [one_day, two_left], AS_OF)
@@ -369,8 +369,47 @@ def test_a_digest_counts_its_days_and_items_in_both_languages():
     assert "  OVERDUE by 1 day (1 working)" in body
     assert "  due soon, 2 days left (2 working)" in body
     assert "  متأخر، مدة التأخير يوم واحد (يوم عمل واحد)" in body
-    assert "  مستحق قريبًا، المتبقي يومان (يوما عمل)" in body
+    assert "  مستحق قريبًا، يتبقى يومان (يوما عمل)" in body
     assert "  escalated: overdue by 1 working day" in body
-    assert "  تصعيد: متأخر يوم عمل واحد" in body
+    assert "  تصعيد: مدة التأخير يوم عمل واحد" in body
     html = render_digest_html("coordinators", [one_day, two_left], AS_OF)
-    assert "OVERDUE by 1 day (1 working)" in html and "<i>تصعيد: متأخر يوم عمل واحد</i>" in html
+    assert "OVERDUE by 1 day (1 working)" in html and "<i>تصعيد: مدة التأخير يوم عمل واحد</i>" in html
+    # The headings count their items as the subject does (found by the twenty-first session's
+    # review: the HTML said a bare "(2)").
+    assert "<h2>Roadmap reminders (2 items)</h2>" in html and "<h2>تذكيرات خريطة الطريق (بندان)</h2>" in html
+
+
+def test_a_digest_greets_its_addressee_by_name_and_names_its_tag_last():
+    """Found by the twenty-first session's review of the digests: a permanent mission was
+    greeted by its Apprise tag ("Roadmap reminders for mission-jo"). The greeting now names the
+    addressee in both languages, the check's instant is written in UTC, and the tag is the last
+    line."""
+    addressee = ("Permanent Mission of Jordan to the United Nations Office at Geneva", "البعثة الدائمة للأردن")
+    _, body = render_digest("mission-jo", _items(), AS_OF, addressee)
+    lines = body.splitlines()
+    assert lines[:2] == ["Roadmap reminders (1 item), as of 2024-06-05 07:00 UTC",
+                         "To: Permanent Mission of Jordan to the United Nations Office at Geneva"]
+    arabic = lines.index("---") + 1
+    assert lines[arabic:arabic + 2] == ["تذكيرات خريطة الطريق (بند واحد)، بتاريخ 2024-06-05 07:00 UTC",
+                                        "إلى: البعثة الدائمة للأردن"]
+    assert lines[-1] == "Recipient tag | وسم المستلم: mission-jo"
+    html = render_digest_html("mission-jo", _items(), AS_OF, addressee)
+    assert "<title>Roadmap reminders: Permanent Mission of Jordan to the United Nations Office at Geneva</title>" in html
+    assert "<p>إلى: البعثة الدائمة للأردن<br>بتاريخ 2024-06-05 07:00 UTC</p>" in html
+    assert "<small>Recipient tag | وسم المستلم: mission-jo</small>" in html
+    # Without a name (a tag the database does not know), the tag stands in for it.
+    assert render_digest("office-xk", _items(), AS_OF)[1].splitlines()[1] == "To: office-xk"
+
+
+@pytest.mark.parametrize("day, text", [
+    (dt.date(2024, 5, 31), "23 ذي القعدة 1445"),
+    (dt.date(2024, 7, 4), "28 ذي الحجة 1445"),
+    (dt.date(2024, 6, 30), "24 ذي الحجة 1445"),
+    (dt.date(2024, 3, 17), "7 رمضان 1445"),
+])
+def test_a_hijri_month_after_its_day_is_in_the_genitive(day, text):
+    """Found by the twenty-first session's review: "23 ذو القعدة" (nominative) after a number;
+    the month names that change are the two that begin with ذو."""
+    from notifications.digest import hijri_date
+
+    assert hijri_date(day) == text

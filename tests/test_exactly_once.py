@@ -37,7 +37,8 @@ def apprise_config(path: Path, routes: dict[str, int]) -> Path:
 
 
 def recipient_of(request: dict) -> str:
-    return request["message"].split("Roadmap reminders for ", 1)[1].split(" ", 1)[0]
+    """The recipient tag a digest names on its last line."""
+    return request["message"].rsplit("Recipient tag | وسم المستلم: ", 1)[1].strip()
 
 
 def _roadmap_command() -> list[str]:
@@ -263,11 +264,11 @@ def test_a_digest_that_fails_to_render_leaves_the_one_delivered_before_it_marked
     rendered = []
     real_render = reminders.render_digest
 
-    def render_or_fail(recipient, items, as_of):
+    def render_or_fail(recipient, items, as_of, addressee):
         rendered.append(recipient)
         if len(rendered) == 3:
             raise RuntimeError("a template bug")
-        return real_render(recipient, items, as_of)
+        return real_render(recipient, items, as_of, addressee)
 
     monkeypatch.setattr(reminders, "render_digest", render_or_fail)
     assert nightly_status_check(as_of=AS_OF, publish=False, return_state=True).is_failed()
@@ -336,9 +337,9 @@ def test_each_recipient_is_let_go_from_the_night_plan_once_its_digest_is_out(see
         plans.append(plan)
         return real_send(plan, **kwargs)
 
-    def render_and_look(recipient, items, as_of):
+    def render_and_look(recipient, items, as_of, addressee):
         held.append((recipient, list(plans[0])))
-        return real_render(recipient, items, as_of)
+        return real_render(recipient, items, as_of, addressee)
 
     monkeypatch.setattr(nightly, "send_planned", send_and_keep)
     monkeypatch.setattr(reminders, "render_digest", render_and_look)

@@ -203,7 +203,7 @@ def digest_items(request: dict) -> list[tuple[str, str, str, str]]:
     """(recipient, roadmap title, member state code, milestone title) of every item of one digest
     (its English part)."""
     message = request["message"]
-    recipient = message.split("Roadmap reminders for ", 1)[1].split(" ", 1)[0]
+    recipient = message.rsplit("Recipient tag | وسم المستلم: ", 1)[1].strip()
     english = message.split("\n---\n", 1)[0].splitlines()
     items = []
     for n, line in enumerate(english):
