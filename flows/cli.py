@@ -181,13 +181,7 @@ def check(
     # Checked here too, so that a folder the check cannot publish into is one error line and no
     # failed flow run (which would fire the coordinators' "nightly check failed" automation).
     ready_folders(_require_roadmaps())
-    from flows.nightly import night_channels
-    from notifications.channels import ChannelConfigError
-
-    try:  # the same: with no usable channel the run would send nothing and fail at its end
-        night_channels()
-    except (ChannelConfigError, ValueError) as exc:
-        _fail(f"no reminder could be sent: {exc}")
+    _require_channels()  # the same: with no usable channel the run would send nothing and fail at its end
     from flows.progress import listening
 
     with _progress_bar("checking") as bar:
@@ -287,9 +281,24 @@ def serve() -> None:
             _fail("roadmap serve needs a running Prefect server: start one with `prefect server start`, then set "
                   "PREFECT_API_URL=http://127.0.0.1:4200/api")
     _check_prefect_api_url()
+    # Found by a new user's walkthrough: an exported ROADMAP_APPRISE_CONFIG naming a file not
+    # made yet was served, and every scheduled check then failed.
+    _require_channels()
     from flows.deployments import serve_all
 
     serve_all()
+
+
+def _require_channels() -> None:
+    """Stop with one ``error:`` line when the night's Apprise config (``ROADMAP_APPRISE_CONFIG``
+    or ``ROADMAP_APPRISE_SECRET_BLOCK``) cannot be read or used (:func:`flows.nightly.night_channels`)."""
+    from flows.nightly import night_channels
+    from notifications.channels import ChannelConfigError
+
+    try:
+        night_channels()
+    except (ChannelConfigError, ValueError) as exc:
+        _fail(f"no reminder could be sent: {exc}")
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """Deployments of roadmap-tracker: one definition used by ``roadmap serve`` and checked against prefect.yaml.
 
 The nightly check runs at 05:00 in Cairo (the coordinators' zone): before the working day in
-every member state, and outside 01:00-03:00 local, where DST transitions fall. A deployment
-concurrency limit of 1 keeps two nightly runs from overlapping.
+every member state, and clear of the hours whose clocks change (Cairo's at midnight: 2024-04-26
+00:00 became 01:00 and 2024-10-31 24:00 became 23:00 in the IANA database; Europe's between 01:00
+and 03:00). A deployment concurrency limit of 1 keeps two nightly runs from overlapping.
 """
 
 from __future__ import annotations

@@ -378,7 +378,19 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
         "reminders: %d sent in %d digests, %d already sent, %d failed; %d escalated",
         report.sent, report.messages, report.already_sent, report.failed, report.escalated,
     )
+    if report.failures:
+        # Found by a coordinator's walkthrough: a deployment's run logged the counts only; which
+        # recipients failed, and why, was in the reminder artifact alone.
+        shown = report.failures[:FAILURES_LOGGED]
+        more = len(report.failures) - len(shown)
+        logger.warning("digests that failed (%d): %s%s", len(report.failures), "; ".join(shown),
+                       f"; and {more} more in the {REMINDERS_ARTIFACT_KEY} artifact" if more else "")
     return report
+
+
+#: Failed digests named in the run's log, at most (each is "<tag>: <reason>"); the reminder
+#: artifact lists them all.
+FAILURES_LOGGED = 20
 
 
 #: Publications (the only tasks the check submits) run one at a time, in order, in one worker

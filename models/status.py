@@ -708,7 +708,8 @@ def record_status(
     Args:
         milestone: milestone key ("invitations").
         member_state: ISO alpha-2 code, any case ("jo").
-        state: a :class:`models.tables.State` value.
+        state: a :class:`models.tables.State` value, in any case, a space or hyphen for its
+            underscore ("In progress").
         note: replaces the note when given (e.g. the note verbale number); None keeps it.
         changed_by: who records it.
         roadmap: roadmap slug; optional when only one roadmap has that milestone key.
@@ -724,7 +725,9 @@ def record_status(
             review) or earlier than a change a person already recorded for the row.
     """
     try:
-        new_state = State(state)
+        # Written as people write it in a spreadsheet or a shell ("Done", "In progress"); found
+        # by a coordinator's walkthrough.
+        new_state = State(state.strip().lower().replace(" ", "_").replace("-", "_"))
     except ValueError:
         allowed = ", ".join(s.value for s in State)
         raise StatusError(f"unknown state {state!r}: expected one of {allowed}") from None

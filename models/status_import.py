@@ -63,7 +63,12 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
             header = [name.strip() for name in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED if c not in header]
             if missing:
-                raise StatusImportError(f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {header})")
+                # Found by a coordinator's walkthrough: a spreadsheet's semicolon-separated
+                # export was refused without saying why.
+                hint = (" (the file is separated by semicolons: save it as \"CSV UTF-8 (comma delimited)\")"
+                        if len(header) == 1 and ";" in header[0] else "")
+                raise StatusImportError(
+                    f"{path}: line 1: missing column(s) {', '.join(missing)} (header: {header}){hint}")
             unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
             if unknown:  # quoted: an empty name (a trailing comma) shows as ''
                 raise StatusImportError(f"{path}: line 1: unknown column(s) {', '.join(map(repr, unknown))}")

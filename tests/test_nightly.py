@@ -174,6 +174,34 @@ def test_failing_channel_is_logged_and_retried_next_run(seeded, outbox, tmp_path
         sink.stop()
 
 
+def test_the_run_log_names_the_digests_that_failed(seeded, outbox, tmp_path, monkeypatch, caplog):
+    """Found by a coordinator's walkthrough: a deployment's run logged "1 sent, 15 failed" and
+    no more; the recipients and reasons were in the reminder artifact only. The run's log names
+    the first ``FAILURES_LOGGED`` of them, in recipient order, and counts the rest."""
+    import logging
+
+    import flows.nightly
+
+    from tests.sinks import HttpSink
+
+    sink = HttpSink().start()
+    try:
+        config = tmp_path / "apprise.yaml"
+        config.write_text(f'urls:\n  - "json://127.0.0.1:{sink.port}/":\n      tag: mission-jo\n', encoding="utf-8")
+        monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(config))
+        monkeypatch.setattr(flows.nightly, "FAILURES_LOGGED", 3)
+        caplog.set_level(logging.INFO)
+        assert _check()["reminders"] == {"sent": 1, "already_sent": 0, "failed": 15}
+    finally:
+        sink.stop()
+    assert len(sink.requests) == 1
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("digests that failed")]
+    assert failed == [
+        "digests that failed (15): mission-ae: no channel configured for this recipient tag; mission-bh: no channel "
+        "configured for this recipient tag; mission-dj: no channel configured for this recipient tag; and 12 more in "
+        "the nightly-check-reminders artifact"]
+
+
 def test_a_member_state_removed_from_the_file_is_no_longer_checked_nor_reminded(database_url, outbox, tmp_path):
     """Found by a bad-input review: a member state deleted from the roadmap file kept being
     checked, listed and reminded. Its rows are kept (state, note, history), inactive, until the
@@ -338,6 +366,28 @@ def test_an_unusable_channel_config_refuses_the_command_and_fails_the_run(seeded
     assert not outbox.exists() or not any(outbox.iterdir())
     monkeypatch.delenv("ROADMAP_APPRISE_CONFIG")
     assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+
+
+def test_serve_refuses_an_unusable_channel_config(seeded, tmp_path, monkeypatch):
+    """Found by the twenty-first session's walkthrough of the README: an exported
+    ``ROADMAP_APPRISE_CONFIG`` naming a file not made yet was served, and every scheduled check
+    then failed. ``roadmap serve`` stops before it serves anything; with the file there, it serves."""
+    import flows.deployments
+
+    served = []
+    monkeypatch.setattr(flows.deployments, "serve_all", lambda: served.append(True))
+    missing = tmp_path / "apprise.yaml"
+    monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(missing))
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2, result.output
+    assert [line for line in error_lines(result.stderr) if line.startswith("error:")] == [
+        f"error: no reminder could be sent: {missing}: cannot read Apprise config: [Errno 2] No such file or "
+        f"directory: '{missing}'"]
+    assert served == []
+    missing.write_text('urls:\n  - "json://127.0.0.1:9/hook":\n      tag: coordinators\n', encoding="utf-8")
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 0, result.output
+    assert served == [True]
 
 
 def test_the_demo_writes_to_the_outbox_whatever_channels_are_configured(tmp_path, outbox, monkeypatch):
@@ -578,3 +628,33 @@ def test_a_status_recorded_in_progress_is_shown_beside_its_classification(databa
     assert rows["MR"] == ["✔", "✔", "✖ 5d ◐", "⛔", "⛔", "○ 29d"]
     assert rows["DZ"] == ["✔", "✔", "✖ 5d", "⛔", "⛔", "○ 29d"]
     assert shown.stdout.rstrip().endswith("○ upcoming (days left)  ◐ in progress")
+
+
+def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations_in_both_languages(seeded, outbox):
+    """The 20 June 2024 check (09:00 Cairo): each mission's digest names its permanent mission as
+    the roadmap file does and, in Arabic, "البعثة الدائمة" with the member state's Arabic name
+    (ل + ال written لل); the coordinators' escalation of the invitations, 20 days (14 Geneva
+    working days: 3-7, 10-14 and 17-20 June) after 31 May, gives its reason in both."""
+    result = _check("2024-06-20T09:00:00+03:00")
+    assert result["reminders"] == {"sent": 32, "already_sent": 0, "failed": 0}  # escalations apart
+
+    def lines(tag: str) -> list[list[str]]:
+        return [p.read_text(encoding="utf-8").splitlines() for p in sorted((outbox / tag).glob("*.txt"))]
+
+    (emirates,) = lines("mission-ae")
+    assert emirates[3:5] == ["Roadmap reminders (1 item), as of 2024-06-20 06:00 UTC",
+                             "To: Permanent Mission of the United Arab Emirates to the United Nations Office at Geneva"]
+    assert "إلى: البعثة الدائمة للإمارات" in emirates
+    assert emirates[-1] == "Recipient tag | وسم المستلم: mission-ae"
+    (djibouti,) = lines("mission-dj")
+    assert "إلى: البعثة الدائمة لجيبوتي" in djibouti
+    (libya,) = lines("mission-ly")
+    assert "إلى: البعثة الدائمة لليبيا" in libya
+
+    escalation, reminders = sorted(lines("coordinators"), key=lambda d: d[0])
+    assert escalation[0] == "Subject: Escalation to the coordinators: 16 items | تصعيد إلى المنسقين: 16 بندًا"
+    assert [escalation[4], escalation[-1]] == ["To: the coordinators", "Recipient tag | وسم المستلم: coordinators"]
+    assert "إلى: المنسقين" in escalation
+    assert escalation.count("  escalated: overdue by 14 working days (20 days)") == 16
+    assert escalation.count("  تصعيد: مدة التأخير 14 يوم عمل (20 يومًا)") == 16
+    assert reminders[0] == "Subject: Roadmap reminders: 16 items | تذكيرات خريطة الطريق: 16 بندًا"

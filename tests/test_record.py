@@ -185,6 +185,11 @@ def test_csv_import_is_all_or_nothing_and_names_the_first_bad_line(seeded, tmp_p
         ("milestone,member_state,state\ninvitations,,done\n", "line 2: column 'member_state' is empty"),
         ("milestone,member_state,state\ninvitations,JO,done,extra\n", "line 2: more values than columns"),
         ("milestone,member_state,state\ninvitations,JO,finished\n", "line 2: unknown state 'finished'"),
+        ("milestone,member_state,state\ninvitations,JO,in progress!\n", "line 2: unknown state 'in progress!'"),
+        # Found by a coordinator's walkthrough: a semicolon-separated export was refused without why.
+        ("milestone;member_state;state\ninvitations;JO;done\n",
+         "line 1: missing column(s) milestone, member_state, state (header: ['milestone;member_state;state']) (the file is "
+         'separated by semicolons: save it as "CSV UTF-8 (comma delimited)")'),
         # Found by a bad-input review: an unclosed quote made the rest of the file one value.
         ('milestone,member_state,state,note\ninvitations,JO,done,"NV 2024/051\ninvitations,TN,done,\n',
          "line 2: a quoted value of the record from this line on is never closed"),
@@ -221,3 +226,19 @@ def test_a_folder_given_as_a_file_is_one_error_line(seeded, tmp_path):
     assert result.exit_code == 2
     assert error_lines(result.stderr) == [
         f"error: {tmp_path / 'sub.yaml'}: cannot read file: Is a directory"]
+
+
+def test_states_are_taken_as_people_write_them(seeded, tmp_path):
+    """Found by a coordinator's walkthrough: "Done", as spreadsheets capitalise it, was refused.
+    A state is read in any case, with a space or hyphen for its underscore, by ``mark`` and by a
+    CSV import; what is stored is the state's own value."""
+    result = runner.invoke(app, ["mark", "invitations", "JO", "Done"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "invitations JO: done"
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("milestone,member_state,state\ninvitations,TN,In progress\ninvitations,LB, WAIVED \n"
+                     "invitations,DZ,in-progress\n", encoding="utf-8")
+    result = runner.invoke(app, ["import-statuses", str(sheet)])
+    assert result.exit_code == 0, result.output
+    assert [_status(seeded, "invitations", code).state for code in ("JO", "TN", "LB", "DZ")] == [
+        "done", "in_progress", "waived", "in_progress"]
