@@ -3,9 +3,11 @@
 Per member state: each milestone's deadline is an event at the deadline instant (23:59:59 on
 the due day), written in its *owner's* zone with a TZID: the permanent mission's
 (Europe/Zurich) for mission-owned milestones, the country office's for office-owned ones, the
-coordinators' for coordinator-owned ones. Each event carries one VALARM per reminder offset
-(``-P14D`` ... ``PT0S`` before the deadline). The conference agenda sessions are timed events
-in the venue's zone. VTIMEZONE components are added by ``icalendar`` from the zone database.
+coordinators' for coordinator-owned ones. Each event carries one VALARM per reminder offset, at
+09:00 of the owner's day that many days before the deadline (:func:`alarm_trigger`); a row done
+or waived is a "Done:" or "Waived:" event without alarms. The conference agenda sessions are
+timed events in the venue's zone. VTIMEZONE components are added by ``icalendar`` from the zone
+database.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import pendulum
 from functools import lru_cache
 
 from icalendar import Alarm, Calendar, Event, Timezone
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
-from models.status import iter_status_views
-from models.tables import AgendaSession, MemberState, Roadmap
+from models.status import Classification, iter_status_views
+from models.tables import AgendaSession, MemberState, Milestone, Roadmap, Status, StatusChange
 from notifications.digest import hijri_date
 from notifications.plurals import english_count
 
@@ -55,12 +57,33 @@ def _new_calendar(name: str) -> Calendar:
     return cal
 
 
+#: Time of day (the owner's) at which a deadline's alarms go off, on each reminder day: the
+#: start of a working morning, not the deadline's own 23:59:59 (found by a coordinator's
+#: walkthrough: "due today" rang at midnight).
+ALARM_TIME = dt.time(9, 0)
+#: What a finished row's event is called instead of "Deadline"; it has no alarms.
+FINISHED = {Classification.done: "Done", Classification.waived: "Waived"}
+
+
+def alarm_trigger(days: int, deadline_local: dt.datetime) -> dt.timedelta:
+    """The VALARM trigger (relative to the event's start, the deadline in its owner's zone) that
+    goes off at :data:`ALARM_TIME` local, ``days`` days before the deadline's day: -P14DT14H59M59S
+    for 14 days before a 23:59:59 deadline. RFC 5545 (3.3.6) counts the days of a duration as
+    calendar days and its hours as exact ones: 09:00 local unless the clocks change between
+    09:00 and the deadline on its own day."""
+    since_alarm = dt.datetime.combine(deadline_local.date(), deadline_local.time()) - dt.datetime.combine(
+        deadline_local.date(), ALARM_TIME)
+    return -(dt.timedelta(days=days) + since_alarm)
+
+
 def _deadline_event(view, roadmap: Roadmap) -> Event:
     event = Event()
     event.add("uid", f"{roadmap.slug}.{view.milestone}.{view.member_state.lower()}@roadmap-tracker")
     event.add("dtstamp", roadmap.loaded_at)
-    event.add("dtstart", _local(view.deadline, view.owner_timezone))
-    event.add("summary", f"Deadline: {view.milestone_title} ({view.member_state_name})")
+    start = _local(view.deadline, view.owner_timezone)
+    event.add("dtstart", start)
+    finished = FINISHED.get(view.classification)
+    event.add("summary", f"{finished or 'Deadline'}: {view.milestone_title} ({view.member_state_name})")
     event.add(
         "description",
         f"{roadmap.title}\n{view.milestone_title}\n{view.member_state_name} ({view.member_state}), "
@@ -69,12 +92,14 @@ def _deadline_event(view, roadmap: Roadmap) -> Event:
         f"الموعد النهائي {view.due_day.isoformat()} الموافق {hijri_date(view.due_day)} هـ",
     )
     event.add("categories", [view.milestone, view.owner])
+    if finished:  # found by a seed review: a row done in March still rang five times
+        return event
     for days in view.reminder_days:
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
         due = "due today" if days == 0 else f"due in {english_count(days, 'day')}"  # was "due in 1 days"
         alarm.add("description", f"{view.milestone_title} ({view.member_state_name}) {due}")
-        alarm.add("trigger", dt.timedelta(days=-days))
+        alarm.add("trigger", alarm_trigger(days, start))
         event.add_component(alarm)
     return event
 
@@ -159,8 +184,11 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
     """Write ``<out_dir>/<slug>/all.ics`` and one ``<cc>.ics`` per member state in one pass over
     the roadmap's rows; return the paths (``all.ics`` first, then by code).
 
-    A feed holds deadlines and the agenda, which change only when the roadmap is loaded again:
-    when the feeds of this load (``roadmap.loaded_at``) are already there, nothing is rewritten.
+    A feed holds deadlines, the agenda and which rows are finished, which change only when the
+    roadmap is loaded again or a status is recorded: when the feeds of this load
+    (``roadmap.loaded_at``) and of the roadmap's latest recorded change (its id in the
+    ``status_change`` history) are already there,
+    nothing is rewritten.
     Files are written to a temporary name and renamed, so a subscriber never reads half a file.
     The feed of a member state the roadmap no longer lists (``models.sync``) is removed when the
     feeds are written again (found by a bad-input review: it stayed, with old deadlines): the
@@ -169,7 +197,13 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
     target = out_dir / roadmap.slug
     target.mkdir(parents=True, exist_ok=True)
     stamp = target / ".loaded_at"
-    if stamp.exists() and stamp.read_text(encoding="utf-8") == roadmap.loaded_at.isoformat():
+    # The latest change by its id, not its time: a change may be recorded with an earlier date.
+    latest = session.exec(
+        select(func.max(StatusChange.id)).join(Status, StatusChange.status_id == Status.id)
+        .join(Milestone, Status.milestone_id == Milestone.id).where(Milestone.roadmap_id == roadmap.id)
+    ).one()
+    version = f"{roadmap.loaded_at.isoformat()} {latest or ''}"
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == version:
         existing = sorted(target.glob("*.ics"), key=lambda p: (p.name != "all.ics", p.name))
         if existing:
             return existing
@@ -196,6 +230,6 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
     for stale in set(target.glob("*.ics")) - set(written):  # a member state the roadmap no longer lists
         stale.unlink(missing_ok=True)
     partial = target / f".loaded_at.{uuid.uuid4().hex}.part"
-    partial.write_text(roadmap.loaded_at.isoformat(), encoding="utf-8")
+    partial.write_text(version, encoding="utf-8")
     os.replace(partial, stamp)
     return written

@@ -32,7 +32,16 @@ def test_jordan_calendar_holds_deadlines_with_alarms_and_the_agenda(seeded, tmp_
     assert start.astimezone(UTC) == dt.datetime(2024, 5, 31, 21, 59, 59, tzinfo=UTC)
     assert invitation["dtstart"].params["TZID"] == "Europe/Zurich"
     triggers = sorted(alarm["trigger"].dt for alarm in invitation.walk("VALARM"))
-    assert triggers == [dt.timedelta(days=-d) for d in (14, 7, 3, 1, 0)]
+    # At 09:00 Geneva time on each reminder day: 14 h 59 min 59 s before the 23:59:59 deadline.
+    assert triggers == [-dt.timedelta(days=d, hours=14, minutes=59, seconds=59) for d in (14, 7, 3, 1, 0)]
+    assert [start + t for t in triggers][-2:] == [
+        dt.datetime(2024, 5, 30, 9, 0, tzinfo=start.tzinfo), dt.datetime(2024, 5, 31, 9, 0, tzinfo=start.tzinfo)]
+    assert b"TRIGGER:-P14DT14H59M59S" in out.read_bytes()
+    assert str(invitation["summary"]) == (
+        "Deadline: Joint signed invitations with the League of Arab States to the ministers of foreign affairs (Jordan)")
+    # The seed's orientation briefing (17 March) was held: its event says so and rings no more.
+    briefing = events["gcm-arab-2024.orientation-briefing.jo@roadmap-tracker"]
+    assert str(briefing["summary"]).startswith("Done: ") and list(briefing.walk("VALARM")) == []
     title = "Joint signed invitations with the League of Arab States to the ministers of foreign affairs (Jordan)"
     assert [str(alarm["description"]) for alarm in invitation.walk("VALARM")] == [
         f"{title} due in 14 days", f"{title} due in 7 days", f"{title} due in 3 days", f"{title} due in 1 day",
@@ -96,3 +105,27 @@ def test_the_feed_of_a_member_state_removed_from_the_file_is_removed(seeded, tmp
     assert len(paths) == 16  # all.ics and 15 member states
     assert sorted(p.name for p in (tmp_path / "gcm-arab-2024").glob("*.ics")) == sorted(p.name for p in paths)
     assert not (tmp_path / "gcm-arab-2024" / "ye.ics").exists()
+
+
+def test_a_feed_is_written_again_when_a_status_is_recorded(seeded, tmp_path):
+    """Found by the twenty-first session's reviews: a row marked done kept its alarms, and the
+    feeds, written again only when the roadmap was loaded again, would have kept them too."""
+    from models.status import record_status
+
+    as_of = dt.datetime(2024, 5, 27, 6, tzinfo=UTC)
+
+    def jordan_invitation() -> object:
+        with session_scope() as session:
+            write_feeds(session, session.exec(select(Roadmap)).one(), tmp_path, as_of)
+        return _events((tmp_path / "gcm-arab-2024" / "jo.ics").read_bytes())["gcm-arab-2024.invitations.jo@roadmap-tracker"]
+
+    before = jordan_invitation()
+    assert str(before["summary"]).startswith("Deadline: ") and len(before.walk("VALARM")) == 5
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done", note="NV 2024/051",
+                      at="2024-05-26T10:00:00+02:00")
+    after = jordan_invitation()
+    assert str(after["summary"]).startswith("Done: ") and after.walk("VALARM") == []
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="waived", at="2024-05-27T07:00:00+02:00")
+    assert str(jordan_invitation()["summary"]).startswith("Waived: ")
