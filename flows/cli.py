@@ -43,8 +43,8 @@ def _fail(message: str) -> None:
 
 
 def _require_roadmaps() -> list[str]:
-    """The slugs of the database's roadmaps, sorted (``list[str]``); fail (exit 2) with a hint
-    when there is none: most often ``ROADMAP_DATABASE_URL`` names another database than intended
+    """The slugs of the database's active roadmaps, sorted (``list[str]``); fail (exit 2) with a
+    hint when there is none: most often ``ROADMAP_DATABASE_URL`` names another database than intended
     (``sqlite:///roadmap.db`` is relative to the working folder) or ``roadmap sync`` has not run
     yet."""
     from sqlalchemy.engine import make_url
@@ -66,10 +66,14 @@ def _require_roadmaps() -> list[str]:
         where = "" if Path(url.database).is_absolute() else f" (in the working folder {Path.cwd()})"
         _fail(f"no database file at ROADMAP_DATABASE_URL={url}{where}: {hint}")
     with session_scope() as session:
-        slugs = list(session.exec(select(Roadmap.slug).order_by(Roadmap.slug)).all())
+        roadmaps = session.exec(select(Roadmap.slug, Roadmap.active).order_by(Roadmap.slug)).all()
+    slugs = [slug for slug, active in roadmaps if active]
     if slugs:
         return slugs
     shown = url.render_as_string(hide_password=True) if url is not None else database_url()
+    if roadmaps:
+        _fail(f"every roadmap in the database ROADMAP_DATABASE_URL={shown} is retired "
+              f"({', '.join(slug for slug, _ in roadmaps)}): `roadmap sync` a roadmap file to check one")
     _fail(f"no roadmap in the database ROADMAP_DATABASE_URL={shown}: {hint}")
 
 
@@ -160,6 +164,27 @@ def sync(
         typer.echo(f"{report.roadmap}: created {created}; updated {updated}{removed}")
         for warning in report.warnings:
             typer.echo(f"warning: {report.roadmap}: {warning}", err=True)
+
+
+@app.command()
+def retire(
+    slug: str = typer.Argument(..., help="Slug of the roadmap (as `roadmap status` titles it, normalised: a-z, 0-9, -)."),
+) -> None:
+    """Retire a roadmap: no more checks, reminders, dashboards, calendars or marks for it.
+
+    Its statuses, notes, history and reminder log are kept; `roadmap sync` of its file brings
+    it back. For a conference that was held, or a file whose slug was changed.
+    """
+    from models.db import session_scope
+    from models.sync import RetireError, retire_roadmap
+
+    try:
+        with session_scope() as session:
+            was_active = retire_roadmap(session, slug)
+    except RetireError as exc:
+        _fail(str(exc))
+    typer.echo(f"{slug}: {'retired' if was_active else 'already retired'}; its statuses and history are kept "
+               "(`roadmap sync` its file to bring it back)")
 
 
 @app.command()
@@ -261,7 +286,7 @@ def status(
     _require_roadmaps()
     console = _console(color)
     with session_scope() as session:
-        for roadmap in session.exec(select(Roadmap).order_by(Roadmap.slug)).all():
+        for roadmap in session.exec(select(Roadmap).where(Roadmap.active).order_by(Roadmap.slug)).all():
             print_matrix(roadmap.title, list(iter_status_views(session, roadmap, moment)), moment, console)
 
 

@@ -139,13 +139,16 @@ def _add_timezones(cal: Calendar) -> None:
 
 
 def _roadmaps(session: Session, roadmap: str | None) -> list[Roadmap]:
+    """The active roadmaps, or the one named (refused when unknown or retired)."""
     query = select(Roadmap).order_by(Roadmap.slug)
     if roadmap:
         query = query.where(Roadmap.slug == roadmap)
     found = list(session.exec(query))
     if roadmap and not found:
         raise IcsError(f"unknown roadmap {roadmap!r}")
-    return found
+    if roadmap and not found[0].active:
+        raise IcsError(f"roadmap {roadmap!r} is retired (`roadmap sync` its file to bring it back)")
+    return [r for r in found if r.active]
 
 
 def build_calendar(

@@ -361,7 +361,7 @@ def report_for_database(out_dir: Path, as_of: dt.datetime, database_url: str | N
     _require_aware(as_of)
     collected = []
     with session_scope(database_url) as session:
-        for roadmap in session.exec(select(Roadmap).order_by(Roadmap.slug)).all():
+        for roadmap in session.exec(select(Roadmap).where(Roadmap.active).order_by(Roadmap.slug)).all():
             if not _SLUG.fullmatch(roadmap.slug):
                 raise ValueError(f"roadmap slug {roadmap.slug!r} is not [a-z0-9-]: refusing it as a folder name")
             views = list(iter_status_views(session, roadmap, as_of))

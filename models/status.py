@@ -748,7 +748,7 @@ def record_status(
     query = select(Status, Milestone, Roadmap).join(Milestone, Status.milestone_id == Milestone.id).join(
         Roadmap, Milestone.roadmap_id == Roadmap.id
     ).where(Milestone.key == milestone, Status.member_state_code == member_state.upper(), Milestone.active,
-            Status.active)
+            Status.active, Roadmap.active)
     if roadmap is not None:
         query = query.where(Roadmap.slug == roadmap)
     found = session.exec(query).all()
@@ -810,10 +810,22 @@ def _refuse_before_a_later_change(session: Session, status: Status, at: dt.datet
 
 
 def _explain_missing(session: Session, *, milestone: str, member_state: str, roadmap: str | None) -> None:
-    if roadmap is not None and session.exec(select(Roadmap.id).where(Roadmap.slug == roadmap)).first() is None:
-        raise StatusError(f"unknown roadmap {roadmap!r}")
-    if session.exec(select(Milestone.id).where(Milestone.key == milestone, Milestone.active)).first() is None:
-        keys = sorted(set(session.exec(select(Milestone.key).where(Milestone.active)).all()))
+    if roadmap is not None:
+        named = session.exec(select(Roadmap.active).where(Roadmap.slug == roadmap)).first()
+        if named is None:
+            raise StatusError(f"unknown roadmap {roadmap!r}")
+        if not named:
+            raise StatusError(f"roadmap {roadmap!r} is retired (`roadmap sync` its file to bring it back)")
+    live = (Milestone.active, Roadmap.active)
+    if session.exec(select(Milestone.id).join(Roadmap, Milestone.roadmap_id == Roadmap.id).where(
+            Milestone.key == milestone, *live)).first() is None:
+        retired = sorted(set(session.exec(select(Roadmap.slug).join(Milestone, Milestone.roadmap_id == Roadmap.id).where(
+            Milestone.key == milestone, Milestone.active, ~Roadmap.active)).all()))
+        if retired:
+            raise StatusError(f"milestone {milestone!r} belongs to retired roadmap(s) {', '.join(retired)} "
+                              "(`roadmap sync` its file to bring it back)")
+        keys = sorted(set(session.exec(select(Milestone.key).join(Roadmap, Milestone.roadmap_id == Roadmap.id).where(
+            *live)).all()))
         raise StatusError(f"unknown milestone {milestone!r}: expected one of {', '.join(keys)}")
     if roadmap is not None and session.exec(select(Milestone.id).join(Roadmap, Milestone.roadmap_id == Roadmap.id).where(
             Milestone.key == milestone, Milestone.active, Roadmap.slug == roadmap)).first() is None:
@@ -821,8 +833,9 @@ def _explain_missing(session: Session, *, milestone: str, member_state: str, roa
         keys = sorted(set(session.exec(select(Milestone.key).join(Roadmap, Milestone.roadmap_id == Roadmap.id).where(
             Milestone.active, Roadmap.slug == roadmap)).all()))
         raise StatusError(f"roadmap {roadmap!r} has no milestone {milestone!r}: expected one of {', '.join(keys)}")
-    removed = session.exec(select(Status.id).join(Milestone, Status.milestone_id == Milestone.id).where(
-        Milestone.key == milestone, Milestone.active, Status.member_state_code == member_state.upper(), ~Status.active,
+    removed = session.exec(select(Status.id).join(Milestone, Status.milestone_id == Milestone.id).join(
+        Roadmap, Milestone.roadmap_id == Roadmap.id).where(
+        Milestone.key == milestone, *live, Status.member_state_code == member_state.upper(), ~Status.active,
     )).first()
     if removed is not None:
         raise StatusError(f"member state {member_state!r} was removed from the roadmap file of milestone {milestone!r}")

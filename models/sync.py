@@ -157,6 +157,34 @@ def sync_roadmap_file(path: str | Path, database_url: str | None = None) -> Sync
         return upsert_roadmap(session, spec, source_file=str(path))
 
 
+class RetireError(LookupError):
+    """``retire_roadmap`` got a slug no roadmap has; the message names it and the slugs there are."""
+
+
+def retire_roadmap(session: Session, slug: str) -> bool:
+    """Retire the roadmap ``slug`` (no commit): from then on no check, reminder, dashboard,
+    calendar, report or ``roadmap mark`` sees it; its milestones, status rows, states, notes,
+    history and reminder log are kept, and :func:`upsert_roadmap` (``roadmap sync`` of its file)
+    makes it active again. For a conference that was held, or a roadmap file whose slug was
+    changed (loaded again, it is a new roadmap beside the old one).
+
+    Returns:
+        True when it was active, False when it was already retired.
+
+    Raises:
+        RetireError: no roadmap has that slug.
+    """
+    roadmap = session.exec(select(Roadmap).where(Roadmap.slug == slug)).first()
+    if roadmap is None:
+        slugs = ", ".join(session.exec(select(Roadmap.slug).order_by(Roadmap.slug)).all()) or "none"
+        raise RetireError(f"unknown roadmap {slug!r}: the database has {slugs}")
+    was_active = roadmap.active
+    roadmap.active = False
+    session.add(roadmap)
+    session.flush()
+    return was_active
+
+
 def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -> SyncReport:
     """Write ``spec`` into ``session`` (no commit). See the module docstring for the rules.
 
@@ -180,8 +208,17 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -
         coordinator_country=spec.coordinator.country,
         event_timezone=spec.venue.timezone,
         source_file=source_file,
+        active=True,  # a retired roadmap whose file is loaded again is checked again
     )
     if roadmap is None:
+        # Found by a coordinator's walkthrough: a file whose slug was changed is loaded as a new
+        # roadmap, and the old one stays checked beside it (its parties reminded twice).
+        twins = session.exec(select(Roadmap.slug).where(
+            Roadmap.active, (Roadmap.title == spec.title) | ((Roadmap.source_file == source_file) & (Roadmap.source_file != ""))
+        ).order_by(Roadmap.slug)).all()
+        for twin in twins:
+            report.warnings.append(f"roadmap {twin!r} has the same title or file and is still checked: if this one "
+                                   f"replaces it, `roadmap retire {twin}`")
         roadmap = Roadmap(slug=spec.slug, **roadmap_values)
         session.add(roadmap)
         session.flush()

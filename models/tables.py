@@ -83,6 +83,10 @@ class Roadmap(SQLModel, table=True):
     source_file: str = ""
     #: When this roadmap was last loaded.
     loaded_at: dt.datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    #: False once retired (``roadmap retire``): its rows, states and history are kept, but no
+    #: check, reminder, dashboard, calendar, report or ``mark`` sees it; ``roadmap sync`` of its
+    #: file makes it active again.
+    active: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
 
 
 class MemberState(SQLModel, table=True):

@@ -176,6 +176,9 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
         assert row["active"] in (True, 1)  # 0007: existing rows stay active (SQLite reads 1)
         assert set(row) == set(before["status"][0]) | {
             "last_classification", "last_checked_at", "last_reminder", "last_escalation", "active"}
+    (roadmap,) = after["roadmap"]
+    assert roadmap["active"] in (True, 1)  # 0008: an existing roadmap stays active
+    assert set(roadmap) == set(before["roadmap"][0]) | {"declared_slug", "active"}
 
     # The models read the migrated rows with their meaning intact (aware UTC instants, JSON lists).
     jordan_id, libya_id = (row["id"] for row in before["status"])
@@ -217,12 +220,13 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
 
 def test_models_and_migrations_agree(database_url):
     upgrade(database_url, INITIAL_REVISION)
-    # The check is live: at 0001 it sees the columns 0002, 0003, 0004 and 0007 add, 0005's table
-    # and the index 0006 drops.
+    # The check is live: at 0001 it sees the columns 0002, 0003, 0004, 0007 and 0008 add, 0005's
+    # table and the index 0006 drops.
     differences = _differences(database_url)
-    added = sorted(op[3].name for op in differences if op[0] == "add_column")
-    assert added == ["active", "declared_slug", "last_checked_at", "last_classification", "last_escalation",
-                     "last_reminder"]
+    added = sorted((op[2], op[3].name) for op in differences if op[0] == "add_column")
+    assert added == [("roadmap", "active"), ("roadmap", "declared_slug"), ("status", "active"),
+                     ("status", "last_checked_at"), ("status", "last_classification"), ("status", "last_escalation"),
+                     ("status", "last_reminder")]
     assert [op[1].name for op in differences if op[0] == "add_table"] == ["published_artifact"]
     assert [op[1].name for op in differences if op[0] == "remove_index"] == ["ix_reminder_log_status_id"]
     upgrade(database_url)

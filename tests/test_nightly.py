@@ -658,3 +658,64 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
     assert escalation.count("  escalated: overdue by 14 working days (20 days)") == 16
     assert escalation.count("  تصعيد: مدة التأخير 14 يوم عمل (20 يومًا)") == 16
     assert reminders[0] == "Subject: Roadmap reminders: 16 items | تذكيرات خريطة الطريق: 16 بندًا"
+
+
+def test_a_retired_roadmap_is_no_longer_checked_reminded_listed_or_marked(database_url, outbox, tmp_path):
+    """Found by a coordinator's walkthrough: a roadmap could never be retired, and a file whose
+    slug was changed was loaded beside the old roadmap, both checked (each mission reminded
+    twice) and every ``mark`` ambiguous. ``roadmap retire`` keeps its rows and history; ``sync``
+    of its file brings it back."""
+    assert runner.invoke(app, ["sync", str(SEED_ROADMAP)]).exit_code == 0
+    assert runner.invoke(app, ["mark", "invitations", "JO", "done", "--note", "NV 2024/051"]).exit_code == 0
+    renamed = tmp_path / "gcm-arab-2024-v2.yaml"
+    renamed.write_text(SEED_ROADMAP.read_text(encoding="utf-8").replace("slug: gcm-arab-2024\n", "slug: gcm-arab-2024-v2\n"),
+                       encoding="utf-8")
+    synced = runner.invoke(app, ["sync", str(renamed)])
+    assert synced.exit_code == 0, synced.output
+    assert error_lines(synced.stderr) == [
+        "warning: gcm-arab-2024-v2: roadmap 'gcm-arab-2024' has the same title or file and is still checked: if this one "
+        "replaces it, `roadmap retire gcm-arab-2024`"]
+    both = _check()
+    assert Counter(s["roadmap"] for s in both["statuses"]) == {"gcm-arab-2024": 96, "gcm-arab-2024-v2": 96}
+    assert both["reminders"] == {"sent": 31, "already_sent": 0, "failed": 0}  # Jordan's invitation done in one
+
+    retired = runner.invoke(app, ["retire", "gcm-arab-2024"])
+    assert retired.exit_code == 0, retired.output
+    assert retired.stdout.strip() == ("gcm-arab-2024: retired; its statuses and history are kept (`roadmap sync` its "
+                                      "file to bring it back)")
+    assert runner.invoke(app, ["retire", "gcm-arab-2024"]).stdout.startswith("gcm-arab-2024: already retired;")
+    unknown = runner.invoke(app, ["retire", "gcm-arab"])
+    assert unknown.exit_code == 2
+    assert error_lines(unknown.stderr) == [
+        "error: unknown roadmap 'gcm-arab': the database has gcm-arab-2024, gcm-arab-2024-v2"]
+
+    one = _check(AS_OF.replace("09:00", "10:00"))
+    assert {s["roadmap"] for s in one["statuses"]} == {"gcm-arab-2024-v2"}
+    assert one["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    marked = runner.invoke(app, ["mark", "invitations", "TN", "done"])  # no longer ambiguous
+    assert marked.exit_code == 0, marked.output
+    for args, error in (
+        (["mark", "invitations", "TN", "done", "--roadmap", "gcm-arab-2024"],
+         "roadmap 'gcm-arab-2024' is retired (`roadmap sync` its file to bring it back)"),
+        (["calendar", "--roadmap", "gcm-arab-2024"],
+         "roadmap 'gcm-arab-2024' is retired (`roadmap sync` its file to bring it back)"),
+    ):
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2, args
+        assert error_lines(refused.stderr) == [f"error: {error}"], args
+    shown = runner.invoke(app, ["status", "--as-of", AS_OF, "--no-color"], env={"COLUMNS": "200"})
+    assert shown.stdout.count("Second Regional Review") == 1
+
+    assert runner.invoke(app, ["retire", "gcm-arab-2024-v2"]).exit_code == 0
+    nothing = runner.invoke(app, ["status"])
+    assert nothing.exit_code == 2
+    assert error_lines(nothing.stderr) == [
+        f"error: every roadmap in the database ROADMAP_DATABASE_URL={database_url} is retired (gcm-arab-2024, "
+        "gcm-arab-2024-v2): `roadmap sync` a roadmap file to check one"]
+
+    back = runner.invoke(app, ["sync", str(SEED_ROADMAP)])
+    assert back.stdout.strip() == "gcm-arab-2024: created nothing; updated 1 roadmap"
+    again = _check(AS_OF.replace("09:00", "11:00"))
+    jordan = next(s for s in again["statuses"] if s["milestone"] == "invitations" and s["member_state"] == "JO")
+    assert (jordan["roadmap"], jordan["recorded_state"]) == ("gcm-arab-2024", "done")  # kept while retired
+    assert again["reminders"] == {"sent": 0, "already_sent": 15, "failed": 0}

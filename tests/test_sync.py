@@ -211,7 +211,7 @@ def test_a_member_state_changed_by_one_roadmap_warns_of_the_others_that_list_it(
     """Found by a bad-input review: a member state's data is one row for every roadmap, and a
     second roadmap that gave Jordan another office zone changed it for the first without a word."""
     data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
-    other = dict(data, slug="gcm-arab-2026")
+    other = dict(data, slug="gcm-arab-2026", title="Third Regional Review")  # another title: not a renamed file
     (tmp_path / "same.yaml").write_text(yaml.safe_dump(other, allow_unicode=True), encoding="utf-8")
     same = CliRunner().invoke(app, ["sync", str(tmp_path / "same.yaml")])
     assert same.exit_code == 0 and error_lines(same.stderr) == [], same.output
