@@ -272,11 +272,14 @@ def status(
 ) -> None:
     """Print the matrix (member state x milestone) without sending anything."""
     _check_prefect_api_url()
+    from zoneinfo import ZoneInfo
+
     from flows.nightly import resolve_as_of
     from flows.terminal import print_matrix
     from models.db import session_scope
     from models.status import iter_status_views
     from models.tables import Roadmap
+
     from sqlmodel import select
 
     try:
@@ -287,7 +290,10 @@ def status(
     console = _console(color)
     with session_scope() as session:
         for roadmap in session.exec(select(Roadmap).where(Roadmap.active).order_by(Roadmap.slug)).all():
-            print_matrix(roadmap.title, list(iter_status_views(session, roadmap, moment)), moment, console)
+            # Titled in the coordinators' zone, as the report is (found by a coordinator's
+            # walkthrough: the table said UTC, the report Cairo time).
+            local = moment.astimezone(ZoneInfo(roadmap.coordinator_timezone))
+            print_matrix(roadmap.title, list(iter_status_views(session, roadmap, moment)), local, console)
 
 
 @app.command()

@@ -223,8 +223,11 @@ def render_timeline(bars: list[MilestoneBar], as_of: dt.datetime, path: Path) ->
         ax.barh(ys, widths, left=lefts, height=0.6, color=_BAR_COLOUR, edgecolor=_DONE_COLOUR, linewidth=0.8)
         ax.barh(ys, [w * b.share_done for w, b in zip(widths, bars)], left=lefts, height=0.6, color=_DONE_COLOUR)
         for y, left, width, bar in zip(ys, lefts, widths, bars):
-            overdue = bar.counts[Classification.overdue]
-            text = f" {bar.done}/{bar.total} done" + (f", {overdue} overdue" if overdue else "")
+            overdue, waived = bar.counts[Classification.overdue], bar.counts[Classification.waived]
+            # Waived rows count as finished (the share shaded) but are not called done: found by
+            # a coordinator's walkthrough ("16/16 done" with Lebanon's save-the-date waived).
+            text = (f" {bar.done - waived}/{bar.total} done" + (f", {waived} waived" if waived else "")
+                    + (f", {overdue} overdue" if overdue else ""))
             ax.text(left + width, y, text, va="center", ha="left", fontsize=8,
                     color=_AS_OF_COLOUR if overdue else "#333333")
         ax.set_yticks(ys, [b.key for b in bars])

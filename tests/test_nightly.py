@@ -719,3 +719,12 @@ def test_a_retired_roadmap_is_no_longer_checked_reminded_listed_or_marked(databa
     jordan = next(s for s in again["statuses"] if s["milestone"] == "invitations" and s["member_state"] == "JO")
     assert (jordan["roadmap"], jordan["recorded_state"]) == ("gcm-arab-2024", "done")  # kept while retired
     assert again["reminders"] == {"sent": 0, "already_sent": 15, "failed": 0}
+
+
+def test_status_titles_each_roadmap_in_its_coordinators_zone(seeded):
+    """Found by a coordinator's walkthrough: ``status`` titled the table in UTC
+    (06:00:00+00:00), the report in Cairo time; both now say 09:00 Cairo."""
+    shown = runner.invoke(app, ["status", "--as-of", "2024-05-27T08:00:00+02:00", "--no-color"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.splitlines()[0].strip() == (
+        "Second Regional Review of the Global Compact for Migration in the Arab Region as of 2024-05-27T09:00:00+03:00")

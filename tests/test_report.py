@@ -106,6 +106,13 @@ def test_timeline_svg_and_png(seeded, tmp_path):
     assert render_timeline(bars, AS_OF, tmp_path / "again.svg").read_bytes() == svg.read_bytes()
     assert render_timeline(bars, AS_OF, tmp_path / "again.png").read_bytes() == png.read_bytes()
 
+    # A waived row is finished but not called done (found by a coordinator's walkthrough).
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="LB", state="waived", changed_by="test")
+    bars, _, _ = _bars_and_views()
+    text = render_timeline(bars, AS_OF, tmp_path / "waived.svg").read_text(encoding="utf-8")
+    assert "2/16 done, 1 waived, 13 overdue" in text
+
 
 def test_timeline_needs_an_aware_as_of(tmp_path):
     with pytest.raises(ValueError, match="naive"):
