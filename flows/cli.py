@@ -279,7 +279,6 @@ def status(
     from models.db import session_scope
     from models.status import iter_status_views
     from models.tables import Roadmap
-
     from sqlmodel import select
 
     try:

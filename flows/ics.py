@@ -71,8 +71,7 @@ def alarm_trigger(days: int, deadline_local: dt.datetime) -> dt.timedelta:
     for 14 days before a 23:59:59 deadline. RFC 5545 (3.3.6) counts the days of a duration as
     calendar days and its hours as exact ones: 09:00 local unless the clocks change between
     09:00 and the deadline on its own day."""
-    since_alarm = dt.datetime.combine(deadline_local.date(), deadline_local.time()) - dt.datetime.combine(
-        deadline_local.date(), ALARM_TIME)
+    since_alarm = deadline_local.replace(tzinfo=None) - dt.datetime.combine(deadline_local.date(), ALARM_TIME)
     return -(dt.timedelta(days=days) + since_alarm)
 
 
@@ -190,8 +189,7 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
     A feed holds deadlines, the agenda and which rows are finished, which change only when the
     roadmap is loaded again or a status is recorded: when the feeds of this load
     (``roadmap.loaded_at``) and of the roadmap's latest recorded change (its id in the
-    ``status_change`` history) are already there,
-    nothing is rewritten.
+    ``status_change`` history) are already there, nothing is rewritten.
     Files are written to a temporary name and renamed, so a subscriber never reads half a file.
     The feed of a member state the roadmap no longer lists (``models.sync``) is removed when the
     feeds are written again (found by a bad-input review: it stayed, with old deadlines): the

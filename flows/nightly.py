@@ -92,8 +92,8 @@ class RoadmapRef:
 
 def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
     """Active roadmaps in the database (all, or those named; a retired one is left out), by
-    slug, with their active milestones (in
-    file order), active status rows counted, and earliest due date.
+    slug, with their active milestones (in file order), active status rows counted, and
+    earliest due date.
 
     Three queries whatever the number of roadmaps: at 1M status rows, two queries per roadmap
     were 3,066 round trips and 3.6 s of the check on PostgreSQL (``benchmarks/nightly_check.py``).
