@@ -25,7 +25,10 @@ from flows.tally import ESCALATION_OVERDUE, PlannedReminder, ReminderPlan, claim
 from models.db import session_scope
 from models.transactions import in_transaction
 from models.parties import addressee_names
-from models.reminders import claim_many, mark_delivered, remember_delivered, mark_failed, repeatedly_failing
+from models.reminders import (
+    claim_lease, claim_many, mark_delivered, mark_failed, release_claims, remember_delivered, renew_claims,
+    repeatedly_failing,
+)
 from models.status import StatusView
 from notifications.delivery import deliver
 from notifications.digest import Digest, DigestItem, render_digest, render_digest_html
@@ -45,15 +48,19 @@ NO_REASON: Reason = ("", "")
 
 @dataclass
 class ReminderReport:
-    """Counts of reminder items (not messages): ``sent``, ``already_sent``, ``failed``; ``messages``
-    delivered; failures as "recipient: reason" lines (never a URL); ``escalated`` items;
-    ``config_error``: why no channel could be loaded."""
+    """Counts of reminder items (not messages): ``sent``, ``already_sent``, ``failed`` (of the
+    check, escalations included); ``messages`` delivered; failures as "recipient: reason" lines
+    (never a URL; a failed copy channel too); ``escalated`` items; ``config_error``: why no
+    channel could be loaded."""
 
     sent: int = 0
     already_sent: int = 0
     failed: int = 0
     messages: int = 0
     escalated: int = 0
+    #: Items another run held (claimed within the lease): it sends them, or a later check does
+    #: once its claim lapses (found by a fault review: they were in no count).
+    in_flight: int = 0
     failures: list[str] = field(default_factory=list)
     #: Why no channel could be loaded (then every item failed), or "".
     config_error: str = ""
@@ -68,6 +75,7 @@ class ReminderReport:
         self.failed += other.failed
         self.messages += other.messages
         self.escalated += other.escalated
+        self.in_flight += other.in_flight
         self.failures += other.failures
 
 
@@ -135,6 +143,7 @@ def send_planned(
     recipients = sorted(plan)
     addressees = in_transaction(addressee_names, database_url) if recipients else {}
     hints = _Hints(database_url)
+    half_lease = claim_lease() / 2
     for number, start in enumerate(range(0, len(recipients), CLAIM_RECIPIENTS), start=1):
         batch = recipients[start : start + CLAIM_RECIPIENTS]
         claimed = {recipient: _Claimed(plan[recipient]) for recipient in batch}
@@ -147,15 +156,32 @@ def send_planned(
                     claimed[key[1]].add(outcome.log_id, position)
                 elif outcome.outcome == "already_sent":
                     report.already_sent += 1
+                else:
+                    report.in_flight += 1
             del claims
-        for recipient in batch:
-            if claimed[recipient].log_ids:
-                _deliver_digest(recipient, claimed.pop(recipient), hub=hub, as_of=as_of, run_id=run_id,
-                                database_url=database_url, reasons=reasons, on_result=on_result, now=now,
-                                report=report, hints=hints, addressee=addressees.get(recipient))
-            if consume:
-                claimed.pop(recipient, None)
-                del plan[recipient]
+        renewed_at = now()
+        try:
+            for recipient in batch:
+                if claimed[recipient].log_ids and now() - renewed_at > half_lease:
+                    # Slow channels: the batch's claims would outlive the lease before its last
+                    # digests go out, and another run could take them over and send them too.
+                    _renew(claimed, run_id=run_id, database_url=database_url, now=now())
+                    renewed_at = now()
+                if claimed[recipient].log_ids:
+                    _deliver_digest(recipient, claimed.pop(recipient), hub=hub, as_of=as_of, run_id=run_id,
+                                    database_url=database_url, reasons=reasons, on_result=on_result, now=now,
+                                    report=report, hints=hints, addressee=addressees.get(recipient))
+                if consume:
+                    claimed.pop(recipient, None)
+                    del plan[recipient]
+        except BaseException:
+            # Interrupted (Ctrl-C, a crash): the batch's digests not begun are let go at once,
+            # for the next run, instead of waiting out the lease (found by a fault review). The
+            # one being delivered keeps its claim: it may have gone out.
+            ids = [log_id for c in claimed.values() for log_id in c.log_ids]
+            if ids:
+                in_transaction(lambda session: release_claims(session, ids, run_id=run_id), database_url)
+            raise
         if consume and number % RELEASE_EVERY_BATCHES == 0:
             release_free_memory()  # the batches' items, digests and channel threads' buffers
     hints.write()
@@ -192,6 +218,19 @@ def _claim_parts(batch: list[str], plan: Mapping[str, Sequence[PlannedReminder]]
         yield part
 
 
+def _renew(claimed: dict[str, "_Claimed"], *, run_id: str, database_url: str | None, now: dt.datetime) -> None:
+    """Renew the claims of the recipients in ``claimed`` not yet delivered (one transaction) and
+    let go, from each, the items another run took over (:func:`models.reminders.renew_claims`):
+    that run sends them."""
+    ids = [log_id for c in claimed.values() for log_id in c.log_ids]
+    held = in_transaction(lambda session: renew_claims(session, ids, run_id=run_id, now=now), database_url)
+    if len(held) < len(ids):
+        log.warning("%d reminder claims were taken over by another run (this one was slower than the lease): "
+                    "that run sends them", len(ids) - len(held))
+        for c in claimed.values():
+            c.keep(held)
+
+
 class _Claimed:
     """One recipient's items this run claimed, in claim order: their log ids and their positions
     in the recipient's ``items``, each in an ``array`` of 8-byte integers (not Python ints). The
@@ -204,6 +243,11 @@ class _Claimed:
     def add(self, log_id: int, position: int) -> None:
         self.log_ids.append(log_id)
         self.positions.append(position)
+
+    def keep(self, held: set[int]) -> None:
+        """Forget the items whose log id is not in ``held`` (claims this run no longer holds)."""
+        pairs = [(i, p) for i, p in zip(self.log_ids, self.positions) if i in held]
+        self.log_ids, self.positions = array("q", (i for i, _ in pairs)), array("q", (p for _, p in pairs))
 
     def planned(self) -> Iterator[PlannedReminder]:
         """The claimed items, in claim order."""
@@ -258,6 +302,9 @@ def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, da
         hints.add(claimed.planned())
         report.sent += len(ids)
         report.messages += 1
+        if delivery.copy_reason:  # an "always" channel: the recipient has it, the copy is missing
+            report.failures.append(f"{recipient} (copy channels): {delivery.copy_reason}")
+            log.warning("the copy of the digest to %s failed: %s", recipient, delivery.copy_reason)
     else:
         in_transaction(lambda session: mark_failed(session, ids, run_id=run_id, reason=delivery.reason), database_url)
         report.failed += len(ids)

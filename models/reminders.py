@@ -49,8 +49,20 @@ def _lease() -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
+def claim_lease() -> dt.timedelta:
+    """The claim lease now (``ROADMAP_CLAIM_LEASE_S``, default 600 s): a claim older than this
+    may be taken over by another run. A run renews its claims (:func:`renew_claims`) before a
+    digest once half of it has passed since it claimed them or last renewed them.
+
+    Raises:
+        models.db.SettingError: as :func:`_lease`.
+    """
+    return _lease()
+
+
 #: A claim older than this is considered abandoned (its run crashed) and may be taken over:
-#: 10 minutes, or ``ROADMAP_CLAIM_LEASE_S`` seconds. Longer than any run's delivery of one digest.
+#: 10 minutes, or ``ROADMAP_CLAIM_LEASE_S`` seconds. Longer than any run's delivery of one digest
+#: (three attempts of Apprise's channels); a run renews the claims it holds while it delivers.
 CLAIM_LEASE = _lease()
 
 DUE_WINDOW = "due"
@@ -281,6 +293,48 @@ def mark_delivered(session: Session, log_ids: Sequence[int], *, run_id: str, now
     if not log_ids:
         return 0
     return _mark(session, log_ids, run_id, state=ReminderState.sent.value, sent_at=now, error="")
+
+
+def renew_claims(session: Session, log_ids: Sequence[int], *, run_id: str, now: dt.datetime) -> set[int]:
+    """Renew this run's claims among ``log_ids`` (their ``claimed_at`` set to ``now``, an aware
+    wall-clock instant) and return the ids it still holds (no commit). A claim another run took
+    over after the lease (this run was slow: channels timing out digest after digest) is not
+    this run's any more: found by a fault review, two overlapping runs both sent it."""
+    held: set[int] = set()
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
+        ids = list(log_ids[start : start + _IDS_PER_STATEMENT])
+        wanted = ReminderLog.id == any_(bindparam("ids", ids, type_=ARRAY(Integer))) if postgresql \
+            else ReminderLog.id.in_(ids)
+        held.update(session.connection().execute(
+            update(ReminderLog)
+            .where(wanted, ReminderLog.claimed_by == run_id, ReminderLog.state == ReminderState.claimed.value)
+            .values(claimed_at=now)
+            .returning(ReminderLog.id)
+        ).scalars())
+    return held
+
+
+def release_claims(session: Session, log_ids: Sequence[int], *, run_id: str) -> int:
+    """Let go of this run's claims among ``log_ids`` that it has not begun to deliver (no
+    commit): their lease is made to have lapsed (``claimed_at`` the start of 1970, UTC), so the
+    next run takes them over at once; a claim that took over a failed row keeps its attempts.
+    Returns how many were let go."""
+    released = 0
+    for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
+        ids = list(log_ids[start : start + _IDS_PER_STATEMENT])
+        released += len(session.connection().execute(
+            update(ReminderLog)
+            .where(ReminderLog.id.in_(ids), ReminderLog.claimed_by == run_id,
+                   ReminderLog.state == ReminderState.claimed.value)
+            .values(claimed_at=LAPSED)
+            .returning(ReminderLog.id)
+        ).all())
+    return released
+
+
+#: The claim time :func:`release_claims` writes: older than any lease.
+LAPSED = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def remember_delivered(session: Session, reminders: list[tuple[int, str]], escalations: list[tuple[int, str]]) -> None:

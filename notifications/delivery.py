@@ -23,11 +23,14 @@ NO_CHANNEL = "no channel configured for this recipient tag"
 
 @dataclass(frozen=True)
 class Delivery:
-    """Outcome of one delivery: ``ok``, the attempts made, and a reason free of URLs and secrets."""
+    """Outcome of one delivery: ``ok``, the attempts made, and a reason free of URLs and secrets;
+    ``copy_reason`` says why a copy channel (tagged ``always``) did not take the message, which
+    does not make the delivery fail."""
 
     ok: bool
     attempts: int
     reason: str = ""
+    copy_reason: str = ""
 
 
 def _reason(result) -> str:
@@ -69,11 +72,13 @@ def _services(hub: apprise.Apprise, tag: str) -> list:
     return found + [service for service in always if service not in found]
 
 
-def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | Callable[[], str] | None) -> list[tuple[apprise.Apprise, str, NotifyFormat]]:
+def _groups(hub: apprise.Apprise, tag: str, body: str,
+            body_html: str | Callable[[], str] | None) -> list[tuple[apprise.Apprise, str, NotifyFormat, bool]]:
     """One group per channel tagged ``tag``, each an :class:`apprise.Apprise` holding that channel
-    alone, with the body it gets: channels that render HTML (e-mail) get ``body_html``, the others
-    the plain text (so Apprise never has to convert one into the other). A callable ``body_html``
-    is rendered once, and only when some channel wants HTML.
+    alone, with the body it gets and whether it is a copy (tagged ``always``, not ``tag``):
+    channels that render HTML (e-mail) get ``body_html``, the others the plain text (so Apprise
+    never has to convert one into the other). A callable ``body_html`` is rendered once, and only
+    when some channel wants HTML.
 
     One channel a group, because a retry resends a whole group: with two channels in one group,
     the one that took the message got it again at every retry of the other.
@@ -81,6 +86,7 @@ def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | Callable
     groups = []
     html_text = None
     for service in _services(hub, tag):
+        copy = tag not in service.tags
         # Channels whose own default rendering is HTML (e-mail, or any URL with ?format=html).
         wants_html = body_html is not None and service.resolve_format(None) == NotifyFormat.HTML
         alone = apprise.Apprise()
@@ -88,9 +94,9 @@ def _groups(hub: apprise.Apprise, tag: str, body: str, body_html: str | Callable
         if wants_html:
             if html_text is None:
                 html_text = body_html() if callable(body_html) else body_html
-            groups.append((alone, html_text, NotifyFormat.HTML))
+            groups.append((alone, html_text, NotifyFormat.HTML, copy))
         else:
-            groups.append((alone, body, NotifyFormat.TEXT))
+            groups.append((alone, body, NotifyFormat.TEXT, copy))
     return groups
 
 
@@ -108,35 +114,39 @@ def deliver(
     given: the text, or a function that renders it, called only when such a channel exists).
 
     A channel that took the message is not sent it again by a retry: only the channels that
-    failed are retried. The delivery is ok only when every channel took it; otherwise the caller
-    (the reminder log) sends the item again on a later night, to every channel of the tag, the
-    ones that took it included (never lost rather than never twice, when one channel of several
-    fails).
+    failed are retried. The delivery is ok only when every channel carrying ``tag`` took it;
+    otherwise the caller (the reminder log) sends the item again on a later night, to every
+    channel of the tag, the ones that took it included (never lost rather than never twice, when
+    one channel of several fails). Channels tagged ``always`` get a copy alongside, retried the
+    same way; one that fails is named in ``copy_reason`` and does not fail the delivery (found by
+    a fault review: a failing archive made every recipient's reminder fail and be sent again
+    every night). A tag with no channel of its own is not delivered, copies included.
 
     Returns a :class:`Delivery`; an exception inside Apprise or a plugin becomes a failed
     delivery whose reason names only the exception type (its text may hold a URL).
     """
     backoff_s = BACKOFF_S if backoff_s is None else backoff_s
     pending = _groups(hub, tag, body, body_html)
-    if not pending:
+    if not any(not copy for *_, copy in pending):
         return Delivery(False, 1, NO_CHANNEL)
-    reason = "delivery failed"
+    reasons: list[tuple[str, bool]] = []
     for attempt in range(1, attempts + 1):
-        still_failing = []
-        reasons = []
-        for group, text, fmt in pending:
+        still_failing, reasons = [], []
+        for group, text, fmt, copy in pending:
             try:
                 result = group.notify(body=text, title=title, body_format=fmt)
             except Exception as exc:  # noqa: BLE001 - a channel must never crash the check
-                reasons.append(f"{type(exc).__name__} while delivering")
-                still_failing.append((group, text, fmt))
+                reasons.append((f"{type(exc).__name__} while delivering", copy))
+                still_failing.append((group, text, fmt, copy))
                 continue
             if not result:
-                reasons.append(_reason(result))
-                still_failing.append((group, text, fmt))
+                reasons.append((_reason(result), copy))
+                still_failing.append((group, text, fmt, copy))
         if not still_failing:
             return Delivery(True, attempt)
-        pending, reason = still_failing, "; ".join(reasons)
+        pending = still_failing
         if attempt < attempts:
             time.sleep(backoff_s * attempt)
-    return Delivery(False, attempts, reason)
+    own = "; ".join(text for text, copy in reasons if not copy)
+    copies = "; ".join(text for text, copy in reasons if copy)
+    return Delivery(not own, attempts, own, copies)

@@ -21,12 +21,14 @@ def free_port() -> int:
 
 @dataclass
 class HttpSink:
-    """An HTTP server that records every request body; ``status`` is what it answers (200 by default),
-    ``delay_s`` how long it waits before answering (to exercise timeouts)."""
+    """An HTTP server that records every request body (``requests``) and path (``paths``);
+    ``status`` is what it answers (200 by default), ``delay_s`` how long it waits before
+    answering (to exercise timeouts)."""
 
     status: int = 200
     delay_s: float = 0.0
     requests: list[dict] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -42,6 +44,7 @@ class HttpSink:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 with sink.lock:
+                    sink.paths.append(self.path)
                     try:
                         sink.requests.append(json.loads(raw))
                     except ValueError:

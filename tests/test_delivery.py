@@ -195,6 +195,30 @@ def test_a_retry_goes_only_to_the_channels_that_failed(http_sink):
     assert len(second.requests) == 1
 
 
+def test_a_failing_copy_channel_does_not_fail_the_recipients_delivery(http_sink):
+    """Found by a fault review: an archive tagged ``always`` that refused every message made every
+    recipient's reminder fail, be sent again each night to the channels that took it, and be
+    escalated as the missions' failure. The copy is tried as often as any channel and named in
+    ``copy_reason``; the delivery is the recipient's own channels'. A tag with no channel of its
+    own is not delivered, its copy included."""
+    archive = HttpSink(status=500).start()
+    try:
+        hub = parse_apprise_yaml(
+            "urls:\n"
+            f'  - "json://127.0.0.1:{http_sink.port}/hook":\n      tag: mission-jo\n'
+            f'  - "json://127.0.0.1:{archive.port}/archive":\n      tag: always\n',
+            "cfg",
+        )
+        result = deliver(hub, tag="mission-jo", title="t", body="b", attempts=3, backoff_s=0.01)
+        assert (result.ok, result.attempts, result.reason, result.copy_reason) == (True, 3, "", "JSON: failure")
+        assert (len(http_sink.requests), len(archive.requests)) == (1, 3)
+        alone = deliver(hub, tag="mission-tn", title="t", body="b", attempts=3, backoff_s=0.01)
+        assert (alone.ok, alone.attempts, alone.reason) == (False, 1, "no channel configured for this recipient tag")
+        assert (len(http_sink.requests), len(archive.requests)) == (1, 3)
+    finally:
+        archive.stop()
+
+
 def test_html_is_rendered_once_for_several_email_channels():
     hub = parse_apprise_yaml(
         "urls:\n"
@@ -207,8 +231,8 @@ def test_html_is_rendered_once_for_several_email_channels():
 
     calls = []
     groups = _groups(hub, "mission-jo", "text", lambda: calls.append(1) or "<p>html</p>")
-    assert [(len(group), text, fmt.value) for group, text, fmt in groups] == [
-        (1, "<p>html</p>", "html"), (1, "<p>html</p>", "html"), (1, "text", "text")]
+    assert [(len(group), text, fmt.value, copy) for group, text, fmt, copy in groups] == [
+        (1, "<p>html</p>", "html", False), (1, "<p>html</p>", "html", False), (1, "text", "text", False)]
     assert calls == [1]
 
 

@@ -349,3 +349,103 @@ def test_each_recipient_is_let_go_from_the_night_plan_once_its_digest_is_out(see
     assert held == [(mission, missions[k:]) for k, mission in enumerate(missions)]
     assert len(plans) == 1 and plans[0] == {}  # no escalation on 5 June: one plan, emptied
     assert sorted(folder.name for folder in outbox.iterdir()) == missions
+
+
+def test_a_run_slower_than_the_lease_renews_its_claims_and_leaves_those_taken_over(seeded, outbox, monkeypatch):
+    """Found by a fault review: a batch's digests went out long after their claims (channels
+    timing out one after another), a second run took the claims over after the lease and both
+    sent them. A run now renews the claims it still holds once half the lease has passed, and
+    lets go of those another run took over: here run B takes Djibouti's mission's claim while
+    the first digest of run A's batch (the Emirates') takes longer than the 2 s lease."""
+    import datetime as dt
+
+    from sqlmodel import select
+
+    import flows.reminders as reminders
+    from flows.nightly import nightly_status_check
+    from models.db import session_scope
+    from models.reminders import claim_many, mark_delivered
+    from models.tables import ReminderLog
+
+    monkeypatch.setenv("ROADMAP_CLAIM_LEASE_S", "2")
+    real_deliver, taken = reminders.deliver, []
+
+    def slow_first(hub, *, tag, **message):
+        if tag == "mission-ae":
+            time.sleep(2.2)  # past the lease: run A's batch is still to be delivered
+            with session_scope() as session:
+                keys = [(r.status_id, r.recipient, r.window) for r in session.exec(
+                    select(ReminderLog).where(ReminderLog.recipient == "mission-dj"))]
+                outcome = claim_many(session, keys, run_id="run-b", now=dt.datetime.now(dt.timezone.utc))
+                taken.extend(c.log_id for c in outcome.values() if c.outcome == "claimed")
+            with session_scope() as session:  # run B delivers it
+                assert mark_delivered(session, taken, run_id="run-b", now=dt.datetime.now(dt.timezone.utc)) == 1
+        return real_deliver(hub, tag=tag, **message)
+
+    monkeypatch.setattr(reminders, "deliver", slow_first)
+    result = nightly_status_check(as_of=AS_OF, publish=False)
+    assert len(taken) == 1
+    assert result["reminders"] == {"sent": 15, "already_sent": 0, "failed": 0}  # Djibouti's is run B's
+    assert not (outbox / "mission-dj").exists()
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(f"mission-{c}" for c in CODES if c != "dj")
+    with session_scope() as session:
+        rows = session.exec(select(ReminderLog.recipient, ReminderLog.state, ReminderLog.claimed_by)).all()
+    assert Counter((state, by == "run-b") for _, state, by in rows) == {("sent", False): 15, ("sent", True): 1}
+    assert ("mission-dj", "sent", "run-b") in rows
+
+
+def test_an_interrupted_run_lets_go_of_the_claims_it_had_not_begun(seeded, outbox, monkeypatch):
+    """Found by a fault review: a run stopped by Ctrl-C left the claims of digests it never tried
+    to wait out the 10-minute lease, and the next run counted them nowhere. Interrupted while
+    delivering Djibouti's mission's digest (the third of its first batch of ten), the run lets
+    go of the seven not begun; the next run, straight after, sends those and the six of the
+    second batch, and reports Djibouti's as held by another run."""
+    from sqlmodel import select
+
+    import flows.reminders as reminders
+    from flows.nightly import nightly_status_check
+    from models.db import session_scope
+    from models.reminders import LAPSED
+    from models.tables import ReminderLog
+
+    class Interrupted(BaseException):
+        """Stands for KeyboardInterrupt (which pytest itself would take)."""
+
+    real_deliver = reminders.deliver
+
+    def interrupted_at_djibouti(hub, *, tag, **message):
+        if tag == "mission-dj":
+            raise Interrupted()
+        return real_deliver(hub, tag=tag, **message)
+
+    monkeypatch.setattr(reminders, "deliver", interrupted_at_djibouti)
+    with pytest.raises(Interrupted):
+        nightly_status_check(as_of=AS_OF, publish=False)
+    with session_scope() as session:
+        rows = {r.recipient: (r.state, r.claimed_at == LAPSED) for r in session.exec(select(ReminderLog))}
+    assert rows == {"mission-ae": ("sent", False), "mission-bh": ("sent", False), "mission-dj": ("claimed", False),
+                    **{f"mission-{c}": ("claimed", True) for c in "dz iq jo kw lb ly mr".split()}}
+
+    monkeypatch.setattr(reminders, "deliver", real_deliver)
+    report = reminders.ReminderReport()
+    real_send = reminders.send_planned
+
+    def send_and_keep(plan, **kwargs):
+        report.merge(real_send(plan, **kwargs))
+        return report
+
+    import flows.nightly
+
+    monkeypatch.setattr(flows.nightly, "send_planned", send_and_keep)
+    result = nightly_status_check(as_of=AS_OF, publish=False)
+    assert result["reminders"] == {"sent": 13, "already_sent": 2, "failed": 0}
+    assert report.in_flight == 1  # Djibouti's: its claim lapses after the lease
+    import datetime as dt
+
+    from flows.dashboard import reminders_markdown
+
+    shown = reminders_markdown(dt.datetime(2024, 6, 5, 7, tzinfo=dt.timezone.utc), report.sent, report.already_sent,
+                               report.failed, report.escalated, report.messages, report.failures, report.in_flight)
+    assert shown.splitlines()[2] == ("13 items sent in 13 digests, 2 already sent, 0 failed; 0 escalated. 1 held by "
+                                     "another run (it sends them, or the next check does once its claim lapses).")
+    assert Counter(p.parent.name for p in outbox.rglob("*.txt")) == {f"mission-{c}": 1 for c in CODES if c != "dj"}

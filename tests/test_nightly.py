@@ -16,9 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.nightly import nightly_status_check
 from tests.conftest import SEED_ROADMAP, error_lines
 
 AS_OF = "2024-06-05T09:00:00+02:00"
+CODES = "ae bh dj dz iq jo kw lb ly mr qa sa sd so tn ye".split()
 runner = CliRunner()
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -32,6 +34,33 @@ def _check(as_of: str = AS_OF) -> dict:
 
 def _states(result: dict, milestone: str) -> Counter:
     return Counter(s["state"] for s in result["statuses"] if s["milestone"] == milestone)
+
+
+@contextlib.contextmanager
+def run_log_messages():
+    """Collect the messages the check's flow and task runs log (Prefect's ``prefect.flow_runs``
+    and ``prefect.task_runs`` loggers, what a deployment's run shows). Call the flow itself
+    inside: the CLI sets Prefect's logging up again, which replaces these loggers' handlers."""
+    import logging
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(logging.INFO)
+    loggers = [logging.getLogger(name) for name in ("prefect.task_runs", "prefect.flow_runs")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(min(logger.level or logging.INFO, logging.INFO))
+    try:
+        yield messages
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 def test_seed_roadmap_on_5_june(database_url, outbox):
@@ -174,12 +203,10 @@ def test_failing_channel_is_logged_and_retried_next_run(seeded, outbox, tmp_path
         sink.stop()
 
 
-def test_the_run_log_names_the_digests_that_failed(seeded, outbox, tmp_path, monkeypatch, caplog):
+def test_the_run_log_names_the_digests_that_failed(seeded, outbox, tmp_path, monkeypatch):
     """Found by a coordinator's walkthrough: a deployment's run logged "1 sent, 15 failed" and
     no more; the recipients and reasons were in the reminder artifact only. The run's log names
     the first ``FAILURES_LOGGED`` of them, in recipient order, and counts the rest."""
-    import logging
-
     import flows.nightly
 
     from tests.sinks import HttpSink
@@ -190,16 +217,51 @@ def test_the_run_log_names_the_digests_that_failed(seeded, outbox, tmp_path, mon
         config.write_text(f'urls:\n  - "json://127.0.0.1:{sink.port}/":\n      tag: mission-jo\n', encoding="utf-8")
         monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(config))
         monkeypatch.setattr(flows.nightly, "FAILURES_LOGGED", 3)
-        caplog.set_level(logging.INFO)
-        assert _check()["reminders"] == {"sent": 1, "already_sent": 0, "failed": 15}
+        with run_log_messages() as logged:
+            assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {
+                "sent": 1, "already_sent": 0, "failed": 15}
     finally:
         sink.stop()
     assert len(sink.requests) == 1
-    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("digests that failed")]
+    failed = [m for m in logged if m.startswith("digests that failed")]
     assert failed == [
         "digests that failed (15): mission-ae: no channel configured for this recipient tag; mission-bh: no channel "
         "configured for this recipient tag; mission-dj: no channel configured for this recipient tag; and 12 more in "
         "the nightly-check-reminders artifact"]
+
+
+def test_escalations_that_fail_are_counted_and_a_failing_copy_is_reported_not_failed(seeded, outbox, tmp_path,
+                                                                                     monkeypatch):
+    """Found by a fault review: an escalation digest that failed was in no count, and a failing
+    copy channel (tagged ``always``) failed every mission's reminder. 20 June 2024: the 16
+    missions' overdue invitations go out (their copies fail: reported, the items sent); the
+    coordinators' 16 conference reminders and 16 escalations fail: 32 failed."""
+    from tests.sinks import HttpSink
+
+    missions, refusing = HttpSink().start(), HttpSink(status=500).start()
+    try:
+        config = tmp_path / "apprise.yaml"
+        config.write_text(
+            "urls:\n"
+            f'  - "json://127.0.0.1:{missions.port}/":\n      tag: [{", ".join(f"mission-{c}" for c in CODES)}]\n'
+            f'  - "json://127.0.0.1:{refusing.port}/coordinators":\n      tag: coordinators\n'
+            f'  - "json://127.0.0.1:{refusing.port}/archive":\n      tag: always\n', encoding="utf-8")
+        monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(config))
+        monkeypatch.setattr("notifications.delivery.BACKOFF_S", 0.0)
+        with run_log_messages() as logged:
+            result = nightly_status_check(as_of="2024-06-20T09:00:00+03:00", publish=False)
+    finally:
+        missions.stop()
+        refusing.stop()
+    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 32}
+    assert len(missions.requests) == 16
+    # Each mission's copy three times, the coordinators' reminder and escalation three times each,
+    # with their copies.
+    assert Counter(refusing.paths) == {"/archive": 16 * 3 + 2 * 3, "/coordinators": 2 * 3}
+    failed = [m for m in logged if m.startswith("digests that failed")]
+    # In recipient order (the coordinators' reminders first), then the escalation digest.
+    assert failed == ["digests that failed (18): coordinators: JSON: failure; " + "".join(
+        f"mission-{c} (copy channels): JSON: failure; " for c in CODES) + "coordinators: JSON: failure"]
 
 
 def test_a_member_state_removed_from_the_file_is_no_longer_checked_nor_reminded(database_url, outbox, tmp_path):
