@@ -24,7 +24,7 @@ from flows.collector import collector_paused, release_free_memory
 from flows.tally import ESCALATION_OVERDUE, PlannedReminder, ReminderPlan, claim_keys
 from models.db import session_scope
 from models.transactions import in_transaction
-from models.parties import addressee_names
+from models.parties import COORDINATORS_TAG, addressee_names
 from models.reminders import (
     claim_lease, claim_many, mark_delivered, mark_failed, release_claims, remember_delivered, renew_claims,
     repeatedly_failing,
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Runs a reminder may fail before the coordinators get an escalation (issue 4).
 FAILED_RUNS_BEFORE_ESCALATION = 3
-COORDINATORS = "coordinators"
 #: Every escalation window starts so (``escalation-overdue``, ``escalation-delivery-<recipient>``).
 ESCALATION_PREFIX = "escalation-"
 #: Why an item is escalated, in English and in Arabic, as the digest shows it.
@@ -293,9 +292,10 @@ def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, da
                     report, hints, addressee) -> None:
     with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
         digest = Digest(_item(p, reasons.get((p.status_id, p.window), NO_REASON)) for p in claimed.planned())
-        subject, body = render_digest(recipient, digest, as_of, addressee)
+        party = recipient != COORDINATORS_TAG  # a mission or an office: told to report what is done
+        subject, body = render_digest(recipient, digest, as_of, addressee, ask_to_report=party)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
-                       body_html=lambda: render_digest_html(recipient, digest, as_of, addressee))
+                       body_html=lambda: render_digest_html(recipient, digest, as_of, addressee, ask_to_report=party))
     ids = claimed.log_ids
     if delivery.ok:
         in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
@@ -358,5 +358,5 @@ def escalations(
         window = f"{ESCALATION_PREFIX}delivery-{recipient}"
         reasons[(status_id, window)] = (f"reminders to {recipient} failed on {english_count(runs, 'run')}: {error}",
                                         f"فشلت التذكيرات إلى {recipient} {arabic_count(runs, 'run')}: {error}")
-        overdue.add(*failed[status_id], COORDINATORS, window)
+        overdue.add(*failed[status_id], COORDINATORS_TAG, window)
     return overdue, reasons

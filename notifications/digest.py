@@ -165,14 +165,15 @@ def _digest(items: Digest | list[DigestItem]) -> Digest:
 Addressee = tuple[str, str]
 
 
-def _context(recipient: str, digest: Digest, as_of: dt.datetime, addressee: Addressee | None) -> dict:
+def _context(recipient: str, digest: Digest, as_of: dt.datetime, addressee: Addressee | None,
+             ask_to_report: bool = False) -> dict:
     rows = []
     for item in digest.listed():
         text, day = _local_deadline(item.deadline, item.timezone)
         rows.append({"item": item, "deadline_local": text, "due_day": day})
     to_en, to_ar = addressee or (recipient, recipient)
     return {"recipient": recipient, "to_en": to_en, "to_ar": to_ar, "rows": rows, "count": digest.count,
-            "more": digest.count - len(rows), "as_of": as_of_text(as_of)}
+            "more": digest.count - len(rows), "as_of": as_of_text(as_of), "ask_to_report": ask_to_report}
 
 
 def as_of_text(as_of: dt.datetime) -> str:
@@ -196,20 +197,24 @@ def render_subject(items: Digest | list[DigestItem]) -> str:
 
 
 def render_digest(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime,
-                  addressee: Addressee | None = None) -> tuple[str, str]:
+                  addressee: Addressee | None = None, ask_to_report: bool = False) -> tuple[str, str]:
     """Render the plain-text digest for ``recipient`` (an Apprise tag) of ``items`` (a
     :class:`Digest` or a list); ``as_of`` is the aware instant of the check. The greeting names
-    ``addressee`` (the tag when None); the last line names the tag.
+    ``addressee`` (the tag when None); the last line names the tag. ``ask_to_report`` adds, in
+    both languages, what to do when an item is done already: tell the coordinators (a digest
+    to a mission or a country office; found by a review of the digests: they said what was
+    late and nothing of what to do).
 
     Returns:
         ``(subject, body)``: both bilingual (English, then Arabic).
     """
     digest = _digest(items)
-    body = _TEXT_ENV.get_template("digest.txt.j2").render(**_context(recipient, digest, as_of, addressee))
+    body = _TEXT_ENV.get_template("digest.txt.j2").render(**_context(recipient, digest, as_of, addressee, ask_to_report))
     return render_subject(digest), body
 
 
 def render_digest_html(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime,
-                       addressee: Addressee | None = None) -> str:
+                       addressee: Addressee | None = None, ask_to_report: bool = False) -> str:
     """Render the HTML digest (autoescaped; Arabic part right-to-left), as :func:`render_digest`."""
-    return _HTML_ENV.get_template("digest.html.j2").render(**_context(recipient, _digest(items), as_of, addressee))
+    return _HTML_ENV.get_template("digest.html.j2").render(
+        **_context(recipient, _digest(items), as_of, addressee, ask_to_report))

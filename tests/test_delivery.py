@@ -421,6 +421,10 @@ def test_a_digest_greets_its_addressee_by_name_and_names_its_tag_last():
     assert "<title>Roadmap reminders: Permanent Mission of Jordan to the United Nations Office at Geneva</title>" in html
     assert "<p>إلى: البعثة الدائمة للأردن<br>بتاريخ 2024-06-05 07:00 UTC</p>" in html
     assert "<small>Recipient tag | وسم المستلم: mission-jo</small>" in html
+    assert "Done already?" not in html  # asked only of a mission or an office: see below
+    asked = render_digest_html("mission-jo", _items(), AS_OF, addressee, ask_to_report=True)
+    assert "<p>Done already? Please tell the coordinators, who record it on the roadmap.</p>" in asked
+    assert "<p>هل أُنجز ذلك؟ يُرجى إبلاغ المنسقين ليسجّلوه في خريطة الطريق.</p>" in asked
     # Without a name (a tag the database does not know), the tag stands in for it.
     assert render_digest("office-xk", _items(), AS_OF)[1].splitlines()[1] == "To: office-xk"
 

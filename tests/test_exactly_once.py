@@ -264,11 +264,11 @@ def test_a_digest_that_fails_to_render_leaves_the_one_delivered_before_it_marked
     rendered = []
     real_render = reminders.render_digest
 
-    def render_or_fail(recipient, items, as_of, addressee):
+    def render_or_fail(recipient, items, as_of, addressee, **options):
         rendered.append(recipient)
         if len(rendered) == 3:
             raise RuntimeError("a template bug")
-        return real_render(recipient, items, as_of, addressee)
+        return real_render(recipient, items, as_of, addressee, **options)
 
     monkeypatch.setattr(reminders, "render_digest", render_or_fail)
     assert nightly_status_check(as_of=AS_OF, publish=False, return_state=True).is_failed()
@@ -337,9 +337,9 @@ def test_each_recipient_is_let_go_from_the_night_plan_once_its_digest_is_out(see
         plans.append(plan)
         return real_send(plan, **kwargs)
 
-    def render_and_look(recipient, items, as_of, addressee):
+    def render_and_look(recipient, items, as_of, addressee, **options):
         held.append((recipient, list(plans[0])))
-        return real_render(recipient, items, as_of, addressee)
+        return real_render(recipient, items, as_of, addressee, **options)
 
     monkeypatch.setattr(nightly, "send_planned", send_and_keep)
     monkeypatch.setattr(reminders, "render_digest", render_and_look)

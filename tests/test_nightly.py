@@ -708,6 +708,11 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
                              "To: Permanent Mission of the United Arab Emirates to the United Nations Office at Geneva"]
     assert "إلى: البعثة الدائمة للإمارات" in emirates
     assert emirates[-1] == "Recipient tag | وسم المستلم: mission-ae"
+    # A mission is told what to do when it has done it (found by a review of the digests).
+    ask_en, ask_ar = ("Done already? Please tell the coordinators, who record it on the roadmap.",
+                      "هل أُنجز ذلك؟ يُرجى إبلاغ المنسقين ليسجّلوه في خريطة الطريق.")
+    assert emirates.count(ask_en) == 1 and emirates.count(ask_ar) == 1
+    assert emirates.index(ask_en) < emirates.index("---") < emirates.index(ask_ar)
     (djibouti,) = lines("mission-dj")
     assert "إلى: البعثة الدائمة لجيبوتي" in djibouti
     (libya,) = lines("mission-ly")
@@ -720,6 +725,7 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
     assert escalation.count("  escalated: overdue by 14 working days (20 days)") == 16
     assert escalation.count("  تصعيد: مدة التأخير 14 يوم عمل (20 يومًا)") == 16
     assert reminders[0] == "Subject: Roadmap reminders: 16 items | تذكيرات خريطة الطريق: 16 بندًا"
+    assert ask_en not in escalation + reminders and ask_ar not in escalation + reminders  # they record it
 
 
 def test_a_retired_roadmap_is_no_longer_checked_reminded_listed_or_marked(database_url, outbox, tmp_path):
