@@ -42,9 +42,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _require_roadmaps() -> list[str]:
-    """The slugs of the database's active roadmaps, sorted (``list[str]``); fail (exit 2) with a
-    hint when there is none: most often ``ROADMAP_DATABASE_URL`` names another database than intended
+def _require_roadmaps(retired_too: bool = False) -> list[str]:
+    """The slugs of the database's active roadmaps (``retired_too``: and retired ones), sorted
+    (``list[str]``); fail (exit 2) with a hint when there is none: most often ``ROADMAP_DATABASE_URL`` names another database than intended
     (``sqlite:///roadmap.db`` is relative to the working folder) or ``roadmap sync`` has not run
     yet."""
     from sqlalchemy.engine import make_url
@@ -67,7 +67,7 @@ def _require_roadmaps() -> list[str]:
         _fail(f"no database file at ROADMAP_DATABASE_URL={url}{where}: {hint}")
     with session_scope() as session:
         roadmaps = session.exec(select(Roadmap.slug, Roadmap.active).order_by(Roadmap.slug)).all()
-    slugs = [slug for slug, active in roadmaps if active]
+    slugs = [slug for slug, active in roadmaps if active or retired_too]
     if slugs:
         return slugs
     shown = url.render_as_string(hide_password=True) if url is not None else database_url()
@@ -108,6 +108,7 @@ def _progress_bar(description: str):
 
 
 def _roadmap_files(paths: list[Path]) -> list[Path]:
+    """The roadmap files ``paths`` name: files as given, and each folder's ``*.yaml``/``*.yml``."""
     from models.roadmap_file import roadmap_files_in
 
     files: list[Path] = []
@@ -153,7 +154,9 @@ def sync(
         task = bar.add_task("loading", total=len(specs))
         for path, spec in specs:
             try:
-                reports.append(upsert_roadmap(session, spec, source_file=str(path)))
+                # A retired roadmap comes back when its file is named, not when its folder is.
+                revive = not files or path in files
+                reports.append(upsert_roadmap(session, spec, source_file=str(path), revive=revive))
             except RoadmapFileError as exc:  # checked against the database (a slug taken): all rolled back
                 _fail(str(exc))
             bar.advance(task)
@@ -176,8 +179,11 @@ def retire(
     it back. For a conference that was held, or a file whose slug was changed.
     """
     from models.db import session_scope
+    from models.roadmap_file import normalise_slug
     from models.sync import RetireError, retire_roadmap
 
+    _require_roadmaps(retired_too=True)  # found by a review: a mistyped SQLite file was made, empty
+    slug = normalise_slug(slug) or slug  # as the file's slug is read: "GCM-ARAB-2024" is gcm-arab-2024
     try:
         with session_scope() as session:
             was_active = retire_roadmap(session, slug)

@@ -38,6 +38,7 @@ from models.calendars import WorkingCalendar
 from models.db import UTCDateTime
 from models.deadlines import parse_instant
 from models.parties import party_for
+from models.roadmap_file import normalise_slug
 from models.tables import MemberState, Milestone, Roadmap, State, Status, StatusChange, utc_now
 
 
@@ -745,6 +746,9 @@ def record_status(
             value.encode("utf-8")
         except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line (a Latin-1 terminal)
             raise StatusError(f"{name} {value[:60]!r} is not valid text: it holds bytes that are not UTF-8") from None
+    if roadmap is not None:
+        # As the file's slug is read ("GCM-ARAB-2024" is gcm-arab-2024); found by a review.
+        roadmap = normalise_slug(roadmap) or roadmap
     query = select(Status, Milestone, Roadmap).join(Milestone, Status.milestone_id == Milestone.id).join(
         Roadmap, Milestone.roadmap_id == Roadmap.id
     ).where(Milestone.key == milestone, Status.member_state_code == member_state.upper(), Milestone.active,

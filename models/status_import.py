@@ -60,7 +60,9 @@ def import_statuses(session: Session, path: str | Path, changed_by: str = "csv")
             # strict: a quoted value never closed, or text after a closing quote, is an error
             # (found by a bad-input review: the rest of the file became one note).
             reader = csv.DictReader(lines(handle), strict=True)
-            header = [name.strip() for name in (reader.fieldnames or [])]
+            # In any case, a space for the underscore ("Member state"), as spreadsheets write
+            # headers (found by a review).
+            header = [name.strip().lower().replace(" ", "_") for name in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED if c not in header]
             if missing:
                 # Found by a coordinator's walkthrough: a spreadsheet's semicolon-separated

@@ -185,8 +185,13 @@ def retire_roadmap(session: Session, slug: str) -> bool:
     return was_active
 
 
-def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -> SyncReport:
+def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "", revive: bool = True) -> SyncReport:
     """Write ``spec`` into ``session`` (no commit). See the module docstring for the rules.
+
+    A retired roadmap (:func:`retire_roadmap`) is updated; ``revive`` makes it active again (its
+    file named to ``roadmap sync``), else it stays retired (a folder synced: found by a review,
+    a folder's sync brought a held conference back, its reminders with it). Either is said in
+    the report's warnings.
 
     Raises:
         RoadmapFileError: the slug normalises to that of a roadmap declared with another slug
@@ -208,17 +213,25 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "") -
         coordinator_country=spec.coordinator.country,
         event_timezone=spec.venue.timezone,
         source_file=source_file,
-        active=True,  # a retired roadmap whose file is loaded again is checked again
     )
-    if roadmap is None:
+    retired = roadmap is not None and not roadmap.active
+    if retired and revive:
+        roadmap_values["active"] = True
+        report.warnings.append(f"was retired: it is checked again (`roadmap retire {spec.slug}` retires it again)")
+    elif retired:
+        report.warnings.append(f"is retired: updated, still retired (`roadmap sync {source_file or 'ITS-FILE'}`, the file "
+                               "named, checks it again)")
+    if roadmap is None or (retired and revive):
         # Found by a coordinator's walkthrough: a file whose slug was changed is loaded as a new
         # roadmap, and the old one stays checked beside it (its parties reminded twice).
         twins = session.exec(select(Roadmap.slug).where(
-            Roadmap.active, (Roadmap.title == spec.title) | ((Roadmap.source_file == source_file) & (Roadmap.source_file != ""))
+            Roadmap.active, Roadmap.slug != spec.slug,
+            (Roadmap.title == spec.title) | ((Roadmap.source_file == source_file) & (Roadmap.source_file != ""))
         ).order_by(Roadmap.slug)).all()
         for twin in twins:
             report.warnings.append(f"roadmap {twin!r} has the same title or file and is still checked: if this one "
                                    f"replaces it, `roadmap retire {twin}`")
+    if roadmap is None:
         roadmap = Roadmap(slug=spec.slug, **roadmap_values)
         session.add(roadmap)
         session.flush()

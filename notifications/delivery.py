@@ -117,36 +117,42 @@ def deliver(
     failed are retried. The delivery is ok only when every channel carrying ``tag`` took it;
     otherwise the caller (the reminder log) sends the item again on a later night, to every
     channel of the tag, the ones that took it included (never lost rather than never twice, when
-    one channel of several fails). Channels tagged ``always`` get a copy alongside, retried the
-    same way; one that fails is named in ``copy_reason`` and does not fail the delivery (found by
-    a fault review: a failing archive made every recipient's reminder fail and be sent again
-    every night). A tag with no channel of its own is not delivered, copies included.
+    one channel of several fails). Channels tagged ``always`` get a copy alongside, tried once
+    (a copy is not worth a recipient's retries: their backoff would slow every digest); one that
+    fails is named in ``copy_reason`` and does not fail the delivery (found by a fault review: a
+    failing archive made every recipient's reminder fail and be sent again every night). A tag
+    with no channel of its own is delivered by the ``always`` channels, as Apprise reaches them:
+    they are its channels then (a config of one catch-all channel).
 
     Returns a :class:`Delivery`; an exception inside Apprise or a plugin becomes a failed
     delivery whose reason names only the exception type (its text may hold a URL).
     """
     backoff_s = BACKOFF_S if backoff_s is None else backoff_s
     pending = _groups(hub, tag, body, body_html)
-    if not any(not copy for *_, copy in pending):
+    if not pending:
         return Delivery(False, 1, NO_CHANNEL)
-    reasons: list[tuple[str, bool]] = []
+    if all(copy for *_, copy in pending):  # only "always" channels reach this tag: they are its own
+        pending = [(group, text, fmt, False) for group, text, fmt, _ in pending]
+    reasons: list[str] = []
+    copy_reasons: list[str] = []
     for attempt in range(1, attempts + 1):
         still_failing, reasons = [], []
         for group, text, fmt, copy in pending:
             try:
                 result = group.notify(body=text, title=title, body_format=fmt)
+                reason = "" if result else _reason(result)
             except Exception as exc:  # noqa: BLE001 - a channel must never crash the check
-                reasons.append((f"{type(exc).__name__} while delivering", copy))
-                still_failing.append((group, text, fmt, copy))
+                reason = f"{type(exc).__name__} while delivering"
+            if not reason:
                 continue
-            if not result:
-                reasons.append((_reason(result), copy))
+            if copy:
+                copy_reasons.append(reason)  # tried once
+            else:
+                reasons.append(reason)
                 still_failing.append((group, text, fmt, copy))
         if not still_failing:
-            return Delivery(True, attempt)
+            return Delivery(True, attempt, "", "; ".join(copy_reasons))
         pending = still_failing
         if attempt < attempts:
             time.sleep(backoff_s * attempt)
-    own = "; ".join(text for text, copy in reasons if not copy)
-    copies = "; ".join(text for text, copy in reasons if copy)
-    return Delivery(not own, attempts, own, copies)
+    return Delivery(False, attempts, "; ".join(reasons), "; ".join(copy_reasons))

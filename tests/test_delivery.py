@@ -9,7 +9,7 @@ import urllib.parse
 import pytest
 
 from notifications.channels import ChannelConfigError, load_channels, parse_apprise_yaml
-from notifications.delivery import deliver
+from notifications.delivery import Delivery, deliver
 from notifications.digest import DigestItem, render_digest, render_digest_html
 from tests.sinks import HttpSink, SmtpSink
 
@@ -198,9 +198,10 @@ def test_a_retry_goes_only_to_the_channels_that_failed(http_sink):
 def test_a_failing_copy_channel_does_not_fail_the_recipients_delivery(http_sink):
     """Found by a fault review: an archive tagged ``always`` that refused every message made every
     recipient's reminder fail, be sent again each night to the channels that took it, and be
-    escalated as the missions' failure. The copy is tried as often as any channel and named in
-    ``copy_reason``; the delivery is the recipient's own channels'. A tag with no channel of its
-    own is not delivered, its copy included."""
+    escalated as the missions' failure. The copy is tried once and named in ``copy_reason``; the
+    delivery is the recipient's own channels'. A tag no channel of its own reaches is delivered
+    by the ``always`` channels, retried as its own (found by a review of that fix: a config of
+    one catch-all channel delivered nothing)."""
     archive = HttpSink(status=500).start()
     try:
         hub = parse_apprise_yaml(
@@ -210,11 +211,15 @@ def test_a_failing_copy_channel_does_not_fail_the_recipients_delivery(http_sink)
             "cfg",
         )
         result = deliver(hub, tag="mission-jo", title="t", body="b", attempts=3, backoff_s=0.01)
-        assert (result.ok, result.attempts, result.reason, result.copy_reason) == (True, 3, "", "JSON: failure")
-        assert (len(http_sink.requests), len(archive.requests)) == (1, 3)
+        assert (result.ok, result.attempts, result.reason, result.copy_reason) == (True, 1, "", "JSON: failure")
+        assert (len(http_sink.requests), len(archive.requests)) == (1, 1)
         alone = deliver(hub, tag="mission-tn", title="t", body="b", attempts=3, backoff_s=0.01)
-        assert (alone.ok, alone.attempts, alone.reason) == (False, 1, "no channel configured for this recipient tag")
-        assert (len(http_sink.requests), len(archive.requests)) == (1, 3)
+        assert (alone.ok, alone.attempts, alone.reason, alone.copy_reason) == (False, 3, "JSON: failure", "")
+        assert (len(http_sink.requests), len(archive.requests)) == (1, 4)
+        catch_all = parse_apprise_yaml(f'urls:\n  - "json://127.0.0.1:{http_sink.port}/all":\n      tag: always\n', "cfg")
+        assert deliver(catch_all, tag="mission-tn", title="t", body="b", attempts=3, backoff_s=0.01) == (
+            Delivery(True, 1, "", ""))
+        assert len(http_sink.requests) == 2
     finally:
         archive.stop()
 

@@ -255,9 +255,9 @@ def test_escalations_that_fail_are_counted_and_a_failing_copy_is_reported_not_fa
         refusing.stop()
     assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 32}
     assert len(missions.requests) == 16
-    # Each mission's copy three times, the coordinators' reminder and escalation three times each,
-    # with their copies.
-    assert Counter(refusing.paths) == {"/archive": 16 * 3 + 2 * 3, "/coordinators": 2 * 3}
+    # Each mission's copy once, the coordinators' reminder and escalation three times each, with
+    # their copies once.
+    assert Counter(refusing.paths) == {"/archive": 16 + 2, "/coordinators": 2 * 3}
     failed = [m for m in logged if m.startswith("digests that failed")]
     # In recipient order (the coordinators' reminders first), then the escalation digest.
     assert failed == ["digests that failed (18): coordinators: JSON: failure; " + "".join(

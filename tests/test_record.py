@@ -242,3 +242,18 @@ def test_states_are_taken_as_people_write_them(seeded, tmp_path):
     assert result.exit_code == 0, result.output
     assert [_status(seeded, "invitations", code).state for code in ("JO", "TN", "LB", "DZ")] == [
         "done", "in_progress", "waived", "in_progress"]
+
+
+def test_headers_and_roadmap_slugs_are_taken_as_people_write_them(seeded, tmp_path):
+    """Found by a review of the state words: a spreadsheet's "Milestone,Member State,State"
+    header and a roadmap written "GCM-ARAB-2024" were refused. Headers are read in any case, a
+    space for the underscore; a roadmap slug as the roadmap file's is (``normalise_slug``)."""
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("Milestone,Member State,STATE,Roadmap\ninvitations,JO,done,GCM-ARAB-2024\n", encoding="utf-8")
+    result = runner.invoke(app, ["import-statuses", str(sheet)])
+    assert result.exit_code == 0, result.output
+    marked = runner.invoke(app, ["mark", "invitations", "TN", "done", "--roadmap", " Gcm Arab 2024 "])
+    assert marked.exit_code == 0, marked.output
+    assert [_status(seeded, "invitations", code).state for code in ("JO", "TN")] == ["done", "done"]
+    unknown = runner.invoke(app, ["mark", "invitations", "LB", "done", "--roadmap", "GCM-ARAB-2025"])
+    assert unknown.exit_code == 2 and "unknown roadmap 'gcm-arab-2025'" in unknown.stderr

@@ -286,3 +286,55 @@ def test_the_sync_report_counts_agenda_sessions_as_the_file_changed(database_url
     assert sync(lambda d: d["agenda"].__setitem__(-1, dict(d["agenda"][-1], start="17:05", end="17:10"))) == (
         "gcm-arab-2024: created 1 agenda_session; updated 1 agenda_session; removed 1 agenda_session")  # title back
     assert sync(lambda d: d.pop("agenda")) == "gcm-arab-2024: created nothing; updated nothing; removed 11 agenda_session"
+
+
+def test_a_retired_roadmap_comes_back_when_its_file_is_named_not_when_its_folder_is_synced(database_url, tmp_path):
+    """Found by a review of ``roadmap retire``: ``roadmap sync roadmaps/`` brought a held
+    conference back without a word, its reminders with it."""
+    from models.tables import Roadmap
+
+    folder = tmp_path / "roadmaps"
+    folder.mkdir()
+    seed = folder / "gcm-arab-2024.yaml"
+    seed.write_text(SEED_ROADMAP.read_text(encoding="utf-8"), encoding="utf-8")
+
+    def run(*args):
+        result = CliRunner().invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip(), error_lines(result.stderr)
+
+    def active() -> bool:
+        with Session(get_engine(database_url)) as session:
+            return session.exec(select(Roadmap.active).where(Roadmap.slug == "gcm-arab-2024")).one()
+
+    run("sync", str(folder))
+    run("retire", "gcm-arab-2024")
+    assert run("sync", str(folder)) == ("gcm-arab-2024: created nothing; updated nothing", [
+        f"warning: gcm-arab-2024: is retired: updated, still retired (`roadmap sync {seed}`, the file named, checks it "
+        "again)"])
+    assert active() is False
+    renamed = folder / "v2.yaml"
+    renamed.write_text(seed.read_text(encoding="utf-8").replace("slug: gcm-arab-2024\n", "slug: gcm-arab-2024-v2\n"),
+                       encoding="utf-8")
+    run("sync", str(renamed))  # the new slug, while the old one is retired: no twin to warn of
+    assert run("sync", str(seed)) == ("gcm-arab-2024: created nothing; updated 1 roadmap", [
+        "warning: gcm-arab-2024: was retired: it is checked again (`roadmap retire gcm-arab-2024` retires it again)",
+        "warning: gcm-arab-2024: roadmap 'gcm-arab-2024-v2' has the same title or file and is still checked: if this "
+        "one replaces it, `roadmap retire gcm-arab-2024-v2`"])
+    assert active() is True
+
+
+def test_retire_takes_a_slug_as_written_and_refuses_a_missing_database_file(seeded, tmp_path, monkeypatch):
+    """Found by a review of ``roadmap retire``: "GCM-ARAB-2024" was an unknown roadmap, and a
+    mistyped SQLite file name made an empty database there."""
+    done = CliRunner().invoke(app, ["retire", "GCM-ARAB-2024"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("gcm-arab-2024: retired;")
+    missing = tmp_path / "roadmpa.db"
+    monkeypatch.setenv("ROADMAP_DATABASE_URL", f"sqlite:///{missing}")
+    refused = CliRunner().invoke(app, ["retire", "gcm-arab-2024"])
+    assert refused.exit_code == 2
+    assert error_lines(refused.stderr) == [
+        f"error: no database file at ROADMAP_DATABASE_URL=sqlite:///{missing}: load one first with `roadmap sync "
+        "roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"]
+    assert not missing.exists()
