@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 import zoneinfo
 from functools import lru_cache
 from pathlib import Path
@@ -101,6 +102,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+#: Characters a name or title may not hold, with what they are: control characters (Unicode
+#: category Cc: line breaks, tabs, escape) and the bidirectional embeddings, overrides and
+#: isolates (U+202A-U+202E, U+2066-U+2069), which reorder the text around them on screen.
+_BIDI_CONTROLS = {0x202A: "a left-to-right embedding", 0x202B: "a right-to-left embedding",
+                  0x202C: "a pop of directional formatting", 0x202D: "a left-to-right override",
+                  0x202E: "a right-to-left override", 0x2066: "a left-to-right isolate",
+                  0x2067: "a right-to-left isolate", 0x2068: "a first-strong isolate",
+                  0x2069: "a pop of directional isolate"}
+
+
+def check_one_line(text: str) -> str:
+    """Return ``text``, a name or a title shown on one line (a digest's greeting, a matrix row,
+    a calendar event), or raise ``ValueError`` naming the first character it may not hold: a
+    control character (a line break, a tab) or a bidirectional override (found by a review: a
+    mission's name with line breaks became lines of its digest, and a right-to-left override
+    reordered the Arabic greeting). Arabic text needs none of them: the Unicode bidirectional
+    algorithm orders it."""
+    for char in text:
+        code = ord(char)
+        if unicodedata.category(char) == "Cc":
+            what = {10: "a line break", 13: "a carriage return", 9: "a tab"}.get(code, "a control character")
+        elif code in _BIDI_CONTROLS:
+            what = _BIDI_CONTROLS[code]
+        else:
+            continue
+        raise ValueError(f"holds {what} (U+{code:04X}): a name or title is one line of plain text")
+    return text
+
+
 class PlaceSpec(_Strict):
     """A mission, office or coordinator: a name and the IANA zone it keeps time in."""
 
@@ -108,6 +138,7 @@ class PlaceSpec(_Strict):
     timezone: str
 
     _tz = field_validator("timezone")(check_timezone)
+    _one_line = field_validator("name")(check_one_line)
 
 
 class CoordinatorSpec(PlaceSpec):
@@ -152,6 +183,7 @@ class MemberStateSpec(_Strict):
     weekend: WeekendSpec | None = None
 
     _tz = field_validator("timezone")(check_timezone)
+    _one_line = field_validator("name", "name_ar")(check_one_line)
 
     @field_validator("code")
     @classmethod
@@ -179,6 +211,7 @@ class MilestoneSpec(_Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
     title: str = Field(min_length=1, max_length=300)
     title_ar: str = Field(default="", max_length=300)
+    _one_line = field_validator("title", "title_ar")(check_one_line)
     owner: Owner
     deadline: str = Field(max_length=200)
     opens: str | None = Field(default=None, max_length=200)
@@ -205,6 +238,7 @@ class AgendaItemSpec(_Strict):
     end: dt.time
     title: str = Field(min_length=1, max_length=300)
     title_ar: str = Field(default="", max_length=300)
+    _one_line = field_validator("title", "title_ar")(check_one_line)
 
     @field_validator("date")
     @classmethod
@@ -242,6 +276,7 @@ class RoadmapSpec(_Strict):
     slug: str = Field(min_length=1, max_length=64)
     title: str = Field(min_length=1, max_length=300)
     title_ar: str = Field(default="", max_length=300)
+    _one_line = field_validator("title", "title_ar")(check_one_line)
     source: str = ""
     coordinator: CoordinatorSpec
     venue: PlaceSpec

@@ -107,6 +107,22 @@ BAD_FILES = {
         "milestones[4].deadline", "'2999-12-31'",
         "due for LY on 3000-01-02 (moved to the next working day): dates must fall between 1900-01-01 and 2999-12-31",
     ),
+    # Found by a review of the digests' greetings: a name with line breaks became lines of the
+    # digest, and a right-to-left override reordered the Arabic greeting.
+    "a mission's name over several lines": (
+        lambda d: d["member_states"][5]["mission"].update(name="Permanent Mission\nBcc: someone@example.org"),
+        "member_states[5].mission.name", "'Permanent Mission\\nBcc: someone@example.org'",
+        "holds a line break (U+000A): a name or title is one line of plain text",
+    ),
+    "an Arabic name with a right-to-left override": (
+        lambda d: d["member_states"][5].update(name_ar="الأردن\u202eevil"),
+        "member_states[5].name_ar", "'الأردن\\u202eevil'",
+        "holds a right-to-left override (U+202E): a name or title is one line of plain text",
+    ),
+    "a milestone title with a tab": (
+        lambda d: _milestone(d, "travel").update(title="Travel\tarrangements"),
+        "milestones[4].title", "'Travel\\tarrangements'", "holds a tab (U+0009)",
+    ),
     # Weekday names were checked on their first three letters only.
     "a weekday that only starts like one": (
         lambda d: d["member_states"][7]["weekend"].update(days=["Friyay", "Sat"]),
