@@ -44,9 +44,9 @@ def _fail(message: str) -> None:
 
 def _require_roadmaps(retired_too: bool = False) -> list[str]:
     """The slugs of the database's active roadmaps (``retired_too``: and retired ones), sorted
-    (``list[str]``); fail (exit 2) with a hint when there is none: most often ``ROADMAP_DATABASE_URL`` names another database than intended
-    (``sqlite:///roadmap.db`` is relative to the working folder) or ``roadmap sync`` has not run
-    yet."""
+    (``list[str]``); fail (exit 2) with a hint when there is none: most often
+    ``ROADMAP_DATABASE_URL`` names another database than intended (``sqlite:///roadmap.db`` is
+    relative to the working folder) or ``roadmap sync`` has not run yet."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
     from sqlmodel import select

@@ -211,7 +211,6 @@ class MilestoneSpec(_Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
     title: str = Field(min_length=1, max_length=300)
     title_ar: str = Field(default="", max_length=300)
-    _one_line = field_validator("title", "title_ar")(check_one_line)
     owner: Owner
     deadline: str = Field(max_length=200)
     opens: str | None = Field(default=None, max_length=200)
@@ -222,6 +221,8 @@ class MilestoneSpec(_Strict):
     status: State = State.pending
     #: Note recorded with that initial state.
     note: str = Field(default="", max_length=2000)
+
+    _one_line = field_validator("title", "title_ar")(check_one_line)
 
     @field_validator("deadline", "opens", mode="before")
     @classmethod
@@ -238,6 +239,7 @@ class AgendaItemSpec(_Strict):
     end: dt.time
     title: str = Field(min_length=1, max_length=300)
     title_ar: str = Field(default="", max_length=300)
+
     _one_line = field_validator("title", "title_ar")(check_one_line)
 
     @field_validator("date")
@@ -276,7 +278,6 @@ class RoadmapSpec(_Strict):
     slug: str = Field(min_length=1, max_length=64)
     title: str = Field(min_length=1, max_length=300)
     title_ar: str = Field(default="", max_length=300)
-    _one_line = field_validator("title", "title_ar")(check_one_line)
     source: str = ""
     coordinator: CoordinatorSpec
     venue: PlaceSpec
@@ -287,6 +288,8 @@ class RoadmapSpec(_Strict):
     due: dict[str, LocalDates] = Field(default_factory=dict, exclude=True)
     #: The slug exactly as written in the file (``slug`` is its normalised form).
     declared_slug: str = Field(default="", exclude=True)
+
+    _one_line = field_validator("title", "title_ar")(check_one_line)
 
     @model_validator(mode="before")
     @classmethod

@@ -209,7 +209,8 @@ def render_digest(recipient: str, items: Digest | list[DigestItem], as_of: dt.da
         ``(subject, body)``: both bilingual (English, then Arabic).
     """
     digest = _digest(items)
-    body = _TEXT_ENV.get_template("digest.txt.j2").render(**_context(recipient, digest, as_of, addressee, ask_to_report))
+    body = _TEXT_ENV.get_template("digest.txt.j2").render(
+        **_context(recipient, digest, as_of, addressee, ask_to_report))
     return render_subject(digest), body
 
 
