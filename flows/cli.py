@@ -180,7 +180,7 @@ def retire(
     """
     from models.db import session_scope
     from models.roadmap_file import normalise_slug
-    from models.sync import RetireError, retire_roadmap
+    from models.sync import BRING_BACK, RetireError, retire_roadmap
 
     _require_roadmaps(retired_too=True)  # found by a review: a mistyped SQLite file was made, empty
     slug = normalise_slug(slug) or slug  # as the file's slug is read: "GCM-ARAB-2024" is gcm-arab-2024
@@ -190,7 +190,7 @@ def retire(
     except RetireError as exc:
         _fail(str(exc))
     typer.echo(f"{slug}: {'retired' if was_active else 'already retired'}; its statuses and history are kept "
-               "(`roadmap sync` its file to bring it back)")
+               f"({BRING_BACK})")
 
 
 @app.command()

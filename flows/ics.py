@@ -24,6 +24,7 @@ from icalendar import Alarm, Calendar, Event, Timezone
 from sqlmodel import Session, func, select
 
 from models.status import Classification, iter_status_views
+from models.sync import retired_error
 from models.tables import AgendaSession, MemberState, Milestone, Roadmap, Status, StatusChange
 from notifications.digest import hijri_date
 from notifications.plurals import english_count
@@ -146,7 +147,7 @@ def _roadmaps(session: Session, roadmap: str | None) -> list[Roadmap]:
     if roadmap and not found:
         raise IcsError(f"unknown roadmap {roadmap!r}")
     if roadmap and not found[0].active:
-        raise IcsError(f"roadmap {roadmap!r} is retired (`roadmap sync` its file to bring it back)")
+        raise IcsError(retired_error(roadmap))
     return [r for r in found if r.active]
 
 

@@ -373,12 +373,7 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
     if to_escalate:
         escalated = send_planned(to_escalate.recipients, hub=hub, as_of=as_of, run_id=run_id, reasons=reasons,
                                  consume=True)
-        report.escalated = escalated.sent
-        report.messages += escalated.messages
-        # Found by a fault review: an escalation digest that failed was in no count.
-        report.failed += escalated.failed
-        report.in_flight += escalated.in_flight
-        report.failures += escalated.failures
+        report.add_escalations(escalated)
     logger.info(
         "reminders: %d sent in %d digests, %d already sent, %d failed; %d escalated%s",
         report.sent, report.messages, report.already_sent, report.failed, report.escalated,

@@ -77,6 +77,17 @@ class ReminderReport:
         self.in_flight += other.in_flight
         self.failures += other.failures
 
+    def add_escalations(self, other: "ReminderReport") -> None:
+        """Count the report of the night's escalations (:func:`send_planned` of them) in this
+        one: its items sent as ``escalated``, its digests, failed and held items and failures
+        as they are (found by a fault review: a failed escalation was in no count); its
+        ``already_sent`` escalations are not reminders of the night and are left out."""
+        self.escalated += other.sent
+        self.messages += other.messages
+        self.failed += other.failed
+        self.in_flight += other.in_flight
+        self.failures += other.failures
+
 
 def _item(planned: PlannedReminder, reason: Reason = NO_REASON) -> DigestItem:
     v = planned.view

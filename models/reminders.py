@@ -300,19 +300,7 @@ def renew_claims(session: Session, log_ids: Sequence[int], *, run_id: str, now: 
     wall-clock instant) and return the ids it still holds (no commit). A claim another run took
     over after the lease (this run was slow: channels timing out digest after digest) is not
     this run's any more: found by a fault review, two overlapping runs both sent it."""
-    held: set[int] = set()
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
-        ids = list(log_ids[start : start + _IDS_PER_STATEMENT])
-        wanted = ReminderLog.id == any_(bindparam("ids", ids, type_=ARRAY(Integer))) if postgresql \
-            else ReminderLog.id.in_(ids)
-        held.update(session.connection().execute(
-            update(ReminderLog)
-            .where(wanted, ReminderLog.claimed_by == run_id, ReminderLog.state == ReminderState.claimed.value)
-            .values(claimed_at=now)
-            .returning(ReminderLog.id)
-        ).scalars())
-    return held
+    return {row.id for row in _update_own(session, log_ids, run_id, _STILL_CLAIMED, claimed_at=now)}
 
 
 def release_claims(session: Session, log_ids: Sequence[int], *, run_id: str) -> int:
@@ -320,17 +308,7 @@ def release_claims(session: Session, log_ids: Sequence[int], *, run_id: str) -> 
     commit): their lease is made to have lapsed (``claimed_at`` the start of 1970, UTC), so the
     next run takes them over at once; a claim that took over a failed row keeps its attempts.
     Returns how many were let go."""
-    released = 0
-    for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
-        ids = list(log_ids[start : start + _IDS_PER_STATEMENT])
-        released += len(session.connection().execute(
-            update(ReminderLog)
-            .where(ReminderLog.id.in_(ids), ReminderLog.claimed_by == run_id,
-                   ReminderLog.state == ReminderState.claimed.value)
-            .values(claimed_at=LAPSED)
-            .returning(ReminderLog.id)
-        ).all())
-    return released
+    return len(_update_own(session, log_ids, run_id, _STILL_CLAIMED, claimed_at=LAPSED))
 
 
 #: The claim time :func:`release_claims` writes: older than any lease.
@@ -359,7 +337,19 @@ def mark_failed(session: Session, log_ids: Sequence[int], *, run_id: str, reason
 
 def _mark(session: Session, log_ids: Sequence[int], run_id: str, **values) -> int:
     """Set ``values`` and one more attempt on this run's claims among ``log_ids``; return how many."""
-    changed = 0
+    return len(_update_own(session, log_ids, run_id, attempts=ReminderLog.attempts + 1, **values))
+
+
+#: The condition :func:`renew_claims` and :func:`release_claims` add: the row is still a claim
+#: (not marked sent or failed since).
+_STILL_CLAIMED = ReminderLog.state == ReminderState.claimed.value
+
+
+def _update_own(session: Session, log_ids: Sequence[int], run_id: str, *conditions, **values) -> list:
+    """Set ``values`` on this run's claims among ``log_ids`` that meet ``conditions``, in
+    statements of :data:`_IDS_PER_STATEMENT` ids (no commit); return the rows changed (their
+    ``id``)."""
+    changed = []
     postgresql = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(log_ids), _IDS_PER_STATEMENT):
         ids = list(log_ids[start : start + _IDS_PER_STATEMENT])
@@ -372,12 +362,12 @@ def _mark(session: Session, log_ids: Sequence[int], run_id: str, **values) -> in
             wanted = ReminderLog.id.in_(ids)
         # Core, not the ORM's bulk UPDATE: no object in the session is affected, and the ORM
         # path's session synchronisation is Python work per digest.
-        changed += len(session.connection().execute(
+        changed += session.connection().execute(
             update(ReminderLog)
-            .where(wanted, ReminderLog.claimed_by == run_id)
-            .values(attempts=ReminderLog.attempts + 1, **values)
+            .where(wanted, ReminderLog.claimed_by == run_id, *conditions)
+            .values(**values)
             .returning(ReminderLog.id)
-        ).all())
+        ).all()
     return changed
 
 

@@ -39,6 +39,7 @@ from models.db import UTCDateTime
 from models.deadlines import parse_instant
 from models.parties import party_for
 from models.roadmap_file import normalise_slug
+from models.sync import BRING_BACK, retired_error
 from models.tables import MemberState, Milestone, Roadmap, State, Status, StatusChange, utc_now
 
 
@@ -819,7 +820,7 @@ def _explain_missing(session: Session, *, milestone: str, member_state: str, roa
         if named is None:
             raise StatusError(f"unknown roadmap {roadmap!r}")
         if not named:
-            raise StatusError(f"roadmap {roadmap!r} is retired (`roadmap sync` its file to bring it back)")
+            raise StatusError(retired_error(roadmap))
     live = (Milestone.active, Roadmap.active)
     if session.exec(select(Milestone.id).join(Roadmap, Milestone.roadmap_id == Roadmap.id).where(
             Milestone.key == milestone, *live)).first() is None:
@@ -827,7 +828,7 @@ def _explain_missing(session: Session, *, milestone: str, member_state: str, roa
             Milestone.key == milestone, Milestone.active, ~Roadmap.active)).all()))
         if retired:
             raise StatusError(f"milestone {milestone!r} belongs to retired roadmap(s) {', '.join(retired)} "
-                              "(`roadmap sync` its file to bring it back)")
+                              f"({BRING_BACK})")
         keys = sorted(set(session.exec(select(Milestone.key).join(Roadmap, Milestone.roadmap_id == Roadmap.id).where(
             *live)).all()))
         raise StatusError(f"unknown milestone {milestone!r}: expected one of {', '.join(keys)}")

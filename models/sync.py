@@ -157,6 +157,15 @@ def sync_roadmap_file(path: str | Path, database_url: str | None = None) -> Sync
         return upsert_roadmap(session, spec, source_file=str(path))
 
 
+#: How a retired roadmap comes back, as the messages that name one say it.
+BRING_BACK = "`roadmap sync` its file to bring it back"
+
+
+def retired_error(slug: str) -> str:
+    """The message for a retired roadmap a command was asked about by its slug."""
+    return f"roadmap {slug!r} is retired ({BRING_BACK})"
+
+
 class RetireError(LookupError):
     """``retire_roadmap`` got a slug no roadmap has; the message names it and the slugs there are."""
 
