@@ -16,8 +16,8 @@ import datetime as dt
 import os
 import uuid
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-import pendulum
 from functools import lru_cache
 
 from icalendar import Alarm, Calendar, Event, Timezone
@@ -43,10 +43,19 @@ def calendar_dir() -> Path:
 
 
 def _local(instant: dt.datetime, zone: str) -> dt.datetime:
-    local = pendulum.instance(instant).in_tz(zone)
-    from zoneinfo import ZoneInfo
+    """``instant`` (aware) in ``zone`` to the second, as a plain datetime with a ``ZoneInfo``
+    (which ``icalendar`` writes as a TZID) that keeps the ``fold`` of a repeated hour."""
+    return dt.datetime.fromtimestamp(instant.timestamp(), ZoneInfo(zone)).replace(microsecond=0)
 
-    return dt.datetime(local.year, local.month, local.day, local.hour, local.minute, local.second, tzinfo=ZoneInfo(zone))
+
+def _written(local: dt.datetime) -> dt.datetime:
+    """What a DTSTART or DTEND holds: the local time with its TZID, or UTC for the second pass of
+    an hour the clocks repeat, which RFC 5545 (3.3.5) would read as the first (found by a code
+    review: Cairo's 23:59:59 on 31 October 2024, one hour before summer time ended at midnight,
+    was written an hour early)."""
+    if local.fold and local.replace(fold=0).utcoffset() != local.utcoffset():
+        return local.astimezone(dt.timezone.utc)
+    return local
 
 
 def _new_calendar(name: str) -> Calendar:
@@ -71,7 +80,12 @@ def alarm_trigger(days: int, deadline_local: dt.datetime) -> dt.timedelta:
     goes off at :data:`ALARM_TIME` local, ``days`` days before the deadline's day: -P14DT14H59M59S
     for 14 days before a 23:59:59 deadline. RFC 5545 (3.3.6) counts the days of a duration as
     calendar days and its hours as exact ones: 09:00 local unless the clocks change between
-    09:00 and the deadline on its own day."""
+    09:00 and the deadline on its own day. A deadline written in UTC (:func:`_written`) gets the
+    exact time from the alarm to the deadline: UTC's days are all 24 hours."""
+    if _written(deadline_local) is not deadline_local:
+        alarm_day = deadline_local.date() - dt.timedelta(days=days)
+        alarm = dt.datetime.combine(alarm_day, ALARM_TIME, deadline_local.tzinfo)
+        return alarm.astimezone(dt.timezone.utc) - deadline_local.astimezone(dt.timezone.utc)
     since_alarm = deadline_local.replace(tzinfo=None) - dt.datetime.combine(deadline_local.date(), ALARM_TIME)
     return -(dt.timedelta(days=days) + since_alarm)
 
@@ -81,7 +95,7 @@ def _deadline_event(view, roadmap: Roadmap) -> Event:
     event.add("uid", f"{roadmap.slug}.{view.milestone}.{view.member_state.lower()}@roadmap-tracker")
     event.add("dtstamp", roadmap.loaded_at)
     start = _local(view.deadline, view.owner_timezone)
-    event.add("dtstart", start)
+    event.add("dtstart", _written(start))
     finished = FINISHED.get(view.classification)
     event.add("summary", f"{finished or 'Deadline'}: {view.milestone_title} ({view.member_state_name})")
     event.add(
@@ -113,8 +127,8 @@ def _agenda_events(session: Session, roadmap: Roadmap) -> list[Event]:
         event = Event()
         event.add("uid", f"{roadmap.slug}.agenda.{number}@roadmap-tracker")
         event.add("dtstamp", roadmap.loaded_at)
-        event.add("dtstart", _local(item.starts_at, roadmap.event_timezone))
-        event.add("dtend", _local(item.ends_at, roadmap.event_timezone))
+        event.add("dtstart", _written(_local(item.starts_at, roadmap.event_timezone)))
+        event.add("dtend", _written(_local(item.ends_at, roadmap.event_timezone)))
         event.add("summary", item.title)
         event.add("description", f"{item.title}\n{item.title_ar}\n{roadmap.title}")
         events.append(event)
@@ -185,7 +199,8 @@ def build_calendar(
 
 def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.datetime) -> list[Path]:
     """Write ``<out_dir>/<slug>/all.ics`` and one ``<cc>.ics`` per member state in one pass over
-    the roadmap's rows; return the paths (``all.ics`` first, then by code).
+    the roadmap's rows, classified as of ``as_of`` (aware; a naive one raises ``ValueError``);
+    return the paths (``all.ics`` first, then by code).
 
     A feed holds deadlines, the agenda and which rows are finished, which change only when the
     roadmap is loaded again or a status is recorded: when the feeds of this load

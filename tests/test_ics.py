@@ -129,3 +129,32 @@ def test_a_feed_is_written_again_when_a_status_is_recorded(seeded, tmp_path):
     with session_scope() as session:
         record_status(session, milestone="invitations", member_state="JO", state="waived", at="2024-05-27T07:00:00+02:00")
     assert str(jordan_invitation()["summary"]).startswith("Waived: ")
+
+
+def test_a_deadline_in_an_hour_the_clocks_repeat_is_written_at_its_own_instant(database_url, outbox, tmp_path):
+    """Found by a code review: Cairo's summer time of 2024 ended at midnight on 31 October, so
+    23:59:59 that day came twice; the deadline is the second (UTC+2), but the feed wrote the local
+    time with its TZID, which RFC 5545 (3.3.5) reads as the first: an hour early."""
+    import yaml
+
+    from models.sync import sync_roadmap_file
+    from tests.conftest import SEED_ROADMAP
+
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    conference = next(m for m in data["milestones"] if m["key"] == "conference")  # coordinator-owned: Cairo
+    conference.update(opens="2024-10-29", deadline="2024-10-31")
+    moved = tmp_path / "october.yaml"
+    moved.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    sync_roadmap_file(moved)
+    with session_scope() as session:
+        data = build_calendar(session, member_state="JO", as_of=dt.datetime(2024, 10, 1, tzinfo=UTC))
+    event = _events(data)["gcm-arab-2024.conference.jo@roadmap-tracker"]
+    assert event["dtstart"].dt == dt.datetime(2024, 10, 31, 21, 59, 59, tzinfo=UTC)  # 23:59:59 at UTC+2
+    assert b"DTSTART:20241031T215959Z" in data
+    # The alarms still ring at 09:00 Cairo time (summer time, UTC+3) on each reminder day.
+    triggers = sorted(alarm["trigger"].dt for alarm in event.walk("VALARM"))
+    assert [event["dtstart"].dt + t for t in triggers] == [
+        dt.datetime(2024, 10, day, 6, 0, tzinfo=UTC) for day in (17, 24, 30)]
+    # Any other deadline keeps its local time and TZID.
+    nomination = _events(data)["gcm-arab-2024.nominations.jo@roadmap-tracker"]
+    assert nomination["dtstart"].params["TZID"] == "Asia/Amman"
