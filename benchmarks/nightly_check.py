@@ -1,7 +1,7 @@
 """Benchmark of the nightly status check at portfolio scale (issue "Scale").
 
     python benchmarks/nightly_check.py --rows 100000 --db postgresql
-    python benchmarks/nightly_check.py --rows 10000 --db sqlite --py-spy /tmp/check.txt
+    python benchmarks/nightly_check.py --rows 10000 --db sqlite --py-spy check.txt
 
 One run:
 

@@ -151,9 +151,9 @@ def summary_markdown(
     as_of: dt.datetime,
     failed_channels: list[str] | None = None,
 ) -> str:
-    """Markdown summary: overdue first (most days overdue first), then due this week, blocked,
-    channels that failed, holidays that weigh on deadlines, counts per milestone, and what
-    changed since the previous check."""
+    """Markdown summary as of ``as_of`` (aware): overdue first (most days overdue first), then
+    due this week, blocked, channels that failed, holidays that weigh on deadlines, counts per
+    milestone, and what changed since the previous check."""
     head, tail = summary_parts(title, tallies, as_of)
     return head + failures_section(failed_channels) + tail
 

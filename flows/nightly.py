@@ -258,7 +258,8 @@ def check_milestones(
     label: str, work: tuple[tuple[str, tuple[str, ...]], ...], as_of: dt.datetime, keep_statuses: bool = True
 ) -> dict[str, list[MilestoneTally]]:
     """Classify the given milestones of each roadmap for every member state (one query per
-    roadmap) and remember tonight's classification.
+    roadmap) as of ``as_of`` (an aware instant; a naive one raises ``ValueError``) and remember
+    tonight's classification.
 
     Returns:
         {roadmap slug: [MilestoneTally in the order of the keys given]}.
@@ -327,8 +328,9 @@ def night_channels(recipients: set[str] | frozenset[str] = frozenset({"coordinat
 def send_reminders(
     planned: ReminderPlan, overdue_escalations: ReminderPlan, as_of: dt.datetime, run_id: str, already_sent: int = 0,
 ) -> ReminderReport:
-    """Send tonight's digests (one per recipient), then the coordinators' escalations; each item
-    is claimed in the reminder log before any message leaves. Both plans are emptied as their
+    """Send tonight's digests (one per recipient), then the coordinators' escalations, as of
+    ``as_of`` (aware: the dates the digests show); each item is claimed in the reminder log
+    before any message leaves. Both plans are emptied as their
     digests go out. Publishes the run's reminder report (``nightly-check-reminders`` artifact:
     counts and the channels that failed). ``already_sent`` counts the items the check skipped
     because their window was delivered on an earlier night."""

@@ -233,6 +233,7 @@ class TableText(Artifact):
     type: str | None = "table"
 
     async def aformat(self) -> str:
+        """The table's JSON text as given (Prefect's ``Artifact.create`` sends what this returns)."""
         return self.table_json
 
 
@@ -357,7 +358,8 @@ EMBED_MAX_BYTES = 300_000
 @task(name="publish-feeds", task_run_name="timeline and calendars [{label}]", cache_policy=NO_CACHE)
 def publish_feeds(label: str, roadmaps: list[tuple[str, str, list[MilestoneBar]]], as_of: dt.datetime) -> None:
     """For each (slug, title, bars): draw the roadmap's timeline (``<slug>-timeline`` artifact) and
-    write its calendar feeds (``<slug>-calendars`` link artifact)."""
+    write its calendar feeds (``<slug>-calendars`` link artifact), as of ``as_of`` (aware; a
+    naive one raises ``ValueError``)."""
     for roadmap, title, bars in roadmaps:
         _publish_feeds(roadmap, title, bars, as_of)
 

@@ -68,15 +68,6 @@ class ReminderReport:
         """The ``reminders`` object of ``roadmap check --json``."""
         return {"sent": self.sent, "already_sent": self.already_sent, "failed": self.failed}
 
-    def merge(self, other: "ReminderReport") -> None:
-        self.sent += other.sent
-        self.already_sent += other.already_sent
-        self.failed += other.failed
-        self.messages += other.messages
-        self.escalated += other.escalated
-        self.in_flight += other.in_flight
-        self.failures += other.failures
-
     def add_escalations(self, other: "ReminderReport") -> None:
         """Count the report of the night's escalations (:func:`send_planned` of them) in this
         one: its items sent as ``escalated``, its digests, failed and held items and failures

@@ -369,19 +369,15 @@ def _flagged(context: MilestoneContext, row: ClassifiedRow, flag: str) -> tuple[
     return status_view(context, row), flag
 
 
-def holiday_flag(view: StatusView) -> str | None:
-    """Say why a public holiday of the owner's country weighs on this row, or None.
-
-    Two cases: the deadline falls within 2 working days after a public holiday; a window
-    (e.g. "June 2024") contains public holidays (Eid al-Adha 2024 in the June window).
-    """
-    return _holiday_flag(view.calendar, view.due_day, view.opens_day)
-
-
 # Bounded small: a portfolio has more (calendar, day) pairs than any cache size worth keeping,
 # and each group's tallies share what they found (MilestoneTally.shared).
 @lru_cache(maxsize=8192)
 def _holiday_flag(calendar, due_day: dt.date, opens_day: dt.date | None) -> str | None:
+    """Say why a public holiday of the owner's country (``calendar``) weighs on a row, or None.
+
+    Two cases: the deadline falls within 2 working days after a public holiday; a window
+    (e.g. "June 2024") contains public holidays (Eid al-Adha 2024 in the June window).
+    """
     near = holiday_before(calendar, due_day, 2)
     if near:
         return f"deadline {due_day} is within 2 working days after {near[1]} ({near[0]})"

@@ -65,7 +65,7 @@ def print_check(result: dict, console: Console) -> None:
 
 
 def print_matrix(title: str, views: list[StatusView], as_of: dt.datetime, console: Console) -> None:
-    """Print classified rows of one roadmap as a table."""
+    """Print classified rows of one roadmap as a table, as of ``as_of`` (aware)."""
     rows = [
         (f"{v.member_state} {v.member_state_name}", v.milestone, v.classification.value, v.days_left,
          v.recorded_state == IN_PROGRESS_STATE)

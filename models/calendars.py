@@ -111,7 +111,8 @@ class WorkingCalendar:
         return found
 
 
-def _plain(day: dt.date) -> dt.date:
+def plain_date(day: dt.date) -> dt.date:
+    """Return ``day`` as a plain ``datetime.date`` (pendulum's dates subclass it)."""
     return dt.date(day.year, day.month, day.day)
 
 
@@ -121,7 +122,7 @@ def _plain(day: dt.date) -> dt.date:
 def shift_days(day: dt.date, days: int) -> dt.date:
     """Return the plain ``datetime.date`` ``days`` calendar days after ``day`` (before, if
     negative), computed by pendulum. Calendar days: no time zone, no working-day rule."""
-    return _plain(pendulum.date(day.year, day.month, day.day).add(days=days))
+    return plain_date(pendulum.date(day.year, day.month, day.day).add(days=days))
 
 
 @lru_cache(maxsize=2048)

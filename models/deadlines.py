@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import pendulum
 
+from models.calendars import plain_date, shift_days
+
 #: Dates a roadmap may use (deadlines, windows, agenda) and instants a person may type (``--as-of``,
 #: ``--at``): far from the ends of ``datetime.date``, so that no conversion to an owner's zone or
 #: UTC, and no working-day count or timeline around them, overflows.
@@ -132,14 +134,10 @@ def end_of_month(anchor: dt.date, months_ahead: int = 0) -> dt.date:
     return plain_date(first.end_of("month"))
 
 
-def plain_date(value: dt.date) -> dt.date:
-    """Return ``value`` as a plain ``datetime.date`` (pendulum dates subclass it)."""
-    return dt.date(value.year, value.month, value.day)
-
-
 def shift(anchor: dt.date, rule: RelativeRule) -> dt.date:
-    """Return ``anchor`` moved by ``rule.offset_days`` calendar days (pendulum arithmetic)."""
-    return plain_date(pendulum.date(anchor.year, anchor.month, anchor.day).add(days=rule.offset_days))
+    """Return ``anchor`` moved by ``rule.offset_days`` calendar days (pendulum arithmetic,
+    :func:`models.calendars.shift_days`)."""
+    return shift_days(anchor, rule.offset_days)
 
 
 def end_of_local_day(day: dt.date, timezone: str) -> pendulum.DateTime:

@@ -58,6 +58,11 @@ def party_for(
 
     All arguments are plain values (table columns), so callers need no ORM session.
     The weekend override applies to the country office only: missions keep Geneva's calendar.
+
+    Raises:
+        ValueError: ``owner`` is none of :class:`Owner`'s values.
+        NotImplementedError: the ``holidays`` package has no calendar for the country
+            (:func:`models.calendars.calendar_for`; roadmap files are checked for it on load).
     """
     owner = Owner(owner)
     tag = recipient_tag(owner, member_state_code)

@@ -60,10 +60,9 @@ def claim_lease() -> dt.timedelta:
     return _lease()
 
 
-#: A claim older than this is considered abandoned (its run crashed) and may be taken over:
-#: 10 minutes, or ``ROADMAP_CLAIM_LEASE_S`` seconds. Longer than any run's delivery of one digest
-#: (three attempts of Apprise's channels); a run renews the claims it holds while it delivers.
-CLAIM_LEASE = _lease()
+# A bad ROADMAP_CLAIM_LEASE_S is refused as this module is imported (every command and flow
+# imports it), never in the middle of a night's reminders; claims read it again at each call.
+_lease()
 
 DUE_WINDOW = "due"
 
@@ -167,6 +166,9 @@ def claim_many(
     Returns:
         {key: Claim}: ``"claimed"`` with the log id for those this run must send; otherwise
         ``"already_sent"`` or ``"in_flight"``.
+
+    Raises:
+        models.db.SettingError: ``lease`` not given and ``ROADMAP_CLAIM_LEASE_S`` unusable.
     """
     lease = _lease() if lease is None else lease
     outcome: dict[ReminderKey, Claim] = {}
@@ -282,14 +284,18 @@ def claim(
     Returns:
         ``Claim("claimed", id)`` when this run must send it (new, failed before, or abandoned);
         ``Claim("already_sent")`` or ``Claim("in_flight")`` otherwise.
+
+    Raises:
+        models.db.SettingError: ``lease`` not given and ``ROADMAP_CLAIM_LEASE_S`` unusable.
     """
     key = (status_id, recipient, window)
     return claim_many(session, [key], run_id=run_id, now=now, lease=lease)[key]
 
 
 def mark_delivered(session: Session, log_ids: Sequence[int], *, run_id: str, now: dt.datetime) -> int:
-    """Mark this run's claims among ``log_ids`` (a list or an ``array`` of ints) as sent; return
-    how many rows changed (no commit)."""
+    """Mark this run's claims among ``log_ids`` (a list or an ``array`` of ints) as sent at
+    ``now`` (an aware wall-clock instant: a naive one fails the statement, SQLAlchemy's
+    ``StatementError``); return how many rows changed (no commit)."""
     if not log_ids:
         return 0
     return _mark(session, log_ids, run_id, state=ReminderState.sent.value, sent_at=now, error="")

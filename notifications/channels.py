@@ -21,7 +21,6 @@ import pycountry
 import yaml
 from apprise.config.base import ConfigBase
 
-import notifications.outbox  # noqa: F401  (registers outbox://)
 
 #: Largest Apprise config accepted (bytes).
 MAX_CONFIG_BYTES = 256 * 1024

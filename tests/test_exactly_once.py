@@ -168,7 +168,7 @@ def test_claims_and_marks_in_batches_keep_every_rule(seeded, monkeypatch):
         assert [second[k].outcome for k in keys] == ["already_sent"] * 3 + ["in_flight"] * 2 + ["claimed"] * 2
     with session_scope() as session:
         # After the lease, run-1's abandoned claims are taken over; sent ones stay sent.
-        later = now + reminders.CLAIM_LEASE + dt.timedelta(seconds=30)  # run-2 claimed at now + 1 min
+        later = now + reminders.claim_lease() + dt.timedelta(seconds=30)  # run-2 claimed at now + 1 min
         third = reminders.claim_many(session, keys, run_id="run-3", now=later)
         assert [third[k].outcome for k in keys] == ["already_sent"] * 3 + ["claimed"] * 2 + ["in_flight"] * 2
         taken = [third[k].log_id for k in keys[3:5]]
@@ -427,18 +427,21 @@ def test_an_interrupted_run_lets_go_of_the_claims_it_had_not_begun(seeded, outbo
                     **{f"mission-{c}": ("claimed", True) for c in "dz iq jo kw lb ly mr".split()}}
 
     monkeypatch.setattr(reminders, "deliver", real_deliver)
-    report = reminders.ReminderReport()
+    kept = []  # the night's reports: its reminders', then its escalations' if any
     real_send = reminders.send_planned
 
     def send_and_keep(plan, **kwargs):
-        report.merge(real_send(plan, **kwargs))
-        return report
+        kept.append(real_send(plan, **kwargs))
+        return kept[-1]
 
     import flows.nightly
 
     monkeypatch.setattr(flows.nightly, "send_planned", send_and_keep)
     result = nightly_status_check(as_of=AS_OF, publish=False)
     assert result["reminders"] == {"sent": 13, "already_sent": 2, "failed": 0}
+    report = kept[0]
+    for escalations in kept[1:]:
+        report.add_escalations(escalations)
     assert report.in_flight == 1  # Djibouti's: its claim lapses after the lease
     import datetime as dt
 
