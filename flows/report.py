@@ -127,14 +127,13 @@ def milestone_bars(views: list[StatusView], opens: Mapping[str, dt.date | None])
         due_first = min(v.due_day for v in group)
         due_last = max(v.due_day for v in group)
         window_opens = opens[key]
-        start = window_opens if window_opens is not None else due_first - dt.timedelta(days=DEFAULT_LEAD_DAYS)
         done = sum(counter[c] for c in _DONE)
         bars.append(
             MilestoneBar(
                 key=key,
                 title=group[0].milestone_title,
                 title_ar=group[0].milestone_title_ar,
-                start=min(start, due_first),
+                start=_bar_start(window_opens, due_first),
                 end=due_last,
                 due_first=due_first,
                 due_last=due_last,
@@ -155,16 +154,22 @@ def bars_from_tallies(tallies: list) -> list[MilestoneBar]:
     for t in tallies:
         if not t.rows:
             continue
-        start = t.opens_first if t.opens_first is not None else t.due_first - dt.timedelta(days=DEFAULT_LEAD_DAYS)
         bars.append(
             MilestoneBar(
                 key=t.milestone, title=t.title, title_ar=t.title_ar,
-                start=min(start, t.due_first), end=t.due_last, due_first=t.due_first, due_last=t.due_last,
+                start=_bar_start(t.opens_first, t.due_first), end=t.due_last, due_first=t.due_first, due_last=t.due_last,
                 is_window=t.opens_first is not None, total=t.rows, done=t.done, share_done=t.done / t.rows,
                 counts={c: t.counts.get(c.value, 0) for c in ATTENTION_ORDER},
             )
         )
     return bars
+
+
+def _bar_start(opens: dt.date | None, due_first: dt.date) -> dt.date:
+    """A bar starts where its window opens, or :data:`DEFAULT_LEAD_DAYS` before its first
+    deadline; never after that deadline."""
+    start = opens if opens is not None else due_first - dt.timedelta(days=DEFAULT_LEAD_DAYS)
+    return min(start, due_first)
 
 
 def as_of_label(as_of: dt.datetime) -> str:
