@@ -452,3 +452,87 @@ def test_an_interrupted_run_lets_go_of_the_claims_it_had_not_begun(seeded, outbo
     assert shown.splitlines()[2] == ("13 items sent in 13 digests, 2 already sent, 0 failed; 0 escalated. 1 held by "
                                      "another run (it sends them, or the next check does once its claim lapses).")
     assert Counter(p.parent.name for p in outbox.rglob("*.txt")) == {f"mission-{c}": 1 for c in CODES if c != "dj"}
+
+
+def _other_backends(url: str, sql: str) -> None:
+    """Run ``sql`` on a connection of its own to the database of ``url`` (PostgreSQL), in
+    autocommit; ``{db}`` is the database's name."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    with psycopg.connect(host=target.host, port=target.port, user=target.username, dbname=target.database,
+                         autocommit=True) as conn:
+        conn.execute(sql.format(db=target.database))
+
+
+def test_connections_ended_while_digests_go_out_cost_no_digest_and_no_second_copy(postgres_url, outbox, monkeypatch):
+    """Found by a fault review: PostgreSQL ended the check's idle connections (a restart, an
+    administrator, a proxy's idle timeout) while the fifth digest went out; the mark that came
+    next used a dead pooled connection, the run failed and that digest was sent again after the
+    lease. The pool now tests a connection before lending it."""
+    monkeypatch.setenv("ROADMAP_DATABASE_URL", postgres_url)
+    from models.sync import sync_roadmap_file
+
+    sync_roadmap_file(SEED_ROADMAP)
+    import flows.reminders as reminders
+    from flows.nightly import nightly_status_check
+
+    real_deliver, delivered = reminders.deliver, []
+
+    def deliver_and_end_connections(*args, **kwargs):
+        delivered.append(1)
+        if len(delivered) == 5:
+            _other_backends(postgres_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                          "WHERE datname = '{db}' AND pid <> pg_backend_pid()")
+        return real_deliver(*args, **kwargs)
+
+    monkeypatch.setattr(reminders, "deliver", deliver_and_end_connections)
+    result = nightly_status_check(as_of=AS_OF, publish=False)
+    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert Counter(p.parent.name for p in outbox.rglob("*.txt")) == {f"mission-{c}": 1 for c in CODES}
+    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+
+
+def test_a_table_locked_by_another_session_fails_the_check_after_the_lock_timeout(postgres_url, outbox, monkeypatch):
+    """Found by a fault review: with the reminder log locked by another session the check waited
+    with no end (a scheduled night would hold its deployment's slot for ever). It now fails
+    after the lock timeout, sends nothing, and the next night sends all 16."""
+    import threading
+
+    import models.db
+
+    monkeypatch.setattr(models.db, "POSTGRES_LOCK_TIMEOUT_S", 1)
+    monkeypatch.setenv("ROADMAP_DATABASE_URL", postgres_url)
+    from models.sync import sync_roadmap_file
+
+    sync_roadmap_file(SEED_ROADMAP)
+    from flows.nightly import nightly_status_check
+
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        target = make_url(postgres_url)
+        with psycopg.connect(host=target.host, port=target.port, user=target.username, dbname=target.database) as conn:
+            conn.execute("LOCK TABLE reminder_log IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(60)
+            conn.rollback()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        state = nightly_status_check(as_of=AS_OF, publish=False, return_state=True)
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert state.is_failed() and "lock timeout" in str(state.result(raise_on_failure=False))
+    assert waited < 30  # lock waits of 1 s each, not the holder's 60 s
+    assert not outbox.exists() or list(outbox.rglob("*.txt")) == []
+    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
