@@ -474,7 +474,7 @@ def database_error(exc: BaseException) -> str | None:
     error. Names ``ROADMAP_DATABASE_URL`` with its password hidden, and the driver's first line.
     """
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+    from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
     from models.db import database_url
 
@@ -487,7 +487,9 @@ def database_error(exc: BaseException) -> str | None:
     if isinstance(exc, NoSuchModuleError) or (isinstance(exc, ModuleNotFoundError) and _raised_in(exc, "create_engine")):
         return (f"ROADMAP_DATABASE_URL={shown}: no database driver for it ({type(exc).__name__}: {exc}); "
                 "supported: sqlite:///FILE and postgresql+psycopg://...")
-    if isinstance(exc, OperationalError):
+    # DatabaseError itself, none of its subclasses: SQLite's "file is not a database" (found by a
+    # fault review: a 250-line traceback); an IntegrityError is no fault of the URL.
+    if isinstance(exc, OperationalError) or type(exc) is DatabaseError:
         first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
         return f"ROADMAP_DATABASE_URL={shown}: cannot use the database: {first}"
     return None
@@ -498,9 +500,14 @@ def prefect_server_error(exc: BaseException, serving: bool = False) -> str | Non
     cannot be reached (refused, unknown host, timed out: an ``httpx.TransportError``, which
     only Prefect's client raises in this program, itself or as the cause of Prefect's
     "Failed to reach API" ``RuntimeError``), or None for any other error. ``serving``: the
-    command is ``roadmap serve``, which cannot run on a temporary server."""
+    command is ``roadmap serve``, which cannot run on a temporary server. A server that answers
+    but is no Prefect API (Prefect's "Failed to reach API" caused by an HTTP error status: the
+    URL without its ``/api``, found by a fault review) is said so too."""
     import httpx
 
+    not_api = _not_an_api(exc)
+    if not_api is not None:
+        return not_api
     seen = set()
     while exc is not None and not isinstance(exc, httpx.TransportError) and id(exc) not in seen:
         seen.add(id(exc))
@@ -515,6 +522,25 @@ def prefect_server_error(exc: BaseException, serving: bool = False) -> str | Non
     other = "" if serving else ", or unset PREFECT_API_URL to run on a temporary one"
     return (f"cannot reach the Prefect server at PREFECT_API_URL={url}: {type(exc).__name__}: {reason} "
             f"(start it with `prefect server start`{other})")
+
+
+def _not_an_api(exc: BaseException) -> str | None:
+    import httpx
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        cause = exc.__cause__
+        if (isinstance(exc, RuntimeError) and str(exc).startswith("Failed to reach API")
+                and isinstance(cause, httpx.HTTPStatusError)):
+            from prefect.settings import PREFECT_API_URL
+
+            url = _without_password(PREFECT_API_URL.value() or "(unset)")
+            answer = f"{cause.response.status_code} {cause.response.reason_phrase}".strip()
+            return (f"PREFECT_API_URL={url} is not a Prefect server's API: it answered {answer} "
+                    f"(the API's URL ends in /api, e.g. http://127.0.0.1:4200/api)")
+        exc = cause or exc.__context__
+    return None
 
 
 def prefect_setting_error(exc: BaseException) -> str | None:

@@ -828,6 +828,40 @@ def test_an_unreachable_prefect_server_is_one_error_line(seeded, tmp_path):
         "All connection attempts failed (start it with `prefect server start`)"]
 
 
+def test_a_prefect_url_without_its_api_path_is_one_error_line(seeded, tmp_path):
+    """Found by a fault review: ``PREFECT_API_URL`` without its ``/api`` (or naming any other web
+    server) was a 226-line traceback ending in "Failed to reach API"."""
+    import http.server
+    import threading
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # 404s
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        api = f"http://focal:s3cret@127.0.0.1:{web.server_port}"
+        done = _roadmap(["check", "--as-of", "2024-06-05T09:00:00+02:00"], seeded, tmp_path, PREFECT_API_URL=api,
+                        ROADMAP_OUTBOX_DIR=str(tmp_path / "outbox"))
+    finally:
+        web.shutdown()
+    assert done.returncode == 2, done.stderr
+    assert error_lines(done.stderr) == [
+        f"error: PREFECT_API_URL=http://focal:***@127.0.0.1:{web.server_port} is not a Prefect server's API: it "
+        "answered 404 Not Found (the API's URL ends in /api, e.g. http://127.0.0.1:4200/api)"]
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_a_file_that_is_not_a_database_is_one_error_line(tmp_path):
+    """Found by a fault review: ``ROADMAP_DATABASE_URL`` naming a text file was a 250-line
+    traceback ("file is not a database", SQLAlchemy's ``DatabaseError``); the file is left as it was."""
+    notes = tmp_path / "notes.db"
+    notes.write_text("minutes of the briefing\n", encoding="utf-8")
+    for args in (["status"], ["mark", "invitations", "JO", "done"], ["sync", str(SEED_ROADMAP.resolve())]):
+        done = _roadmap(args, f"sqlite:///{notes}", tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert error_lines(done.stderr) == [
+            f"error: ROADMAP_DATABASE_URL=sqlite:///{notes}: cannot use the database: file is not a database"], args
+    assert notes.read_text(encoding="utf-8") == "minutes of the briefing\n"
+
+
 @pytest.mark.parametrize(("variables", "expected"), [
     ({"PREFECT_API_URL": "http://focal:s3cret@[::1:4200/api"},
      ["error: PREFECT_API_URL=http://focal:***@[::1:4200/api is not a URL (Invalid IPv6 URL), e.g. "
