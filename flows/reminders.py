@@ -65,8 +65,11 @@ class ReminderReport:
     config_error: str = ""
 
     def as_dict(self) -> dict:
-        """The ``reminders`` object of ``roadmap check --json``."""
-        return {"sent": self.sent, "already_sent": self.already_sent, "failed": self.failed}
+        """The ``reminders`` object of ``roadmap check --json``: ``{"sent", "already_sent",
+        "failed", "escalated", "in_flight"}`` item counts (found by a fault review: a re-run after
+        an outage looked complete while another run's claims still held 4 digests)."""
+        return {"sent": self.sent, "already_sent": self.already_sent, "failed": self.failed,
+                "escalated": self.escalated, "in_flight": self.in_flight}
 
     def add_escalations(self, other: "ReminderReport") -> None:
         """Count the report of the night's escalations (:func:`send_planned` of them) in this

@@ -61,7 +61,10 @@ def print_check(result: dict, console: Console) -> None:
         console.print(_table(f"{slug} as of {result['as_of']}", rows))
     console.print(LEGEND)
     r = result["reminders"]
-    console.print(f"Reminders: {r['sent']} sent, {r['already_sent']} already sent, {r['failed']} failed.")
+    held = (f"; {r['in_flight']} held by another run (it sends them, or a later check does once its claim lapses)"
+            if r["in_flight"] else "")
+    console.print(f"Reminders: {r['sent']} sent, {r['already_sent']} already sent, {r['failed']} failed; "
+                  f"{r['escalated']} escalated{held}.")
 
 
 def print_matrix(title: str, views: list[StatusView], as_of: dt.datetime, console: Console) -> None:

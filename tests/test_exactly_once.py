@@ -116,7 +116,9 @@ def test_three_failed_nights_escalate_to_the_coordinators_once(seeded, outbox, t
 
         nights = ["2024-06-05T09:00:00+02:00", "2024-06-06T09:00:00+02:00", "2024-06-07T09:00:00+02:00"]
         results = [nightly_status_check(as_of=night, include_statuses=False)["reminders"] for night in nights]
-        assert results == [{"sent": 0, "already_sent": 0, "failed": 16}] * 3
+        # The third failed night escalates the 16 items to the coordinators.
+        assert results == [{"sent": 0, "already_sent": 0, "failed": 16, "escalated": 0, "in_flight": 0}] * 2 + [
+            {"sent": 0, "already_sent": 0, "failed": 16, "escalated": 16, "in_flight": 0}]
         assert len(broken.requests) == 3 * 16 * 3  # three nights, 16 digests, three attempts each
         assert len(coordinators.requests) == 1
         escalation = coordinators.requests[0]
@@ -127,13 +129,13 @@ def test_three_failed_nights_escalate_to_the_coordinators_once(seeded, outbox, t
 
         # Same night again: the escalation is not repeated; the reminders are retried.
         again = nightly_status_check(as_of=nights[-1], include_statuses=False)["reminders"]
-        assert again == {"sent": 0, "already_sent": 0, "failed": 16}
+        assert again == {"sent": 0, "already_sent": 0, "failed": 16, "escalated": 0, "in_flight": 0}
         assert len(coordinators.requests) == 1
 
         # Monday 10 June: six working days overdue in Geneva, the overdue escalation goes out once.
         broken.status = 200
         monday = nightly_status_check(as_of="2024-06-10T09:00:00+02:00", include_statuses=False)["reminders"]
-        assert monday == {"sent": 16, "already_sent": 0, "failed": 0}
+        assert monday == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 16, "in_flight": 0}
         assert len(coordinators.requests) == 2
         assert coordinators.requests[1]["message"].count("escalated: overdue by 6 working days (10 days)") == 16
     finally:
@@ -313,13 +315,13 @@ def test_hints_are_written_once_a_few_are_held_for_every_item_delivered(seeded, 
         result = nightly_status_check(as_of=AS_OF, publish=False)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
-    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
     assert len(statements) == 4
     with session_scope() as session:
         sent = set(session.exec(select(ReminderLog.status_id, ReminderLog.window).where(ReminderLog.state == "sent")).all())
         hinted = set(session.exec(select(Status.id, Status.last_reminder).where(Status.last_reminder.is_not(None))).all())
     assert len(sent) == 16 and hinted == sent
-    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
 
 
 def test_each_recipient_is_let_go_from_the_night_plan_once_its_digest_is_out(seeded, outbox, monkeypatch):
@@ -344,7 +346,7 @@ def test_each_recipient_is_let_go_from_the_night_plan_once_its_digest_is_out(see
     monkeypatch.setattr(nightly, "send_planned", send_and_keep)
     monkeypatch.setattr(reminders, "render_digest", render_and_look)
     result = nightly.nightly_status_check(as_of=AS_OF, publish=False)
-    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
     missions = [f"mission-{c}" for c in CODES]
     assert held == [(mission, missions[k:]) for k, mission in enumerate(missions)]
     assert len(plans) == 1 and plans[0] == {}  # no escalation on 5 June: one plan, emptied
@@ -385,7 +387,7 @@ def test_a_run_slower_than_the_lease_renews_its_claims_and_leaves_those_taken_ov
     monkeypatch.setattr(reminders, "deliver", slow_first)
     result = nightly_status_check(as_of=AS_OF, publish=False)
     assert len(taken) == 1
-    assert result["reminders"] == {"sent": 15, "already_sent": 0, "failed": 0}  # Djibouti's is run B's
+    assert result["reminders"] == {"sent": 15, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}  # Djibouti's is run B's
     assert not (outbox / "mission-dj").exists()
     assert sorted(p.name for p in outbox.iterdir()) == sorted(f"mission-{c}" for c in CODES if c != "dj")
     with session_scope() as session:
@@ -438,7 +440,7 @@ def test_an_interrupted_run_lets_go_of_the_claims_it_had_not_begun(seeded, outbo
 
     monkeypatch.setattr(flows.nightly, "send_planned", send_and_keep)
     result = nightly_status_check(as_of=AS_OF, publish=False)
-    assert result["reminders"] == {"sent": 13, "already_sent": 2, "failed": 0}
+    assert result["reminders"] == {"sent": 13, "already_sent": 2, "failed": 0, "escalated": 0, "in_flight": 1}
     report = kept[0]
     for escalations in kept[1:]:
         report.add_escalations(escalations)
@@ -489,9 +491,9 @@ def test_connections_ended_while_digests_go_out_cost_no_digest_and_no_second_cop
 
     monkeypatch.setattr(reminders, "deliver", deliver_and_end_connections)
     result = nightly_status_check(as_of=AS_OF, publish=False)
-    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
     assert Counter(p.parent.name for p in outbox.rglob("*.txt")) == {f"mission-{c}": 1 for c in CODES}
-    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
 
 
 def test_a_table_locked_by_another_session_fails_the_check_after_the_lock_timeout(postgres_url, outbox, monkeypatch):
@@ -535,4 +537,4 @@ def test_a_table_locked_by_another_session_fails_the_check_after_the_lock_timeou
     assert state.is_failed() and "lock timeout" in str(state.result(raise_on_failure=False))
     assert waited < 30  # lock waits of 1 s each, not the holder's 60 s
     assert not outbox.exists() or list(outbox.rglob("*.txt")) == []
-    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}

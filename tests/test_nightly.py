@@ -79,14 +79,14 @@ def test_seed_roadmap_on_5_june(database_url, outbox):
         "recorded_state": "pending", "deadline": "2024-05-31T23:59:59+02:00", "days_left": -5,
     }
     # One overdue item per mission: 16 digests, one file each.
-    assert first["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert first["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
     assert sorted(p.name for p in outbox.iterdir()) == sorted(
         f"mission-{c}" for c in "ae bh dj dz iq jo kw lb ly mr qa sa sd so tn ye".split()
     )
     assert all(len(list(p.glob("*.txt"))) == 1 for p in outbox.iterdir())
 
     second = _check()
-    assert second["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert second["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
     assert sum(len(list(p.glob("*.txt"))) for p in outbox.iterdir()) == 16
 
     # The rows remember the window delivered (a hint, so the check does not plan them again);
@@ -101,7 +101,7 @@ def test_seed_roadmap_on_5_june(database_url, outbox):
         hints = session.exec(select(Status.last_reminder).join(Milestone).where(Milestone.key == "invitations")).all()
         assert hints == ["overdue-3"] * 16
         session.execute(update(Status).values(last_reminder=None))
-    assert _check()["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert _check()["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
     assert sum(len(list(p.glob("*.txt"))) for p in outbox.iterdir()) == 16
 
     marked = runner.invoke(app, ["mark", "invitations", "JO", "done", "--note", "NV 2024/051"])
@@ -125,12 +125,12 @@ def test_a_missed_night_is_caught_up_once(seeded, outbox):
     assert len(files) == 1
     assert "OVERDUE by 5 days" in files[0].read_text(encoding="utf-8")
     # Next window, overdue-6, on Thursday 6 June: one more each, once.
-    assert _check("2024-06-06T09:00:00+02:00")["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
-    assert _check("2024-06-06T18:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert _check("2024-06-06T09:00:00+02:00")["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
+    assert _check("2024-06-06T18:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
     # overdue-9 falls on Sunday 9 June, not a working day in Geneva: it goes out on Friday 7 June.
-    assert _check("2024-06-07T09:00:00+02:00")["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
-    assert _check("2024-06-08T09:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 0, "failed": 0}
-    assert _check("2024-06-10T09:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert _check("2024-06-07T09:00:00+02:00")["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
+    assert _check("2024-06-08T09:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
+    assert _check("2024-06-10T09:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 16, "in_flight": 0}
     assert len(list((outbox / "mission-jo").glob("*.txt"))) == 3
 
 
@@ -164,7 +164,7 @@ def test_an_escalation_of_a_coordinators_row_keeps_its_reminder_hint(seeded, out
         result = _check("2024-07-15T09:00:00+03:00")
     finally:
         event.remove(get_engine(), "before_cursor_execute", seen)
-    assert result["reminders"] == {"sent": 32, "already_sent": 0, "failed": 0}
+    assert result["reminders"] == {"sent": 32, "already_sent": 0, "failed": 0, "escalated": 32, "in_flight": 0}
     # Reminders: 16 to the coordinators and one to each of 16 missions, claimed for 10 and then 7
     # recipients (25 and 7 items); then the 32 escalations. In parts of 5: 5 + 2 + 7 claims.
     assert len(claims) == (14 if claim_part else 3)
@@ -192,11 +192,11 @@ def test_failing_channel_is_logged_and_retried_next_run(seeded, outbox, tmp_path
         monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(config))
         monkeypatch.setattr("notifications.delivery.BACKOFF_S", 0.0)
         failed = _check()
-        assert failed["reminders"] == {"sent": 0, "already_sent": 0, "failed": 16}
+        assert failed["reminders"] == {"sent": 0, "already_sent": 0, "failed": 16, "escalated": 0, "in_flight": 0}
         assert len(sink.requests) == 3  # mission-jo tried 3 times; the other 15 tags have no channel
         sink.status = 200
         retried = _check()
-        assert retried["reminders"] == {"sent": 1, "already_sent": 0, "failed": 15}
+        assert retried["reminders"] == {"sent": 1, "already_sent": 0, "failed": 15, "escalated": 0, "in_flight": 0}
         assert len(sink.requests) == 4
         assert "Jordan" in sink.requests[-1]["message"]
     finally:
@@ -219,7 +219,7 @@ def test_the_run_log_names_the_digests_that_failed(seeded, outbox, tmp_path, mon
         monkeypatch.setattr(flows.nightly, "FAILURES_LOGGED", 3)
         with run_log_messages() as logged:
             assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {
-                "sent": 1, "already_sent": 0, "failed": 15}
+                "sent": 1, "already_sent": 0, "failed": 15, "escalated": 0, "in_flight": 0}
     finally:
         sink.stop()
     assert len(sink.requests) == 1
@@ -228,6 +228,17 @@ def test_the_run_log_names_the_digests_that_failed(seeded, outbox, tmp_path, mon
         "digests that failed (15): mission-ae: no channel configured for this recipient tag; mission-bh: no channel "
         "configured for this recipient tag; mission-dj: no channel configured for this recipient tag; and 12 more in "
         "the nightly-check-reminders artifact"]
+
+
+def test_the_run_log_counts_the_items_the_json_counts(seeded, outbox):
+    """Found by a fault review: the second check of a night logged "0 already sent" while its
+    JSON said 16 (the log left out the items skipped before planning)."""
+    nightly_status_check(as_of=AS_OF, publish=False)
+    with run_log_messages() as logged:
+        again = nightly_status_check(as_of=AS_OF, publish=False)["reminders"]
+    assert again == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
+    assert [m for m in logged if m.startswith("reminders:")] == [
+        "reminders: 0 sent in 0 digests, 16 already sent, 0 failed; 0 escalated"]
 
 
 def test_escalations_that_fail_are_counted_and_a_failing_copy_is_reported_not_failed(seeded, outbox, tmp_path,
@@ -253,7 +264,7 @@ def test_escalations_that_fail_are_counted_and_a_failing_copy_is_reported_not_fa
     finally:
         missions.stop()
         refusing.stop()
-    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 32}
+    assert result["reminders"] == {"sent": 16, "already_sent": 0, "failed": 32, "escalated": 0, "in_flight": 0}
     assert len(missions.requests) == 16
     # Each mission's copy once, the coordinators' reminder and escalation three times each, with
     # their copies once.
@@ -283,7 +294,7 @@ def test_a_member_state_removed_from_the_file_is_no_longer_checked_nor_reminded(
     checked = _check()
     assert len(checked["statuses"]) == 90
     assert "YE" not in {s["member_state"] for s in checked["statuses"]}
-    assert checked["reminders"] == {"sent": 15, "already_sent": 0, "failed": 0}
+    assert checked["reminders"] == {"sent": 15, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
     assert sorted(p.name for p in outbox.iterdir()) == sorted(
         f"mission-{c}" for c in "ae bh dj dz iq jo kw lb ly mr qa sa sd so tn".split())
     marked = runner.invoke(app, ["mark", "invitations", "YE", "done"])
@@ -304,7 +315,7 @@ def test_a_member_state_removed_from_the_file_is_no_longer_checked_nor_reminded(
         kept = session.exec(select(Status).join(Milestone).where(
             Milestone.key == "invitations", Status.member_state_code == "YE")).one()
     assert (kept.state, kept.note, kept.active) == ("in_progress", "NV-17", True)
-    assert again["reminders"] == {"sent": 1, "already_sent": 15, "failed": 0}
+    assert again["reminders"] == {"sent": 1, "already_sent": 15, "failed": 0, "escalated": 0, "in_flight": 0}
     assert len(list((outbox / "mission-ye").glob("*.txt"))) == 1
 
 
@@ -353,7 +364,7 @@ def test_a_folder_that_cannot_be_published_into_fails_the_check_before_any_remin
         flows.nightly.nightly_status_check(as_of=AS_OF)
     assert not outbox.exists() or not any(outbox.iterdir())
     monkeypatch.setenv(variable, str(tmp_path / "elsewhere"))
-    assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}  # none was sent before
+    assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}  # none was sent before
 
 
 @contextlib.contextmanager
@@ -427,7 +438,7 @@ def test_an_unusable_channel_config_refuses_the_command_and_fails_the_run(seeded
     assert (tmp_path / "reports" / "gcm-arab-2024" / "timeline.png").exists()  # published before it failed
     assert not outbox.exists() or not any(outbox.iterdir())
     monkeypatch.delenv("ROADMAP_APPRISE_CONFIG")
-    assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert _check()["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
 
 
 def test_serve_refuses_an_unusable_channel_config(seeded, tmp_path, monkeypatch):
@@ -465,7 +476,7 @@ def test_the_demo_writes_to_the_outbox_whatever_channels_are_configured(tmp_path
         monkeypatch.chdir(SEED_ROADMAP.parent.parent)
         result = runner.invoke(app, ["demo", "--database", str(tmp_path / "demo.db"), "--no-color"])
         assert result.exit_code == 0, result.output
-        assert "Reminders: 14 sent, 0 already sent, 0 failed." in result.stdout
+        assert "Reminders: 14 sent, 0 already sent, 0 failed; 0 escalated." in result.stdout
         # Only the note's line: Prefect's log handlers may also write there, after an earlier test.
         assert [line for line in error_lines(result.stderr) if line.startswith("note:")] == [
             "note: ROADMAP_APPRISE_CONFIG is ignored by the demo: its reminders go to the local outbox"]
@@ -481,7 +492,7 @@ def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
     result = runner.invoke(app, ["demo", "--database", str(db), "--no-color"])
     assert result.exit_code == 0, result.output
     assert "Loaded roadmaps/gcm-arab-2024.yaml: 96 status rows" in result.stdout
-    assert "Reminders: 14 sent, 0 already sent, 0 failed." in result.stdout
+    assert "Reminders: 14 sent, 0 already sent, 0 failed; 0 escalated." in result.stdout
     assert db.exists()
 
 
@@ -680,7 +691,7 @@ def test_a_status_recorded_in_progress_is_shown_beside_its_classification(databa
         "recorded_state": "in_progress", "deadline": "2024-05-31T23:59:59+02:00", "days_left": -5,
     }
     assert Counter(s["recorded_state"] for s in invitations.values()) == Counter(pending=15, in_progress=1)
-    assert checked["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert checked["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
 
     shown = runner.invoke(app, ["status", "--as-of", AS_OF, "--no-color"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
@@ -698,7 +709,8 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
     (ل + ال written لل); the coordinators' escalation of the invitations, 20 days (14 Geneva
     working days: 3-7, 10-14 and 17-20 June) after 31 May, gives its reason in both."""
     result = _check("2024-06-20T09:00:00+03:00")
-    assert result["reminders"] == {"sent": 32, "already_sent": 0, "failed": 0}  # escalations apart
+    # 32 reminder items, and the 16 overdue invitations escalated besides
+    assert result["reminders"] == {"sent": 32, "already_sent": 0, "failed": 0, "escalated": 16, "in_flight": 0}
 
     def lines(tag: str) -> list[list[str]]:
         return [p.read_text(encoding="utf-8").splitlines() for p in sorted((outbox / tag).glob("*.txt"))]
@@ -745,7 +757,7 @@ def test_a_retired_roadmap_is_no_longer_checked_reminded_listed_or_marked(databa
         "replaces it, `roadmap retire gcm-arab-2024`"]
     both = _check()
     assert Counter(s["roadmap"] for s in both["statuses"]) == {"gcm-arab-2024": 96, "gcm-arab-2024-v2": 96}
-    assert both["reminders"] == {"sent": 31, "already_sent": 0, "failed": 0}  # Jordan's invitation done in one
+    assert both["reminders"] == {"sent": 31, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}  # Jordan's invitation done in one
 
     retired = runner.invoke(app, ["retire", "gcm-arab-2024"])
     assert retired.exit_code == 0, retired.output
@@ -759,7 +771,7 @@ def test_a_retired_roadmap_is_no_longer_checked_reminded_listed_or_marked(databa
 
     one = _check(AS_OF.replace("09:00", "10:00"))
     assert {s["roadmap"] for s in one["statuses"]} == {"gcm-arab-2024-v2"}
-    assert one["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0}
+    assert one["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
     marked = runner.invoke(app, ["mark", "invitations", "TN", "done"])  # no longer ambiguous
     assert marked.exit_code == 0, marked.output
     for args, error in (
@@ -786,7 +798,7 @@ def test_a_retired_roadmap_is_no_longer_checked_reminded_listed_or_marked(databa
     again = _check(AS_OF.replace("09:00", "11:00"))
     jordan = next(s for s in again["statuses"] if s["milestone"] == "invitations" and s["member_state"] == "JO")
     assert (jordan["roadmap"], jordan["recorded_state"]) == ("gcm-arab-2024", "done")  # kept while retired
-    assert again["reminders"] == {"sent": 0, "already_sent": 15, "failed": 0}
+    assert again["reminders"] == {"sent": 0, "already_sent": 15, "failed": 0, "escalated": 0, "in_flight": 0}
 
 
 def test_status_titles_each_roadmap_in_its_coordinators_zone(seeded):
@@ -796,3 +808,18 @@ def test_status_titles_each_roadmap_in_its_coordinators_zone(seeded):
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.splitlines()[0].strip() == (
         "Second Regional Review of the Global Compact for Migration in the Arab Region as of 2024-05-27T09:00:00+03:00")
+
+
+def test_the_terminal_says_how_many_items_another_run_holds():
+    """Found by a fault review: a re-run after an outage printed "6 sent, 5 already sent, 0
+    failed" while another run's claims still held 4 items."""
+    from rich.console import Console
+
+    from flows.terminal import print_check
+
+    console = Console(record=True, width=200)
+    print_check({"as_of": "2024-06-05T09:00:00+02:00", "statuses": [], "reminders": {
+        "sent": 6, "already_sent": 5, "failed": 0, "escalated": 1, "in_flight": 4}}, console)
+    assert console.export_text().splitlines()[-1] == (
+        "Reminders: 6 sent, 5 already sent, 0 failed; 1 escalated; 4 held by another run (it sends them, or a later "
+        "check does once its claim lapses).")

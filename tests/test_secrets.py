@@ -64,7 +64,7 @@ def test_a_full_check_never_reveals_a_password(seeded, outbox, tmp_path, monkeyp
         sink.stop()
     assert result.exit_code == 0, output
     reminders = json.loads(result.stdout.strip().splitlines()[-1])["reminders"]
-    assert reminders == {"sent": 15, "already_sent": 0, "failed": 1}  # mission-ye also routes to the dead port
+    assert reminders == {"sent": 15, "already_sent": 0, "failed": 1, "escalated": 0, "in_flight": 0}  # mission-ye also routes to the dead port
     assert len(smtp.messages) == 8 and smtp.logins[0] == (user, secret)  # the secret was really used
 
     with get_client(sync_client=True) as client:
@@ -97,6 +97,6 @@ def test_apprise_config_from_a_prefect_secret_block(seeded, outbox, monkeypatch)
     finally:
         sink.stop()
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout.strip().splitlines()[-1])["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0}
+    assert json.loads(result.stdout.strip().splitlines()[-1])["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
     assert len(sink.requests) == 16
     assert not outbox.exists()  # the default outbox was not used
