@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
 import pytest
 
-from models.calendars import calendar_for, library_weekend, mission_calendar
+from models.calendars import calendar_for, holiday_before, library_weekend, mission_calendar
 from models.deadlines import end_of_month
 from models.reminders import current_window, delivery_day
 from models.roadmap_file import load_roadmap_file
@@ -51,9 +50,14 @@ def test_current_window_for_jordan_office_moves_to_thursday():
     assert current_window(today=D(2024, 6, 6), calendar=jordan, **kwargs) == "due"
 
 
-def test_day_arithmetic_across_dst_keeps_wall_clock():
-    assert pendulum.datetime(2024, 3, 30, 9, tz="Europe/Zurich").add(days=1).isoformat() == "2024-03-31T09:00:00+02:00"
-    assert pendulum.datetime(2024, 10, 26, 9, tz="Europe/Zurich").add(days=1).isoformat() == "2024-10-27T09:00:00+01:00"
+def test_a_deadline_two_working_days_after_eid_is_flagged_and_three_is_not():
+    """Found by a mutation review (this replaces a second copy of tests/test_deadlines.py's
+    pendulum test): no test failed when the flag's "within 2 working days" became "within 1".
+    Riyadh: Eid al-Adha holidays end on Wednesday 19 June 2024; Thursday 20 and Sunday 23 are
+    worked (Friday-Saturday weekend)."""
+    saudi = calendar_for("SA")
+    assert holiday_before(saudi, D(2024, 6, 23)) == (D(2024, 6, 19), "Eid al-Adha Holiday (observed)")
+    assert holiday_before(saudi, D(2024, 6, 24)) is None
 
 
 def test_end_of_month_rolled_monthly_never_chains_additions():

@@ -446,3 +446,14 @@ def test_a_hijri_month_after_its_day_is_in_the_genitive(day, text):
     from notifications.digest import hijri_date
 
     assert hijri_date(day) == text
+
+
+def test_a_digest_shows_the_deadline_in_its_owners_zone_and_working_days_apart():
+    """Found by a mutation review: no test failed with the deadline shown in UTC ("21:59"
+    beside "(Europe/Zurich)"), nor with calendar days shown as the working ones."""
+    import dataclasses
+
+    three_left = dataclasses.replace(_items()[0], classification="due_soon", days_left=3, working_days_left=1)
+    _, body = render_digest("mission-jo", [three_left], AS_OF)
+    assert "deadline 2024-05-31 23:59 (Europe/Zurich) - Second Regional Review" in body
+    assert "  due soon, 3 days left (1 working)" in body

@@ -40,6 +40,8 @@ def test_jordan_calendar_holds_deadlines_with_alarms_and_the_agenda(seeded, tmp_
     title = ("Joint signed invitations with the League of Arab States to the ministers of foreign affairs, through "
              "the permanent missions (Jordan)")
     assert str(invitation["summary"]) == f"Deadline: {title}"
+    # The due day in the Hijri calendar too (found by a mutation review: today's date passed).
+    assert str(invitation["description"]).endswith("الموعد النهائي 2024-05-31 الموافق 23 ذي القعدة 1445 هـ")
     # The seed's orientation briefing (17 March) was held: its event says so and rings no more.
     briefing = events["gcm-arab-2024.orientation-briefing.jo@roadmap-tracker"]
     assert str(briefing["summary"]).startswith("Done: ") and list(briefing.walk("VALARM")) == []

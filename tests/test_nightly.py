@@ -85,8 +85,25 @@ def test_seed_roadmap_on_5_june(database_url, outbox):
     )
     assert all(len(list(p.glob("*.txt"))) == 1 for p in outbox.iterdir())
 
-    second = _check()
+    # The second check plans nothing: the rows' hints skip the windows delivered, so no claim is
+    # even tried (found by a mutation review: without the hints the reminder log alone refused them).
+    from sqlalchemy import event
+
+    from models.db import get_engine
+
+    claims = []
+
+    def seen(connection, cursor, statement, *rest):
+        if statement.lstrip().upper().startswith("INSERT INTO REMINDER_LOG"):
+            claims.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", seen)
+    try:
+        second = _check()
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", seen)
     assert second["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
+    assert claims == []
     assert sum(len(list(p.glob("*.txt"))) for p in outbox.iterdir()) == 16
 
     # The rows remember the window delivered (a hint, so the check does not plan them again);
@@ -823,3 +840,23 @@ def test_the_terminal_says_how_many_items_another_run_holds():
     assert console.export_text().splitlines()[-1] == (
         "Reminders: 6 sent, 5 already sent, 0 failed; 1 escalated; 4 held by another run (it sends them, or a later "
         "check does once its claim lapses).")
+
+
+def test_the_check_counts_days_in_the_owners_zone_around_midnight(seeded):
+    """Found by a mutation review: no test failed when the check took "today" in UTC. At 22:30
+    UTC on 30 May 2024 it is already 31 May in Geneva (UTC+2): Algeria's invitations, owned by
+    its permanent mission, are due today there, not tomorrow."""
+    import datetime as dt
+
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.status import Classification, iter_status_views
+    from models.tables import Roadmap
+
+    with session_scope() as session:
+        roadmap = session.exec(select(Roadmap)).one()
+        as_of = dt.datetime(2024, 5, 30, 22, 30, tzinfo=dt.timezone.utc)
+        views = {(v.milestone, v.member_state): v for v in iter_status_views(session, roadmap, as_of)}
+    algeria = views[("invitations", "DZ")]
+    assert (algeria.classification, algeria.days_left, algeria.working_days_left) == (Classification.due_today, 0, 0)

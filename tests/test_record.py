@@ -257,3 +257,14 @@ def test_headers_and_roadmap_slugs_are_taken_as_people_write_them(seeded, tmp_pa
     assert [_status(seeded, "invitations", code).state for code in ("JO", "TN")] == ["done", "done"]
     unknown = runner.invoke(app, ["mark", "invitations", "LB", "done", "--roadmap", "GCM-ARAB-2025"])
     assert unknown.exit_code == 2 and "unknown roadmap 'gcm-arab-2025'" in unknown.stderr
+
+
+def test_csv_at_column_is_when_it_happened_in_the_owners_zone(seeded, tmp_path):
+    """Found by a mutation review: no test failed when the CSV's ``at`` column was ignored (the
+    change recorded as now). JO's invitations are the mission's: 10:00 without an offset is
+    Geneva's (UTC+2 in May 2024)."""
+    dated = tmp_path / "dated.csv"
+    dated.write_text("milestone,member_state,state,at\ninvitations,JO,done,2024-05-28T10:00\n", encoding="utf-8")
+    result = runner.invoke(app, ["import-statuses", str(dated)])
+    assert result.exit_code == 0, result.output
+    assert _status(seeded, "invitations", "JO").changed_at == dt.datetime(2024, 5, 28, 8, 0, tzinfo=dt.timezone.utc)

@@ -178,3 +178,21 @@ def test_templates_are_package_data():
     assert "flows.templates" in project["tool"]["setuptools"]["packages"]
     assert project["tool"]["setuptools"]["package-data"]["flows.templates"] == ["*.j2"]
     assert any(dep.startswith("matplotlib") for dep in project["project"]["dependencies"])
+
+
+def test_report_counts_waived_rows_as_progress_and_lists_the_most_overdue_first(seeded, tmp_path):
+    """Found by a mutation review: no test failed when the progress left waived rows out, or
+    when the overdue list put the least overdue first. On 10 July 2024, with JO's and TN's
+    invitations done and LB's waived: 13 invitations overdue since 31 May come first, then the
+    nominations of JO, TN and LB (due 30 June: a waived dependency unblocks as a done one does;
+    the others wait behind their invitations), then the 16 conferences (4 July)."""
+    _mark_invitations()
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="LB", state="waived", changed_by="test")
+    as_of = dt.datetime.fromisoformat("2024-07-10T09:00:00+02:00")
+    html = report_for_database(tmp_path / "out", as_of, database_url=seeded)[0].read_text(encoding="utf-8")
+    # 32 orientation briefings and save-the-dates done, 2 invitations done, 1 waived: 35 of 96.
+    assert "96 status rows, 36.5% done or waived." in html
+    overdue = html.split("<h2>Overdue (", 1)[1].split("</table>", 1)[0]
+    milestones = re.findall(r"<td>(invitations|nominations|travel|conference)</td>", overdue)
+    assert milestones == ["invitations"] * 13 + ["nominations"] * 3 + ["conference"] * 16

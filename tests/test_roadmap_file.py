@@ -123,6 +123,15 @@ BAD_FILES = {
         lambda d: _milestone(d, "travel").update(title="Travel\tarrangements"),
         "milestones[4].title", "'Travel\\tarrangements'", "holds a tab (U+0009)",
     ),
+    # Found by a mutation review: no test failed with either check below removed or loosened.
+    "a window opening after its deadline": (
+        lambda d: _milestone(d, "conference").update(opens="2024-07-10"),
+        "milestones[5].opens", "2024-07-10", "opens after its deadline 2024-07-04",
+    ),
+    "an agenda session ending as it starts": (
+        lambda d: d["agenda"][0].update(end="09:00"),
+        "agenda[0]", "", "session ends at 09:00:00 before it starts at 09:00:00",
+    ),
     # Weekday names were checked on their first three letters only.
     "a weekday that only starts like one": (
         lambda d: d["member_states"][7]["weekend"].update(days=["Friyay", "Sat"]),
@@ -227,3 +236,13 @@ def test_weekdays_may_be_written_in_full_or_abbreviated(tmp_path):
 def test_a_null_value_is_still_shown():
     assert str(RoadmapFileError("r.yaml", "milestones[0].deadline", None, "a date is required")) == (
         "r.yaml: milestones[0].deadline: a date is required (value: None)")
+
+
+def test_a_deadline_relative_to_a_windows_start_counts_from_its_opening(tmp_path):
+    """Found by a mutation review: no test failed when ``conference.start - 14 days`` counted
+    from the conference's deadline (4 July) instead of its opening (2 July)."""
+    path = _mutated(tmp_path, lambda d: d["milestones"].append({
+        "key": "speakers", "title": "Speakers confirmed", "title_ar": "تأكيد المتحدثين", "owner": "coordinator",
+        "deadline": "conference.start - 14 days"}))
+    spec = load_roadmap_file(path)
+    assert (spec.due["speakers"].opens, spec.due["speakers"].due) == (None, dt.date(2024, 6, 18))
