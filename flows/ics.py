@@ -15,10 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
-
-from functools import lru_cache
 
 from icalendar import Alarm, Calendar, Event, Timezone
 from sqlmodel import Session, func, select

@@ -330,10 +330,10 @@ def send_reminders(
 ) -> ReminderReport:
     """Send tonight's digests (one per recipient), then the coordinators' escalations, as of
     ``as_of`` (aware: the dates the digests show); each item is claimed in the reminder log
-    before any message leaves. Both plans are emptied as their
-    digests go out. Publishes the run's reminder report (``nightly-check-reminders`` artifact:
-    counts and the channels that failed). ``already_sent`` counts the items the check skipped
-    because their window was delivered on an earlier night."""
+    before any message leaves. Both plans are emptied as their digests go out. Logs the counts
+    and publishes the run's reminder report (``nightly-check-reminders`` artifact: counts and
+    the channels that failed). ``already_sent`` counts the items the check skipped because
+    their window was delivered on an earlier night."""
     report = _send_all(planned, overdue_escalations, as_of, run_id)
     report.already_sent += already_sent  # items the check did not plan: their window went out before
     _log_report(report)

@@ -157,7 +157,8 @@ def bars_from_tallies(tallies: list) -> list[MilestoneBar]:
         bars.append(
             MilestoneBar(
                 key=t.milestone, title=t.title, title_ar=t.title_ar,
-                start=_bar_start(t.opens_first, t.due_first), end=t.due_last, due_first=t.due_first, due_last=t.due_last,
+                start=_bar_start(t.opens_first, t.due_first), end=t.due_last, due_first=t.due_first,
+                due_last=t.due_last,
                 is_window=t.opens_first is not None, total=t.rows, done=t.done, share_done=t.done / t.rows,
                 counts={c: t.counts.get(c.value, 0) for c in ATTENTION_ORDER},
             )
