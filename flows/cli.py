@@ -535,10 +535,17 @@ def _not_an_api(exc: BaseException) -> str | None:
                 and isinstance(cause, httpx.HTTPStatusError)):
             from prefect.settings import PREFECT_API_URL
 
-            url = _without_password(PREFECT_API_URL.value() or "(unset)")
-            answer = f"{cause.response.status_code} {cause.response.reason_phrase}".strip()
-            return (f"PREFECT_API_URL={url} is not a Prefect server's API: it answered {answer} "
-                    f"(the API's URL ends in /api, e.g. http://127.0.0.1:4200/api)")
+            value = PREFECT_API_URL.value() or "(unset)"
+            url = _without_password(value)
+            status = cause.response.status_code
+            answer = f"{status} {cause.response.reason_phrase}".strip()
+            # Only a 404 or 405 says there is no API there; a 403 or 503 (a proxy, a server
+            # starting) is the server's answer (found by a review: all of them were "not an API").
+            if status in (404, 405):
+                hint = ("" if value.rstrip("/").endswith("/api")
+                        else " (the API's URL ends in /api, e.g. http://127.0.0.1:4200/api)")
+                return f"PREFECT_API_URL={url} is not a Prefect server's API: it answered {answer}{hint}"
+            return f"the Prefect server at PREFECT_API_URL={url} answered {answer}"
         exc = cause or exc.__context__
     return None
 

@@ -29,6 +29,9 @@ from notifications.digest import hijri_date
 from notifications.plurals import english_count
 
 PRODID = "-//roadmap-tracker//roadmap calendar//EN"
+#: The way feeds are written, in each folder's stamp: raised when it changes, so that feeds
+#: written before are written again (2: a deadline in an hour the clocks repeat in UTC).
+FEED_FORMAT = 2
 DEFAULT_CALENDAR_DIR = "calendars"
 
 
@@ -218,7 +221,7 @@ def write_feeds(session: Session, roadmap: Roadmap, out_dir: Path, as_of: dt.dat
         select(func.max(StatusChange.id)).join(Status, StatusChange.status_id == Status.id)
         .join(Milestone, Status.milestone_id == Milestone.id).where(Milestone.roadmap_id == roadmap.id)
     ).one()
-    version = f"{roadmap.loaded_at.isoformat()} {latest or ''}"
+    version = f"{roadmap.loaded_at.isoformat()} {latest or ''} format {FEED_FORMAT}"
     if stamp.exists() and stamp.read_text(encoding="utf-8") == version:
         existing = sorted(target.glob("*.ics"), key=lambda p: (p.name != "all.ics", p.name))
         if existing:

@@ -84,9 +84,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def _postgres_settings(dbapi_connection, _record) -> None:
-    # Committed, so that the setting holds for the connection's life, not the first transaction's.
+    # Only where nothing else set it (the URL's ``options``, ALTER ROLE or DATABASE, the server's
+    # file: found by a review, the user's own lock_timeout was overridden). Committed, so that
+    # it holds for the connection's life, not the first transaction's. A session setting: behind
+    # a pooler in transaction mode (PgBouncer) it is not kept (docs/scaling.md).
     with dbapi_connection.cursor() as cursor:
-        cursor.execute(f"SET lock_timeout = '{POSTGRES_LOCK_TIMEOUT_S}s'")
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, false) FROM pg_settings WHERE name = 'lock_timeout' "
+            "AND source = 'default'", (f"{POSTGRES_LOCK_TIMEOUT_S}s",))
     dbapi_connection.commit()
 
 

@@ -14,6 +14,7 @@ pytest_plugins = ["tests.hypothesis_report"]
 
 import copy  # noqa: E402
 import datetime as dt  # noqa: E402
+import http.server  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -831,7 +832,6 @@ def test_an_unreachable_prefect_server_is_one_error_line(seeded, tmp_path):
 def test_a_prefect_url_without_its_api_path_is_one_error_line(seeded, tmp_path):
     """Found by a fault review: ``PREFECT_API_URL`` without its ``/api`` (or naming any other web
     server) was a 226-line traceback ending in "Failed to reach API"."""
-    import http.server
     import threading
 
     web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # 404s
@@ -847,6 +847,39 @@ def test_a_prefect_url_without_its_api_path_is_one_error_line(seeded, tmp_path):
         f"error: PREFECT_API_URL=http://focal:***@127.0.0.1:{web.server_port} is not a Prefect server's API: it "
         "answered 404 Not Found (the API's URL ends in /api, e.g. http://127.0.0.1:4200/api)"]
     assert not (tmp_path / "outbox").exists()
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """Answers 403 to every request, as a proxy in front of a Prefect server may."""
+
+    def do_GET(self):
+        self.send_response(403)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(("handler", "answer"), [
+    ("SimpleHTTPRequestHandler", "is not a Prefect server's API: it answered 404 Not Found"),
+    ("refusing", "answered 403 Forbidden"),
+], ids=["404-under-api", "403"])
+def test_a_prefect_api_url_that_answers_an_error_says_what_it_answered(seeded, tmp_path, handler, answer):
+    """Found by a review: a URL already ending in /api got the hint to add /api, and a server that
+    refused (403) or was unavailable was called "not a Prefect server's API"."""
+    import threading
+
+    chosen = _Refusing if handler == "refusing" else http.server.SimpleHTTPRequestHandler
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), chosen)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{web.server_port}/api"
+        done = _roadmap(["check"], seeded, tmp_path, PREFECT_API_URL=api, ROADMAP_OUTBOX_DIR=str(tmp_path / "outbox"))
+    finally:
+        web.shutdown()
+    assert done.returncode == 2, done.stderr
+    start = ("error: PREFECT_API_URL" if handler != "refusing" else "error: the Prefect server at PREFECT_API_URL")
+    assert error_lines(done.stderr) == [f"{start}=http://127.0.0.1:{web.server_port}/api {answer}"]
 
 
 def test_a_file_that_is_not_a_database_is_one_error_line(tmp_path):

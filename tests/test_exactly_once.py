@@ -538,3 +538,23 @@ def test_a_table_locked_by_another_session_fails_the_check_after_the_lock_timeou
     assert waited < 30  # lock waits of 1 s each, not the holder's 60 s
     assert not outbox.exists() or list(outbox.rglob("*.txt")) == []
     assert nightly_status_check(as_of=AS_OF, publish=False)["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
+
+
+def test_a_lock_timeout_the_user_set_is_kept(postgres_url, monkeypatch):
+    """Found by a review: the 30 s lock timeout set on each connection overrode the one the
+    URL's ``options`` (or the role, or the database) gave."""
+    from sqlalchemy import text
+
+    from models.db import get_engine
+
+    with get_engine(postgres_url).connect() as conn:
+        assert conn.execute(text("SHOW lock_timeout")).scalar() == "30s"
+    given = postgres_url + "?options=-c%20lock_timeout%3D5s"
+    with get_engine(given).connect() as conn:
+        assert conn.execute(text("SHOW lock_timeout")).scalar() == "5s"
+    _other_backends(postgres_url, "ALTER DATABASE \"{db}\" SET lock_timeout = '2s'")
+    from models.db import dispose_engines
+
+    dispose_engines()
+    with get_engine(postgres_url).connect() as conn:
+        assert conn.execute(text("SHOW lock_timeout")).scalar() == "2s"

@@ -160,3 +160,21 @@ def test_a_deadline_in_an_hour_the_clocks_repeat_is_written_at_its_own_instant(d
     # Any other deadline keeps its local time and TZID.
     nomination = _events(data)["gcm-arab-2024.nominations.jo@roadmap-tracker"]
     assert nomination["dtstart"].params["TZID"] == "Asia/Amman"
+
+
+def test_feeds_written_the_old_way_are_written_again(seeded, tmp_path):
+    """Found by a review: feeds published before a change of how they are written (the repeated
+    hour's deadlines in UTC) were kept, their stamp naming only the load and the last change."""
+    as_of = dt.datetime(2024, 5, 27, 6, tzinfo=UTC)
+    with session_scope() as session:
+        roadmap = session.exec(select(Roadmap)).one()
+        write_feeds(session, roadmap, tmp_path, as_of)
+        folder = tmp_path / "gcm-arab-2024"
+        stamp = folder / ".loaded_at"
+        assert stamp.read_text(encoding="utf-8").endswith(" format 2")
+        (folder / "jo.ics").write_text("old", encoding="utf-8")
+        write_feeds(session, roadmap, tmp_path, as_of)
+        assert (folder / "jo.ics").read_text(encoding="utf-8") == "old"  # nothing changed: nothing rewritten
+        stamp.write_text(stamp.read_text(encoding="utf-8").removesuffix(" format 2"), encoding="utf-8")
+        assert len(write_feeds(session, roadmap, tmp_path, as_of)) == 17
+    assert (folder / "jo.ics").read_bytes().startswith(b"BEGIN:VCALENDAR")
