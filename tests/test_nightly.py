@@ -140,7 +140,7 @@ def test_a_missed_night_is_caught_up_once(seeded, outbox):
     assert result["reminders"]["sent"] == 16
     files = list((outbox / "mission-jo").glob("*.txt"))
     assert len(files) == 1
-    assert "OVERDUE by 5 days" in files[0].read_text(encoding="utf-8")
+    assert "OVERDUE by 5 days (3 working)" in files[0].read_text(encoding="utf-8")  # Geneva: 3, 4 and 5 June
     # Next window, overdue-6, on Thursday 6 June: one more each, once.
     assert _check("2024-06-06T09:00:00+02:00")["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
     assert _check("2024-06-06T18:00:00+02:00")["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
