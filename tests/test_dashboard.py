@@ -97,6 +97,8 @@ def test_run_graph_artifacts_and_events(seeded, outbox):
         assert summary.index("## Overdue") < summary.index("## Due this week") < summary.index("## Blocked")
         assert "| invitations | DZ Algeria | 2024-05-31 23:59 Europe/Zurich | overdue by 5 days (3 working days) |" in summary
         assert "- Newly done (33)" in summary
+        # Done first, then overdue (found by a mutation review: the order was not pinned).
+        assert summary.index("- Newly done (33)") < summary.index("- Newly overdue (15)")
         assert "Eid al-Adha" in summary  # June windows contain Eid al-Adha for the offices
 
         overdue = _events(client, "roadmap.milestone.overdue", 15, since)
@@ -104,6 +106,11 @@ def test_run_graph_artifacts_and_events(seeded, outbox):
             "AE BH DJ DZ IQ KW LB LY MR QA SA SD SO TN YE".split()
         )
         assert {e.resource["roadmap.milestone"] for e in overdue} == {"invitations"}
+        # What automations filter on and read (found by a mutation review: neither was pinned).
+        algeria = next(e for e in overdue if e.resource["roadmap.member_state"] == "DZ")
+        assert algeria.resource.id == "roadmap.status.gcm-arab-2024.invitations.dz"
+        assert algeria.payload == {"deadline": "2024-05-31T23:59:59+02:00", "days_left": -5, "working_days_left": -3,
+                                   "owner": "mission"}
         roles = {r["prefect.resource.role"] for r in overdue[0].related}
         assert roles >= {"roadmap", "milestone", "member-state"}
         sent = _events(client, "roadmap.reminder.sent", 15, since)
@@ -596,3 +603,38 @@ def test_matrix_cells_name_a_status_recorded_in_progress(seeded):
         assert rows["MR Mauritania"]["conference"] == f"{upcoming} · in progress · 2024-07-04"
         assert rows["DZ Algeria"]["invitations"] == f"{overdue} · 2024-05-31"
         assert rows["DZ Algeria"]["conference"] == f"{upcoming} · 2024-07-04"
+
+
+def test_due_this_week_includes_the_seventh_day(seeded):
+    """Found by a mutation review: no test failed when "Due this week" left out a deadline 7
+    days away. On 27 June 2024 the 16 conferences (4 July, 7 days) are listed."""
+    from sqlmodel import select
+
+    from flows.dashboard import summary_parts
+    from flows.tally import MilestoneTally
+    from models.status import Classifier
+    from models.tables import Roadmap
+
+    as_of = dt.datetime(2024, 6, 27, 7, tzinfo=dt.timezone.utc)
+    with session_scope() as session:
+        roadmap = session.exec(select(Roadmap).where(Roadmap.slug == SLUG)).one()
+        tallies = {}
+        for context, rows in Classifier(as_of).iter_classified(session, roadmap):
+            tallies.setdefault(context.key, MilestoneTally(SLUG, context.key)).add_rows(context, rows)
+    head, _ = summary_parts("GCM review", list(tallies.values()), as_of)
+    assert "## Due this week (16)" in head
+
+
+def test_the_overview_ranks_the_most_overdue_roadmap_first_then_by_slug():
+    """Found by a mutation review: no test failed with the portfolio overview's order reversed."""
+    from collections import Counter
+
+    from flows.publishing import RoadmapDashboard, overview_rows
+
+    def dashboard(slug: str, overdue: int) -> RoadmapDashboard:
+        return RoadmapDashboard(slug=slug, title=slug, rows=10, done=2, matrix=None, summary_head="", summary_tail="",
+                                bars=[], statuses=[], counts=Counter(overdue=overdue, done=2))
+
+    rows = overview_rows([dashboard("a-conf", 1), dashboard("c-conf", 5), dashboard("b-conf", 5)])
+    assert [row["roadmap"] for row in rows] == ["b-conf", "c-conf", "a-conf"]
+    assert rows[0]["% done"] == "20.0"

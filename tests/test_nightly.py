@@ -788,6 +788,10 @@ def test_a_retired_roadmap_is_no_longer_checked_reminded_listed_or_marked(databa
 
     one = _check(AS_OF.replace("09:00", "10:00"))
     assert {s["roadmap"] for s in one["statuses"]} == {"gcm-arab-2024-v2"}
+    # Nor shown by `roadmap status` (found by a mutation review: no test ran it beside another roadmap).
+    shown = runner.invoke(app, ["status", "--as-of", AS_OF, "--no-color"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.count(" as of 2024-06-05") == 1
     assert one["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
     marked = runner.invoke(app, ["mark", "invitations", "TN", "done"])  # no longer ambiguous
     assert marked.exit_code == 0, marked.output
