@@ -68,3 +68,33 @@ def test_the_check_reports_progress_as_it_goes(database_url, outbox, tmp_path):
     with listening(lambda done, total: seen.append((done, total))):
         nightly_status_check(as_of="2024-06-05T09:00:00+02:00", include_statuses=False, publish=False)
     assert seen == [(4 * n, 48) for n in range(1, 13)]  # 2 roadmaps x 6 milestones x 4 member states
+
+
+def test_a_child_run_that_did_not_complete_fails_the_portfolio_check(seeded, prefect_server, monkeypatch):
+    """Found by a mutation review: no test failed when only a FAILED child counted as not done,
+    so a crashed (or cancelled) child run let the portfolio check complete."""
+    import asyncio
+    import uuid
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.states import Crashed
+
+    import flows.portfolio as portfolio
+
+    asked = []
+
+    async def crashed_child(name, parameters, **options):
+        asked.append((name, parameters["roadmaps"], parameters["as_of"]))
+        return FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), state=Crashed(message="worker lost"))
+
+    async def no_limit(deployment):
+        return None
+
+    monkeypatch.setattr(portfolio, "run_deployment", crashed_child)
+    monkeypatch.setattr(portfolio, "child_concurrency_limit", no_limit)
+    state = asyncio.run(portfolio.nightly_portfolio_check(as_of="2024-06-05T09:00:00+02:00", return_state=True))
+    # One child per group, all given the same instant (in UTC).
+    assert asked == [("nightly-status-check/portfolio-group", ["gcm-arab-2024"], "2024-06-05T07:00:00+00:00")]
+    assert state.is_failed()
+    with pytest.raises(RuntimeError, match=r"^1 of 1 child runs did not complete: "):
+        state.result()
