@@ -501,13 +501,13 @@ def prefect_server_error(exc: BaseException, serving: bool = False) -> str | Non
     only Prefect's client raises in this program, itself or as the cause of Prefect's
     "Failed to reach API" ``RuntimeError``), or None for any other error. ``serving``: the
     command is ``roadmap serve``, which cannot run on a temporary server. A server that answers
-    but is no Prefect API (Prefect's "Failed to reach API" caused by an HTTP error status: the
-    URL without its ``/api``, found by a fault review) is said so too."""
+    an error (Prefect's "Failed to reach API" caused by an HTTP error status: a 404 for the URL
+    without its ``/api``, found by a fault review) is said so too, by :func:`_answered_an_error`."""
     import httpx
 
-    not_api = _not_an_api(exc)
-    if not_api is not None:
-        return not_api
+    answered = _answered_an_error(exc)
+    if answered is not None:
+        return answered
     seen = set()
     while exc is not None and not isinstance(exc, httpx.TransportError) and id(exc) not in seen:
         seen.add(id(exc))
@@ -524,7 +524,10 @@ def prefect_server_error(exc: BaseException, serving: bool = False) -> str | Non
             f"(start it with `prefect server start`{other})")
 
 
-def _not_an_api(exc: BaseException) -> str | None:
+def _answered_an_error(exc: BaseException) -> str | None:
+    """The message for Prefect's "Failed to reach API" caused by an HTTP error status in
+    ``exc``'s chain: a 404 or 405 is no Prefect API there; any other status is told as
+    answered. None when the chain has no such error."""
     import httpx
 
     seen = set()

@@ -100,7 +100,8 @@ def get_engine(url: str | None = None) -> Engine:
 
     Its pool tests a connection before lending it (``pool_pre_ping``: found by a fault review,
     a PostgreSQL connection ended while idle during delivery failed the digest's mark and left
-    it to be sent twice). A statement waits at most :data:`POSTGRES_LOCK_TIMEOUT_S` or
+    it to be sent twice). A statement waits at most :data:`POSTGRES_LOCK_TIMEOUT_S` (unless the
+    URL's ``options``, the role or the database set ``lock_timeout``) or
     :data:`SQLITE_BUSY_TIMEOUT_S` seconds for a lock, then fails (``OperationalError``).
 
     The first call for a URL brings the schema to the head Alembic revision
