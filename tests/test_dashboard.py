@@ -446,11 +446,9 @@ def test_a_dashboard_waiting_to_be_published_holds_its_content_packed(database_u
     assert changed.settled == {} and set(changed.packed) == {"summary"} and unpack(changed.packed["summary"]) == changed_summary
 
 
-def test_summary_lists_most_overdue_first_then_milestone_then_member_state(seeded):
-    """The summary's lists, built from the classified rows: on 10 July 2024 the 15 invitations
-    still out (40 days overdue in Geneva) come first, member states in code order, then Jordan's
-    nominations (10 days overdue in Amman, its invitation done), then the conference (6 days);
-    the blocked nominations and travel follow in roadmap order."""
+def _summary_head(as_of: dt.datetime) -> str:
+    """The seed roadmap's summary before its failures section, as of ``as_of`` (aware), from its
+    rows classified and tallied as the nightly check does."""
     from sqlmodel import select
 
     from flows.dashboard import summary_parts
@@ -458,16 +456,24 @@ def test_summary_lists_most_overdue_first_then_milestone_then_member_state(seede
     from models.status import Classifier
     from models.tables import Roadmap
 
-    codes = "AE BH DJ DZ IQ JO KW LB LY MR QA SA SD SO TN YE".split()
-    as_of = dt.datetime(2024, 7, 10, 7, tzinfo=dt.timezone.utc)
-    with session_scope() as session:
-        record_status(session, milestone="invitations", member_state="JO", state="done", roadmap=SLUG)
     with session_scope() as session:
         roadmap = session.exec(select(Roadmap).where(Roadmap.slug == SLUG)).one()
         tallies = {}
         for context, rows in Classifier(as_of).iter_classified(session, roadmap):
             tallies.setdefault(context.key, MilestoneTally(SLUG, context.key)).add_rows(context, rows)
-    head, _ = summary_parts("GCM review", list(tallies.values()), as_of)
+    return summary_parts("GCM review", list(tallies.values()), as_of)[0]
+
+
+def test_summary_lists_most_overdue_first_then_milestone_then_member_state(seeded):
+    """The summary's lists, built from the classified rows: on 10 July 2024 the 15 invitations
+    still out (40 days overdue in Geneva) come first, member states in code order, then Jordan's
+    nominations (10 days overdue in Amman, its invitation done), then the conference (6 days);
+    the blocked nominations and travel follow in roadmap order."""
+    codes = "AE BH DJ DZ IQ JO KW LB LY MR QA SA SD SO TN YE".split()
+    as_of = dt.datetime(2024, 7, 10, 7, tzinfo=dt.timezone.utc)
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="done", roadmap=SLUG)
+    head = _summary_head(as_of)
 
     def listed(heading: str) -> list[str]:
         section = head.split(f"## {heading}")[1].split("\n## ")[0]
@@ -608,21 +614,7 @@ def test_matrix_cells_name_a_status_recorded_in_progress(seeded):
 def test_due_this_week_includes_the_seventh_day(seeded):
     """Found by a mutation review: no test failed when "Due this week" left out a deadline 7
     days away. On 27 June 2024 the 16 conferences (4 July, 7 days) are listed."""
-    from sqlmodel import select
-
-    from flows.dashboard import summary_parts
-    from flows.tally import MilestoneTally
-    from models.status import Classifier
-    from models.tables import Roadmap
-
-    as_of = dt.datetime(2024, 6, 27, 7, tzinfo=dt.timezone.utc)
-    with session_scope() as session:
-        roadmap = session.exec(select(Roadmap).where(Roadmap.slug == SLUG)).one()
-        tallies = {}
-        for context, rows in Classifier(as_of).iter_classified(session, roadmap):
-            tallies.setdefault(context.key, MilestoneTally(SLUG, context.key)).add_rows(context, rows)
-    head, _ = summary_parts("GCM review", list(tallies.values()), as_of)
-    assert "## Due this week (16)" in head
+    assert "## Due this week (16)" in _summary_head(dt.datetime(2024, 6, 27, 7, tzinfo=dt.timezone.utc))
 
 
 def test_the_overview_ranks_the_most_overdue_roadmap_first_then_by_slug():

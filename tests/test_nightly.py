@@ -26,6 +26,27 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
+@contextlib.contextmanager
+def claims_made():
+    """Collect the statements that claim reminders (``INSERT INTO reminder_log``) on the
+    configured database's engine while inside."""
+    from sqlalchemy import event
+
+    from models.db import get_engine
+
+    claims: list[str] = []
+
+    def seen(connection, cursor, statement, *rest):
+        if statement.lstrip().upper().startswith("INSERT INTO REMINDER_LOG"):
+            claims.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", seen)
+    try:
+        yield claims
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", seen)
+
+
 def _check(as_of: str = AS_OF) -> dict:
     result = runner.invoke(app, ["check", "--as-of", as_of, "--json"])
     assert result.exit_code == 0, result.output
@@ -87,21 +108,8 @@ def test_seed_roadmap_on_5_june(database_url, outbox):
 
     # The second check plans nothing: the rows' hints skip the windows delivered, so no claim is
     # even tried (found by a mutation review: without the hints the reminder log alone refused them).
-    from sqlalchemy import event
-
-    from models.db import get_engine
-
-    claims = []
-
-    def seen(connection, cursor, statement, *rest):
-        if statement.lstrip().upper().startswith("INSERT INTO REMINDER_LOG"):
-            claims.append(statement)
-
-    event.listen(get_engine(), "before_cursor_execute", seen)
-    try:
+    with claims_made() as claims:
         second = _check()
-    finally:
-        event.remove(get_engine(), "before_cursor_execute", seen)
     assert second["reminders"] == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
     assert claims == []
     assert sum(len(list(p.glob("*.txt"))) for p in outbox.iterdir()) == 16
@@ -160,27 +168,17 @@ def test_an_escalation_of_a_coordinators_row_keeps_its_reminder_hint(seeded, out
     # hint must stay the reminder's window, or every later night plans the reminder again for the
     # log to refuse. Claimed 5 items a transaction and hints written 3 at a time, the night is
     # the same: the 32 escalations are claimed in 7 parts and still go out as one digest.
-    from sqlalchemy import event
     from sqlmodel import func, select
 
     import flows.reminders as reminders
-    from models.db import get_engine, session_scope
+    from models.db import session_scope
     from models.tables import Milestone, ReminderLog, Status
 
     if claim_part:
         monkeypatch.setattr(reminders, "CLAIM_PART", claim_part)
         monkeypatch.setattr(reminders, "HINTS_HELD", hints_held)
-    claims = []
-
-    def seen(connection, cursor, statement, *rest):
-        if statement.lstrip().upper().startswith("INSERT INTO REMINDER_LOG"):
-            claims.append(statement)
-
-    event.listen(get_engine(), "before_cursor_execute", seen)
-    try:
+    with claims_made() as claims:
         result = _check("2024-07-15T09:00:00+03:00")
-    finally:
-        event.remove(get_engine(), "before_cursor_execute", seen)
     assert result["reminders"] == {"sent": 32, "already_sent": 0, "failed": 0, "escalated": 32, "in_flight": 0}
     # Reminders: 16 to the coordinators and one to each of 16 missions, claimed for 10 and then 7
     # recipients (25 and 7 items); then the 32 escalations. In parts of 5: 5 + 2 + 7 claims.
