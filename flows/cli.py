@@ -508,11 +508,8 @@ def prefect_server_error(exc: BaseException, serving: bool = False) -> str | Non
     answered = _answered_an_error(exc)
     if answered is not None:
         return answered
-    seen = set()
-    while exc is not None and not isinstance(exc, httpx.TransportError) and id(exc) not in seen:
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    if exc is None or not isinstance(exc, httpx.TransportError):
+    exc = next((e for e in _chain(exc) if isinstance(e, httpx.TransportError)), None)
+    if exc is None:
         return None
     from prefect.settings import PREFECT_API_URL
 
@@ -524,15 +521,22 @@ def prefect_server_error(exc: BaseException, serving: bool = False) -> str | Non
             f"(start it with `prefect server start`{other})")
 
 
+def _chain(exc: BaseException | None):
+    """``exc``, then what caused it (``__cause__``, else ``__context__``), and so on, each once."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def _answered_an_error(exc: BaseException) -> str | None:
     """The message for Prefect's "Failed to reach API" caused by an HTTP error status in
     ``exc``'s chain: a 404 or 405 is no Prefect API there; any other status is told as
     answered. None when the chain has no such error."""
     import httpx
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
+    for exc in _chain(exc):
         cause = exc.__cause__
         if (isinstance(exc, RuntimeError) and str(exc).startswith("Failed to reach API")
                 and isinstance(cause, httpx.HTTPStatusError)):
@@ -549,7 +553,6 @@ def _answered_an_error(exc: BaseException) -> str | None:
                         else " (the API's URL ends in /api, e.g. http://127.0.0.1:4200/api)")
                 return f"PREFECT_API_URL={url} is not a Prefect server's API: it answered {answer}{hint}"
             return f"the Prefect server at PREFECT_API_URL={url} answered {answer}"
-        exc = cause or exc.__context__
     return None
 
 

@@ -50,14 +50,17 @@ def _local(instant: dt.datetime, zone: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(instant.timestamp(), ZoneInfo(zone)).replace(microsecond=0)
 
 
+def _second_pass(local: dt.datetime) -> bool:
+    """True when ``local`` falls in the second pass of an hour the clocks repeat, which RFC 5545
+    (3.3.5) would read, written with its TZID, as the first."""
+    return bool(local.fold) and local.replace(fold=0).utcoffset() != local.utcoffset()
+
+
 def _written(local: dt.datetime) -> dt.datetime:
-    """What a DTSTART or DTEND holds: the local time with its TZID, or UTC for the second pass of
-    an hour the clocks repeat, which RFC 5545 (3.3.5) would read as the first (found by a code
-    review: Cairo's 23:59:59 on 31 October 2024, one hour before summer time ended at midnight,
-    was written an hour early)."""
-    if local.fold and local.replace(fold=0).utcoffset() != local.utcoffset():
-        return local.astimezone(dt.timezone.utc)
-    return local
+    """What a DTSTART or DTEND holds: the local time with its TZID, or UTC for a second pass
+    (:func:`_second_pass`; found by a code review: Cairo's 23:59:59 on 31 October 2024, one hour
+    before summer time ended at midnight, was written an hour early)."""
+    return local.astimezone(dt.timezone.utc) if _second_pass(local) else local
 
 
 def _new_calendar(name: str) -> Calendar:
@@ -84,7 +87,7 @@ def alarm_trigger(days: int, deadline_local: dt.datetime) -> dt.timedelta:
     calendar days and its hours as exact ones: 09:00 local unless the clocks change between
     09:00 and the deadline on its own day. A deadline written in UTC (:func:`_written`) gets the
     exact time from the alarm to the deadline: UTC's days are all 24 hours."""
-    if _written(deadline_local) is not deadline_local:
+    if _second_pass(deadline_local):
         alarm_day = deadline_local.date() - dt.timedelta(days=days)
         alarm = dt.datetime.combine(alarm_day, ALARM_TIME, deadline_local.tzinfo)
         return alarm.astimezone(dt.timezone.utc) - deadline_local.astimezone(dt.timezone.utc)

@@ -829,22 +829,30 @@ def test_an_unreachable_prefect_server_is_one_error_line(seeded, tmp_path):
         "All connection attempts failed (start it with `prefect server start`)"]
 
 
+@contextmanager
+def _web_server(handler):
+    """A web server on 127.0.0.1 answering with ``handler`` (an ``http.server`` handler class), in
+    a thread; yields its port."""
+    import threading
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        yield web.server_port
+    finally:
+        web.shutdown()
+
+
 def test_a_prefect_url_without_its_api_path_is_one_error_line(seeded, tmp_path):
     """Found by a fault review: ``PREFECT_API_URL`` without its ``/api`` (or naming any other web
     server) was a 226-line traceback ending in "Failed to reach API"."""
-    import threading
-
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # 404s
-    threading.Thread(target=web.serve_forever, daemon=True).start()
-    try:
-        api = f"http://focal:s3cret@127.0.0.1:{web.server_port}"
+    with _web_server(http.server.SimpleHTTPRequestHandler) as port:  # 404s
+        api = f"http://focal:s3cret@127.0.0.1:{port}"
         done = _roadmap(["check", "--as-of", "2024-06-05T09:00:00+02:00"], seeded, tmp_path, PREFECT_API_URL=api,
                         ROADMAP_OUTBOX_DIR=str(tmp_path / "outbox"))
-    finally:
-        web.shutdown()
     assert done.returncode == 2, done.stderr
     assert error_lines(done.stderr) == [
-        f"error: PREFECT_API_URL=http://focal:***@127.0.0.1:{web.server_port} is not a Prefect server's API: it "
+        f"error: PREFECT_API_URL=http://focal:***@127.0.0.1:{port} is not a Prefect server's API: it "
         "answered 404 Not Found (the API's URL ends in /api, e.g. http://127.0.0.1:4200/api)"]
     assert not (tmp_path / "outbox").exists()
 
@@ -867,19 +875,13 @@ class _Refusing(http.server.BaseHTTPRequestHandler):
 def test_a_prefect_api_url_that_answers_an_error_says_what_it_answered(seeded, tmp_path, handler, answer):
     """Found by a review: a URL already ending in /api got the hint to add /api, and a server that
     refused (403) or was unavailable was called "not a Prefect server's API"."""
-    import threading
-
     chosen = _Refusing if handler == "refusing" else http.server.SimpleHTTPRequestHandler
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), chosen)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
-    try:
-        api = f"http://127.0.0.1:{web.server_port}/api"
+    with _web_server(chosen) as port:
+        api = f"http://127.0.0.1:{port}/api"
         done = _roadmap(["check"], seeded, tmp_path, PREFECT_API_URL=api, ROADMAP_OUTBOX_DIR=str(tmp_path / "outbox"))
-    finally:
-        web.shutdown()
     assert done.returncode == 2, done.stderr
     start = ("error: PREFECT_API_URL" if handler != "refusing" else "error: the Prefect server at PREFECT_API_URL")
-    assert error_lines(done.stderr) == [f"{start}=http://127.0.0.1:{web.server_port}/api {answer}"]
+    assert error_lines(done.stderr) == [f"{start}=http://127.0.0.1:{port}/api {answer}"]
 
 
 def test_a_file_that_is_not_a_database_is_one_error_line(tmp_path):

@@ -456,16 +456,23 @@ def test_an_interrupted_run_lets_go_of_the_claims_it_had_not_begun(seeded, outbo
     assert Counter(p.parent.name for p in outbox.rglob("*.txt")) == {f"mission-{c}": 1 for c in CODES if c != "dj"}
 
 
-def _other_backends(url: str, sql: str) -> None:
-    """Run ``sql`` on a connection of its own to the database of ``url`` (PostgreSQL), in
-    autocommit; ``{db}`` is the database's name."""
+def _connect(url: str, autocommit: bool = False):
+    """A psycopg connection of its own to the PostgreSQL database of ``url`` (a SQLAlchemy URL)."""
     import psycopg
     from sqlalchemy.engine import make_url
 
     target = make_url(url)
-    with psycopg.connect(host=target.host, port=target.port, user=target.username, dbname=target.database,
-                         autocommit=True) as conn:
-        conn.execute(sql.format(db=target.database))
+    return psycopg.connect(host=target.host, port=target.port, user=target.username, dbname=target.database,
+                           autocommit=autocommit)
+
+
+def _other_backends(url: str, sql: str) -> None:
+    """Run ``sql`` on a connection of its own to the database of ``url`` (PostgreSQL), in
+    autocommit; ``{db}`` is the database's name."""
+    from sqlalchemy.engine import make_url
+
+    with _connect(url, autocommit=True) as conn:
+        conn.execute(sql.format(db=make_url(url).database))
 
 
 def test_connections_ended_while_digests_go_out_cost_no_digest_and_no_second_copy(postgres_url, outbox, monkeypatch):
@@ -514,11 +521,7 @@ def test_a_table_locked_by_another_session_fails_the_check_after_the_lock_timeou
     locked, release = threading.Event(), threading.Event()
 
     def hold_the_lock() -> None:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        target = make_url(postgres_url)
-        with psycopg.connect(host=target.host, port=target.port, user=target.username, dbname=target.database) as conn:
+        with _connect(postgres_url) as conn:
             conn.execute("LOCK TABLE reminder_log IN ACCESS EXCLUSIVE MODE")
             locked.set()
             release.wait(60)
@@ -545,7 +548,7 @@ def test_a_lock_timeout_the_user_set_is_kept(postgres_url, monkeypatch):
     URL's ``options`` (or the role, or the database) gave."""
     from sqlalchemy import text
 
-    from models.db import get_engine
+    from models.db import dispose_engines, get_engine
 
     with get_engine(postgres_url).connect() as conn:
         assert conn.execute(text("SHOW lock_timeout")).scalar() == "30s"
@@ -553,8 +556,6 @@ def test_a_lock_timeout_the_user_set_is_kept(postgres_url, monkeypatch):
     with get_engine(given).connect() as conn:
         assert conn.execute(text("SHOW lock_timeout")).scalar() == "5s"
     _other_backends(postgres_url, "ALTER DATABASE \"{db}\" SET lock_timeout = '2s'")
-    from models.db import dispose_engines
-
     dispose_engines()
     with get_engine(postgres_url).connect() as conn:
         assert conn.execute(text("SHOW lock_timeout")).scalar() == "2s"
