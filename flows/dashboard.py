@@ -245,7 +245,7 @@ def reminders_markdown(as_of: dt.datetime, sent: int, already_sent: int, failed:
                        failures: list[str], in_flight: int = 0) -> str:
     """The run's reminder report: counts of items (not messages) and one line per failed channel;
     ``in_flight`` items another run held (claimed within the lease), said when there are some."""
-    held = (f" {in_flight} held by another run (it sends them, or the next check does once its claim "
+    held = (f" {in_flight} held by another run (it sends them, or a later check does once its claim "
             "lapses).") if in_flight else ""
     return (
         f"# Reminders of the check as of {as_of.isoformat()}\n\n"

@@ -452,7 +452,7 @@ def test_an_interrupted_run_lets_go_of_the_claims_it_had_not_begun(seeded, outbo
     shown = reminders_markdown(dt.datetime(2024, 6, 5, 7, tzinfo=dt.timezone.utc), report.sent, report.already_sent,
                                report.failed, report.escalated, report.messages, report.failures, report.in_flight)
     assert shown.splitlines()[2] == ("13 items sent in 13 digests, 2 already sent, 0 failed; 0 escalated. 1 held by "
-                                     "another run (it sends them, or the next check does once its claim lapses).")
+                                     "another run (it sends them, or a later check does once its claim lapses).")
     assert Counter(p.parent.name for p in outbox.rglob("*.txt")) == {f"mission-{c}": 1 for c in CODES if c != "dj"}
 
 
