@@ -303,10 +303,10 @@ def status(
 
 @app.command()
 def serve() -> None:
-    """Serve the four deployments to a Prefect server: the nightly check on its schedule,
-    record-status, the portfolio check and its per-group child.
+    """Serve the four deployments to a Prefect server, the nightly check on its schedule.
 
-    Start ``prefect server start`` first and set ``PREFECT_API_URL``; see the README.
+    The four: the nightly check, record-status, the portfolio check and its per-group child.
+    Start a server first (prefect server start) and set PREFECT_API_URL; see the README.
     """
     if not os.environ.get("PREFECT_API_URL"):
         # Found by a new user's walkthrough: without it, Prefect started a temporary server, which
@@ -344,7 +344,7 @@ def demo(
 ) -> None:
     """A fresh database, the seed roadmap, a few statuses, the check as of 27 May 2024, a table.
 
-    The reminders go to the local outbox (``ROADMAP_OUTBOX_DIR``, default ``./outbox``) whatever
+    The reminders go to the local outbox (ROADMAP_OUTBOX_DIR, default ./outbox) whatever
     channels are configured: the demo's are for 2024, not for real missions."""
     _check_prefect_api_url()
     for variable in ("ROADMAP_APPRISE_CONFIG", "ROADMAP_APPRISE_SECRET_BLOCK"):
