@@ -57,6 +57,7 @@ from models.status import Classification, Classifier, milestones_to_read, read_a
 from models.tables import Milestone, Roadmap, Status
 from models.transactions import in_transaction
 from notifications.channels import ChannelConfigError, load_channels
+from notifications.plurals import english_count
 
 #: Prefect Secret block holding the Apprise YAML config, when set (issue 4: secrets).
 SECRET_BLOCK_ENV = "ROADMAP_APPRISE_SECRET_BLOCK"
@@ -545,7 +546,8 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
         for start in range(0, len(drawn), 100):
             batch = drawn[start : start + 100]
             publish_feeds(roadmaps_label([slug for slug, _, _ in batch]), quote(batch), moment)
-    logger.info("checked %d status rows in %d roadmaps as of %s", total_rows, len(refs), moment.isoformat())
+    logger.info("checked %s in %s as of %s", english_count(total_rows, "status row"), english_count(len(refs), "roadmap"),
+                moment.isoformat())
     if report.config_error:
         # Found by a new user's walkthrough: with no usable channel config every reminder failed
         # and the run still completed, so the "nightly check failed" automation never told the

@@ -20,6 +20,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from flows.nightly import list_roadmaps, resolve_as_of
+from notifications.plurals import english_count
 
 #: The deployment each group runs as (``<flow name>/<deployment name>``).
 CHILD_DEPLOYMENT = "nightly-status-check/portfolio-group"
@@ -72,7 +73,8 @@ async def nightly_portfolio_check(
     moment = resolve_as_of(as_of).isoformat()
     slugs = [ref.slug for ref in list_roadmaps()]
     batches = groups(slugs, group_size)
-    logger.info("checking %d roadmaps in %d child runs as of %s", len(slugs), len(batches), moment)
+    logger.info("checking %s in %s as of %s", english_count(len(slugs), "roadmap"), english_count(len(batches), "child run"),
+                moment)
 
     limit = await child_concurrency_limit(deployment)
     if limit is not None and limit < len(batches):

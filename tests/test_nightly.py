@@ -254,6 +254,9 @@ def test_the_run_log_counts_the_items_the_json_counts(seeded, outbox):
     assert again == {"sent": 0, "already_sent": 16, "failed": 0, "escalated": 0, "in_flight": 0}
     assert [m for m in logged if m.startswith("reminders:")] == [
         "reminders: 0 sent in 0 digests, 16 already sent, 0 failed; 0 escalated"]
+    # One roadmap, 16 member states x 6 milestones (found by a seed review: "in 1 roadmaps").
+    assert [m for m in logged if m.startswith("checked")] == [
+        "checked 96 status rows in 1 roadmap as of 2024-06-05T07:00:00+00:00"]
 
 
 def test_escalations_that_fail_are_counted_and_a_failing_copy_is_reported_not_failed(seeded, outbox, tmp_path,
