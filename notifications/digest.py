@@ -172,8 +172,18 @@ def _context(recipient: str, digest: Digest, as_of: dt.datetime, addressee: Addr
         text, day = _local_deadline(item.deadline, item.timezone)
         rows.append({"item": item, "deadline_local": text, "due_day": day})
     to_en, to_ar = addressee or (recipient, recipient)
+    heading_en, heading_ar = _heading(digest)
     return {"recipient": recipient, "to_en": to_en, "to_ar": to_ar, "rows": rows, "count": digest.count,
-            "more": digest.count - len(rows), "as_of": as_of_text(as_of), "ask_to_report": ask_to_report}
+            "more": digest.count - len(rows), "as_of": as_of_text(as_of), "ask_to_report": ask_to_report,
+            "heading_en": heading_en, "heading_ar": heading_ar}
+
+
+def _heading(digest: Digest) -> tuple[str, str]:
+    """(English, Arabic) title of ``digest``, for its subject and its first line alike (found by a
+    seed review: an escalation's subject said "Escalation", its first line "Roadmap reminders")."""
+    if digest.escalation:
+        return "Escalation to the coordinators", "تصعيد إلى المنسقين"
+    return "Roadmap reminders", "تذكيرات خريطة الطريق"
 
 
 def as_of_text(as_of: dt.datetime) -> str:
@@ -188,12 +198,11 @@ def render_subject(items: Digest | list[DigestItem]) -> str:
     reason. Counted nouns agree with their number in both languages (:mod:`notifications.plurals`)."""
     digest = _digest(items)
     count, overdue = digest.count, digest.overdue
-    if digest.escalation:
-        return (f"Escalation to the coordinators: {english_count(count, 'item')}"
-                f" | تصعيد إلى المنسقين: {arabic_count(count, 'item')}")
-    flag_en, flag_ar = (f" ({overdue} overdue)", f" (المتأخر منها: {overdue})") if overdue else ("", "")
-    return (f"Roadmap reminders: {english_count(count, 'item')}{flag_en}"
-            f" | تذكيرات خريطة الطريق: {arabic_count(count, 'item')}{flag_ar}")
+    heading_en, heading_ar = _heading(digest)
+    flag_en, flag_ar = ((f" ({overdue} overdue)", f" (المتأخر منها: {overdue})") if overdue and not digest.escalation
+                        else ("", ""))
+    return (f"{heading_en}: {english_count(count, 'item')}{flag_en}"
+            f" | {heading_ar}: {arabic_count(count, 'item')}{flag_ar}")
 
 
 def render_digest(recipient: str, items: Digest | list[DigestItem], as_of: dt.datetime,

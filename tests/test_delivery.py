@@ -404,8 +404,12 @@ def test_a_digest_counts_its_days_and_items_in_both_languages():
     html = render_digest_html("coordinators", [one_day, two_left], AS_OF)
     assert "OVERDUE by 1 day (1 working)" in html and "<i>تصعيد: مدة التأخير يوم عمل واحد</i>" in html
     # The headings count their items as the subject does (found by the twenty-first session's
-    # review: the HTML said a bare "(2)").
-    assert "<h2>Roadmap reminders (2 items)</h2>" in html and "<h2>تذكيرات خريطة الطريق (بندان)</h2>" in html
+    # review: the HTML said a bare "(2)"), and name an escalation as the subject does (found by a
+    # seed review: they said "Roadmap reminders").
+    assert "<h2>Escalation to the coordinators (2 items)</h2>" in html and "<h2>تصعيد إلى المنسقين (بندان)</h2>" in html
+    assert "<title>Escalation to the coordinators: coordinators</title>" in html
+    assert body.splitlines()[0] == "Escalation to the coordinators (2 items), as of 2024-06-05 07:00 UTC"
+    assert "تصعيد إلى المنسقين (بندان)، بتاريخ 2024-06-05 07:00 UTC" in body.splitlines()
 
 
 def test_a_digest_greets_its_addressee_by_name_and_names_its_tag_last():

@@ -751,6 +751,8 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
     escalation, reminders = sorted(lines("coordinators"), key=lambda d: d[0])
     assert escalation[0] == "Subject: Escalation to the coordinators: 16 items | تصعيد إلى المنسقين: 16 بندًا"
     assert [escalation[4], escalation[-1]] == ["To: the coordinators", "Recipient tag | وسم المستلم: coordinators"]
+    assert [escalation[3], reminders[3]] == ["Escalation to the coordinators (16 items), as of 2024-06-20 06:00 UTC",
+                                             "Roadmap reminders (16 items), as of 2024-06-20 06:00 UTC"]
     assert "إلى: المنسقين" in escalation
     assert escalation.count("  escalated: overdue by 14 working days (20 days)") == 16
     assert escalation.count("  تصعيد: مدة التأخير 14 يوم عمل (20 يومًا)") == 16
