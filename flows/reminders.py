@@ -21,12 +21,12 @@ from typing import Callable, Iterable
 import apprise
 
 from flows.collector import collector_paused, release_free_memory
-from flows.tally import ESCALATION_OVERDUE, PlannedReminder, ReminderPlan, claim_keys
+from flows.tally import PlannedReminder, ReminderPlan, claim_keys
 from models.db import session_scope
 from models.transactions import in_transaction
 from models.parties import COORDINATORS_TAG, addressee_names
 from models.reminders import (
-    claim_lease, claim_many, mark_delivered, mark_failed, release_claims, remember_delivered, renew_claims,
+    ESCALATION_OVERDUE, claim_lease, claim_many, mark_delivered, mark_failed, release_claims, remember_delivered, renew_claims,
     repeatedly_failing,
 )
 from models.status import StatusView

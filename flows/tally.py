@@ -19,7 +19,7 @@ from itertools import islice
 from typing import NamedTuple
 
 from models.calendars import holiday_before
-from models.reminders import current_window
+from models.reminders import ESCALATION_OVERDUE, current_window
 from models.status import ClassifiedRow, Classification, MilestoneContext, RowOutcome, StatusView, status_view
 
 #: Rows kept per list (overdue, due soon, blocked, changes) for the summary artifact.
@@ -28,8 +28,6 @@ ATTENTION_LIMIT = 200
 MATRIX_MAX_ROWS = 500
 #: Items more than this many working days overdue are escalated to the coordinators (issue 4).
 ESCALATE_AFTER_WORKING_DAYS = 5
-#: Window of that escalation (sent once per status row).
-ESCALATION_OVERDUE = "escalation-overdue"
 
 ACTIONABLE = {Classification.upcoming, Classification.due_soon, Classification.due_today, Classification.overdue}
 _ACTIONABLE_VALUES = frozenset(c.value for c in ACTIONABLE)

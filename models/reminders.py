@@ -65,6 +65,10 @@ def claim_lease() -> dt.timedelta:
 _lease()
 
 DUE_WINDOW = "due"
+#: The window of an item's escalation for being overdue (to the coordinators, once per schedule).
+ESCALATION_OVERDUE = "escalation-overdue"
+#: Joins a superseded window's name to its log row's id (:func:`restart_schedules`).
+SUPERSEDED = "~"
 
 
 def window_name(offset_days: int) -> str:
@@ -332,6 +336,35 @@ def remember_delivered(session: Session, reminders: list[tuple[int, str]], escal
             latest = list(dict(items).items())
             keyed, (status_id, window) = _keyed(session, ("status_id", "window"), (Integer, String), latest)
             session.connection().execute(update(Status).where(Status.id == status_id).values({column: window}))
+
+
+def restart_schedules(session: Session, status_ids: Sequence[int]) -> int:
+    """Start the reminder schedule of the status rows ``status_ids`` afresh (no commit): their
+    local due day or their owner changed (``roadmap sync``), so the windows of the old schedule
+    (``before-7``, ``due``, ``overdue-3``, ``escalation-overdue``) say nothing of the new one.
+    Found by a review of roadmap changes: after a deadline moved from 31 May to 15 June, the
+    missions' "7 days left" of 8 June was counted already sent (its window had gone out for 31
+    May), and an extended deadline missed again was never escalated.
+
+    Each such log row is kept, with its state, renamed ``<window>~<log id>`` (unique, at most 32
+    characters: never claimed again, and still read by :func:`repeatedly_failing`); the rows'
+    hints (``Status.last_reminder``, ``last_escalation``) are cleared. A delivery escalation
+    (``escalation-delivery-<recipient>``) is about a channel, not the schedule: kept. Returns the
+    number of log rows renamed.
+    """
+    if not status_ids:
+        return 0
+    window = ReminderLog.window
+    of_a_schedule = or_(window == DUE_WINDOW, window.like("before-%"), window.like("overdue-%"),
+                        window == ESCALATION_OVERDUE)
+    renamed = session.connection().execute(
+        update(ReminderLog)
+        .where(ReminderLog.status_id.in_(list(status_ids)), of_a_schedule)
+        .values(window=window + SUPERSEDED + func.cast(ReminderLog.id, String))
+    ).rowcount
+    session.connection().execute(
+        update(Status).where(Status.id.in_(list(status_ids))).values(last_reminder=None, last_escalation=None))
+    return renamed
 
 
 def mark_failed(session: Session, log_ids: Sequence[int], *, run_id: str, reason: str) -> int:

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 
 from models.db import session_scope
 from models.deadlines import end_of_local_day, start_of_local_day
+from models.reminders import restart_schedules
 from models.roadmap_file import MemberStateSpec, RoadmapFileError, RoadmapSpec, load_roadmap_file
 from models.tables import (
     AgendaSession,
@@ -268,6 +269,7 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "", r
     session.flush()
 
     milestones = {m.key: m for m in session.exec(select(Milestone).where(Milestone.roadmap_id == roadmap.id))}
+    new_owner: set[str] = set()  # keys of milestones whose owner the file changed
     for position, ms_spec in enumerate(spec.milestones):
         dates = spec.due[ms_spec.key]
         policy = spec.policy(ms_spec)
@@ -291,15 +293,17 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "", r
             milestones[ms_spec.key] = Milestone(roadmap_id=roadmap.id, key=ms_spec.key, **values)
             session.add(milestones[ms_spec.key])
             report.count("created", "milestone")
-        elif _assign(row, values):
+        elif changed := _assign(row, values):
             report.count("updated", "milestone")
+            if "owner" in changed:
+                new_owner.add(ms_spec.key)
     for key, row in milestones.items():
         if key not in spec.due and row.active:
             row.active = False
             report.count("updated", "milestone")
     session.flush()
 
-    _upsert_statuses(session, spec, roadmap, milestones, report)
+    _upsert_statuses(session, spec, roadmap, milestones, new_owner, report)
     _upsert_agenda(session, spec, roadmap, report)
     if report.changed:
         roadmap.loaded_at = utc_now()
@@ -307,7 +311,11 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "", r
     return report
 
 
-def _upsert_statuses(session, spec, roadmap, milestones, report) -> None:
+def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> None:
+    """Write each (milestone, member state) row of ``spec``; a row whose local due day or owner
+    changed starts its reminder schedule afresh (:func:`models.reminders.restart_schedules`),
+    said in the report's warnings per milestone."""
+    restarted: dict[str, list[int]] = {}
     existing = {
         (row.milestone_id, row.member_state_code): row
         for row in session.exec(
@@ -348,13 +356,23 @@ def _upsert_statuses(session, spec, roadmap, milestones, report) -> None:
                             note=ms_spec.note,
                         )
                     )
-            elif _assign(row, values):
-                report.count("updated", "status")
+            else:
+                due_day = pendulum.instance(row.deadline).in_timezone(row.owner_timezone).date()
+                if _assign(row, values):
+                    report.count("updated", "status")
+                if ms_spec.key in new_owner or due_day != due:
+                    restarted.setdefault(ms_spec.key, []).append(row.id)
     listed = {member.code for member in spec.member_states}
     for (_, code), row in existing.items():
         if code not in listed and row.active:
             row.active = False  # kept with its state, note and history; read again if listed again
             report.count("updated", "status")
+    for key, status_ids in restarted.items():
+        session.flush()
+        restart_schedules(session, status_ids)
+        report.warnings.append(
+            f"milestone {key!r}: {'owner' if key in new_owner else 'deadline'} changed for {len(status_ids)} member "
+            f"state{'s' if len(status_ids) != 1 else ''}: their reminders start again on the new schedule")
 
 
 def _upsert_agenda(session, spec, roadmap, report) -> None:

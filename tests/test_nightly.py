@@ -337,6 +337,63 @@ def test_a_member_state_removed_from_the_file_is_no_longer_checked_nor_reminded(
     assert len(list((outbox / "mission-ye").glob("*.txt"))) == 1
 
 
+def _changed_seed(tmp_path: Path, key: str, **changes) -> str:
+    """The seed roadmap with milestone ``key``'s fields set to ``changes``, written to a file; its path."""
+    import yaml
+
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    next(m for m in data["milestones"] if m["key"] == key).update(changes)
+    path = tmp_path / f"{key}-changed.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+def _files(outbox: Path, prefix: str) -> Counter:
+    """Digests in the outbox per recipient folder whose name starts with ``prefix``."""
+    return Counter(p.parent.name for p in outbox.rglob("*.txt") if p.parent.name.startswith(prefix))
+
+
+def test_a_deadline_moved_later_gets_the_reminders_of_its_new_schedule(seeded, outbox, tmp_path):
+    """Found by a review of roadmap changes: the reminder log is keyed by window name, so after
+    the invitations' deadline moved from 31 May to 15 June the "7 days left" of 7 June (8 June
+    is a Saturday in Geneva) was counted already sent: it had gone out for 31 May."""
+    assert _check("2024-05-24T09:00:00+03:00")["reminders"]["sent"] == 16  # before-7 of 31 May
+    synced = runner.invoke(app, ["sync", _changed_seed(tmp_path, "invitations", deadline="mid-June 2024")])
+    assert synced.exit_code == 0, synced.output
+    assert synced.stderr.strip() == ("warning: gcm-arab-2024: milestone 'invitations': deadline changed for 16 member "
+                                     "states: their reminders start again on the new schedule")
+    assert _check("2024-05-31T09:00:00+03:00")["reminders"]["sent"] == 16  # before-14 of 15 June, on Friday 31 May
+    moved = _check("2024-06-07T09:00:00+03:00")
+    assert moved["reminders"] == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 0}
+    assert _files(outbox, "mission-") == {f"mission-{c}": 3 for c in CODES}
+    assert _check("2024-06-07T10:00:00+03:00")["reminders"]["already_sent"] == 16  # and once only
+
+
+def test_an_extended_deadline_missed_again_is_reminded_and_escalated_again(seeded, outbox, tmp_path):
+    """Found by a review of roadmap changes: after the invitations were escalated (12 June, 8
+    working days late) and their deadline extended to 30 June, the second lapse was neither
+    reminded nor escalated (``escalation-overdue`` was sent once per row for ever)."""
+    first = _check("2024-06-12T09:00:00+03:00")["reminders"]
+    assert (first["sent"], first["escalated"]) == (16, 16)
+    assert runner.invoke(app, ["sync", _changed_seed(tmp_path, "invitations", deadline="end of June 2024")]).exit_code == 0
+    again = _check("2024-07-12T09:00:00+03:00")["reminders"]  # 12 days (10 working) after 30 June
+    assert (again["sent"], again["escalated"], again["already_sent"]) == (16, 16, 0)
+    assert _files(outbox, "mission-") == {f"mission-{c}": 2 for c in CODES}
+    assert _files(outbox, "coordinators") == {"coordinators": 2}  # one escalation digest a lapse
+
+
+def test_a_milestone_given_to_another_owner_reminds_the_new_owner_of_the_current_window(seeded, outbox, tmp_path):
+    """Found by a review of roadmap changes: after the missions' "7 days left" of 24 May, the
+    invitations given to the country offices reached no office on 27 May (the window's hint
+    and name said it was sent)."""
+    assert _check("2024-05-24T09:00:00+03:00")["reminders"]["sent"] == 16
+    synced = runner.invoke(app, ["sync", _changed_seed(tmp_path, "invitations", owner="office")])
+    assert "milestone 'invitations': owner changed for 16 member states" in synced.stderr
+    assert _check("2024-05-27T09:00:00+03:00")["reminders"]["sent"] == 16
+    assert _files(outbox, "office-") == {f"office-{c}": 1 for c in CODES}
+    assert _files(outbox, "mission-") == {f"mission-{c}": 1 for c in CODES}
+
+
 def test_bad_input_on_the_command_line_is_one_clear_error(seeded):
     cases = {
         ("mark", "visas", "JO", "done"): "unknown milestone 'visas'",
