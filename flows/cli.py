@@ -8,6 +8,7 @@ exit with status 2; nothing is half written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -171,7 +172,7 @@ def sync(
 
 @app.command()
 def retire(
-    slug: str = typer.Argument(..., help="Slug of the roadmap (as `roadmap status` titles it, normalised: a-z, 0-9, -)."),
+    slug: str = typer.Argument(..., help="Slug of the roadmap (as `roadmap check` titles it, normalised: a-z, 0-9, -)."),
 ) -> None:
     """Retire a roadmap: no more checks, reminders, dashboards, calendars or marks for it.
 
@@ -345,7 +346,8 @@ def demo(
     """A fresh database, the seed roadmap, a few statuses, the check as of 27 May 2024, a table.
 
     The reminders go to the local outbox (ROADMAP_OUTBOX_DIR, default ./outbox) whatever
-    channels are configured: the demo's are for 2024, not for real missions."""
+    channels are configured: the demo's are for 2024, not for real missions. It runs on a
+    temporary Prefect server, whatever PREFECT_API_URL says."""
     _check_prefect_api_url()
     for variable in ("ROADMAP_APPRISE_CONFIG", "ROADMAP_APPRISE_SECRET_BLOCK"):
         # Found by a new user's walkthrough: the demo sent its 2024 digests to the channels of an
@@ -360,7 +362,13 @@ def demo(
     from models.status import record_status
     from models.sync import sync_roadmap_file
 
-    report = sync_roadmap_file(DEFAULT_ROADMAP)
+    # The working folder's seed file, else the checkout's (found by a review of the docs: run
+    # elsewhere, the demo ended in a traceback).
+    seed = DEFAULT_ROADMAP if DEFAULT_ROADMAP.exists() else Path(__file__).resolve().parent.parent / DEFAULT_ROADMAP
+    try:
+        report = sync_roadmap_file(seed)
+    except RoadmapFileError as exc:
+        _fail(str(exc))
     console.print(f"Loaded {DEFAULT_ROADMAP}: {report.created.get('status', 0)} status rows into {database}")
     demo_statuses = [
         ("invitations", "JO", "done", "Note verbale 2024/051 received by the mission"),
@@ -375,11 +383,33 @@ def demo(
     from flows.nightly import nightly_status_check
     from flows.terminal import print_check
 
-    result = nightly_status_check(as_of=DEMO_AS_OF)
+    with _on_a_temporary_server():
+        result = nightly_status_check(as_of=DEMO_AS_OF)
     print_check(result, console)
     from notifications.outbox import outbox_dir
 
     console.print(f"Reminders were written to {outbox_dir()}/ (one folder per recipient tag).")
+
+
+@contextlib.contextmanager
+def _on_a_temporary_server():
+    """Inside, this process's flows run on a temporary Prefect server, whatever ``PREFECT_API_URL``
+    the environment or the active Prefect profile names; said on stderr when one does (found by
+    a review of the docs: the demo, run where the README exports ``PREFECT_API_URL``, replaced
+    the real roadmap's dashboards on that server with its 2024 ones, and its flow run counted as
+    a night for the coordinators' automation). Prefect's ``temporary_settings`` restores the
+    setting's default (none: a temporary server); a URL set by neither (a test harness's) is kept."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings.profiles import load_current_profile
+
+    configured = os.environ.get("PREFECT_API_URL") or load_current_profile().settings.get(PREFECT_API_URL)
+    if not configured:
+        yield
+        return
+    typer.echo(f"note: PREFECT_API_URL={_without_password(str(configured))} is ignored by the demo: it runs on a "
+               "temporary Prefect server, so its 2024 dashboards leave that server's alone", err=True)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
 
 
 @app.command()

@@ -561,6 +561,32 @@ def test_the_demo_writes_to_the_outbox_whatever_channels_are_configured(tmp_path
         sink.stop()
 
 
+def test_the_demo_runs_on_a_temporary_server_whatever_prefect_api_url_names_and_from_any_folder(tmp_path):
+    """Found by a review of the docs: the demo, run where the README exports PREFECT_API_URL,
+    replaced the real roadmap's dashboards on that server with its 2024 ones; and run outside
+    the checkout it ended in a traceback. A child process: Prefect reads its settings once."""
+    from tests.sinks import HttpSink
+
+    server = HttpSink().start()  # stands for the real Prefect server: it must get no request
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{server.port}/api", "PREFECT_HOME": str(tmp_path / "home"),
+           "ROADMAP_OUTBOX_DIR": str(tmp_path / "outbox"), "ROADMAP_REPORT_DIR": str(tmp_path / "reports"),
+           "ROADMAP_CALENDAR_DIR": str(tmp_path / "calendars")}
+    try:
+        done = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "demo", "--no-color"],
+                              cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert "Reminders: 14 sent, 0 already sent, 0 failed; 0 escalated." in done.stdout
+    assert done.stderr.splitlines()[0] == (
+        f"note: PREFECT_API_URL=http://127.0.0.1:{server.port}/api is ignored by the demo: it runs on a temporary "
+        "Prefect server, so its 2024 dashboards leave that server's alone")
+    assert server.paths == []
+    assert len(list((tmp_path / "outbox").rglob("*.txt"))) == 14
+
+
 def test_demo_runs_on_a_fresh_database(tmp_path, outbox, monkeypatch):
     monkeypatch.chdir(SEED_ROADMAP.parent.parent)
     db = tmp_path / "demo.db"
