@@ -102,9 +102,11 @@ def _progress_bar(description: str):
     """A Rich progress bar on stderr (drawn only on a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    # disable: elsewhere Rich printed the bar's blank lines (found by a review of the docs).
     return Progress(
         TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
+        console=console, transient=True, disable=not console.is_terminal,
     )
 
 

@@ -789,6 +789,15 @@ def test_an_unusable_database_is_one_error_line_without_the_password(tmp_path, u
         assert "s3cret" not in done.stderr + done.stdout
 
 
+def test_a_sync_outside_a_terminal_writes_its_report_and_nothing_on_stderr(tmp_path):
+    """Found by a review of the docs: the progress bar, drawn only on a terminal, left two blank
+    lines on stderr elsewhere (a cron job's mail, a log)."""
+    done = _roadmap(["sync", str(SEED_ROADMAP)], f"sqlite:///{tmp_path}/r.db", tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == ("gcm-arab-2024: created 1 roadmap, 16 member_state, 6 milestone, 96 status, "
+                           "11 agenda_session; updated nothing\n")
+
+
 @pytest.mark.parametrize("lease", ["abc", "-5", "inf", "nan"])
 def test_a_bad_claim_lease_setting_is_one_error_line(tmp_path, lease):
     done = _roadmap(["status"], f"sqlite:///{tmp_path}/r.db", tmp_path, ROADMAP_CLAIM_LEASE_S=lease)
