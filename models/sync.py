@@ -229,7 +229,7 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "", r
         roadmap_values["active"] = True
         report.warnings.append(f"was retired: it is checked again (`roadmap retire {spec.slug}` retires it again)")
     elif retired:
-        report.warnings.append(f"is retired: updated, still retired (`roadmap sync {source_file or 'ITS-FILE'}`, the file "
+        report.warnings.append(f"is retired and stays retired (`roadmap sync {source_file or 'ITS-FILE'}`, the file "
                                "named, checks it again)")
     if roadmap is None or (retired and revive):
         # Found by a coordinator's walkthrough: a file whose slug was changed is loaded as a new

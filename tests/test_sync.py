@@ -310,7 +310,7 @@ def test_a_retired_roadmap_comes_back_when_its_file_is_named_not_when_its_folder
     run("sync", str(folder))
     run("retire", "gcm-arab-2024")
     assert run("sync", str(folder)) == ("gcm-arab-2024: created nothing; updated nothing", [
-        f"warning: gcm-arab-2024: is retired: updated, still retired (`roadmap sync {seed}`, the file named, checks it "
+        f"warning: gcm-arab-2024: is retired and stays retired (`roadmap sync {seed}`, the file named, checks it "
         "again)"])
     assert active() is False
     renamed = folder / "v2.yaml"
