@@ -301,6 +301,10 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "", r
         if key not in spec.due and row.active:
             row.active = False
             report.count("updated", "milestone")
+            # Found by a review of roadmap changes: a key renamed in the file looked like an
+            # update, and the statuses recorded under the old key were left behind unsaid.
+            report.warnings.append(f"milestone {key!r} is no longer in the file: its statuses and history are kept, "
+                                   "inactive, until the file lists that key again (a renamed key starts afresh)")
     session.flush()
 
     _upsert_statuses(session, spec, roadmap, milestones, new_owner, report)
@@ -363,10 +367,15 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
                 if ms_spec.key in new_owner or due_day != due:
                     restarted.setdefault(ms_spec.key, []).append(row.id)
     listed = {member.code for member in spec.member_states}
+    unlisted: set[str] = set()
     for (_, code), row in existing.items():
         if code not in listed and row.active:
             row.active = False  # kept with its state, note and history; read again if listed again
             report.count("updated", "status")
+            unlisted.add(code)
+    for code in sorted(unlisted):
+        report.warnings.append(f"member state {code} is no longer in the file: its statuses and history are kept, "
+                               "inactive, until the file lists it again")
     for key, status_ids in restarted.items():
         session.flush()
         restart_schedules(session, status_ids)

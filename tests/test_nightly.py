@@ -308,6 +308,8 @@ def test_a_member_state_removed_from_the_file_is_no_longer_checked_nor_reminded(
     synced = runner.invoke(app, ["sync", str(without)])
     assert synced.exit_code == 0, synced.output
     assert synced.stdout.strip() == "gcm-arab-2024: created nothing; updated 1 roadmap, 6 status"
+    assert synced.stderr.strip() == ("warning: gcm-arab-2024: member state YE is no longer in the file: its statuses "
+                                     "and history are kept, inactive, until the file lists it again")
 
     checked = _check()
     assert len(checked["statuses"]) == 90
