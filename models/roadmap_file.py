@@ -415,6 +415,10 @@ class _NoAliasLoader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep)
         except ValueError as exc:
+            if node.tag == "tag:yaml.org,2002:timestamp":
+                # An impossible date (2024-06-31) is read as text, so its field's own check names
+                # the field, as for a quoted one (found by a review of roadmap changes).
+                return node.value
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read {node.value!r:.60}: {exc}", node.start_mark
             ) from None

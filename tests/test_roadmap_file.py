@@ -166,6 +166,25 @@ def test_bad_roadmap_file_names_file_field_value_and_changes_nothing(case, tmp_p
     assert _snapshot(seeded) == before
 
 
+@pytest.mark.parametrize(("written", "expected"), [
+    ("deadline: 2024-07-04", "milestones[5].deadline: impossible date '2024-06-31': day is out of range for month "
+                             "(value: '2024-06-31')"),
+    ('date: 2024-07-03, start: "09:00"', "agenda[0].date: Input should be a valid date or datetime, day value is "
+                                         "outside expected range (value: '2024-06-31')"),
+])
+def test_an_impossible_date_written_without_quotes_names_its_field(tmp_path, written, expected):
+    """Found by a review of roadmap changes: unquoted, YAML itself read the date and its error
+    named a line and column, not the field, as a quoted date's does."""
+    path = tmp_path / "unquoted.yaml"
+    text = SEED_ROADMAP.read_text(encoding="utf-8")
+    assert text.count(written) == 1
+    path.write_text(text.replace(written, written.replace(written.split()[1].rstrip(","), "2024-06-31")),
+                    encoding="utf-8")
+    with pytest.raises(RoadmapFileError) as info:
+        load_roadmap_file(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
 @pytest.mark.parametrize(
     ("text", "field", "reason"),
     [
