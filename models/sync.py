@@ -19,7 +19,6 @@ from sqlmodel import Session, select
 
 from models.db import session_scope
 from models.deadlines import end_of_local_day, start_of_local_day
-from models.reminders import restart_schedules
 from models.roadmap_file import MemberStateSpec, RoadmapFileError, RoadmapSpec, load_roadmap_file
 from models.tables import (
     AgendaSession,
@@ -376,6 +375,10 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
     for code in sorted(unlisted):
         report.warnings.append(f"member state {code} is no longer in the file: its statuses and history are kept, "
                                "inactive, until the file lists it again")
+    if restarted:
+        # Here, not at the top: importing models.reminders reads ROADMAP_CLAIM_LEASE_S, which
+        # every command would then refuse before its own error handling (`roadmap status` too).
+        from models.reminders import restart_schedules
     for key, status_ids in restarted.items():
         session.flush()
         restart_schedules(session, status_ids)
