@@ -371,7 +371,7 @@ def demo(
         report = sync_roadmap_file(seed)
     except RoadmapFileError as exc:
         _fail(str(exc))
-    console.print(f"Loaded {DEFAULT_ROADMAP}: {report.created.get('status', 0)} status rows into {database}")
+    console.print(f"Loaded {seed}: {report.created.get('status', 0)} status rows into {database}")
     demo_statuses = [
         ("invitations", "JO", "done", "Note verbale 2024/051 received by the mission"),
         ("invitations", "TN", "done", "Note verbale 2024/047"),
@@ -400,11 +400,13 @@ def _on_a_temporary_server():
     a review of the docs: the demo, run where the README exports ``PREFECT_API_URL``, replaced
     the real roadmap's dashboards on that server with its 2024 ones, and its flow run counted as
     a night for the coordinators' automation). Prefect's ``temporary_settings`` restores the
-    setting's default (none: a temporary server); a URL set by neither (a test harness's) is kept."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.settings.profiles import load_current_profile
+    setting's default (none: a temporary server); a URL set only in the settings context (a test
+    harness's) is kept."""
+    from prefect.settings import PREFECT_API_URL, Settings, temporary_settings
 
-    configured = os.environ.get("PREFECT_API_URL") or load_current_profile().settings.get(PREFECT_API_URL)
+    # Settings read afresh: the environment, .env, prefect.toml, the profile (found by a review
+    # of this change: a .env or prefect.toml in the working folder was missed), not the context.
+    configured = Settings().api.url
     if not configured:
         yield
         return

@@ -67,8 +67,8 @@ _lease()
 DUE_WINDOW = "due"
 #: The window of an item's escalation for being overdue (to the coordinators, once per schedule).
 ESCALATION_OVERDUE = "escalation-overdue"
-#: Joins a superseded window's name to its log row's id (:func:`restart_schedules`).
-SUPERSEDED = "~"
+#: Joins a superseded window's name to the due day it was for (:func:`restart_schedules`).
+SUPERSEDED = "@"
 
 
 def window_name(offset_days: int) -> str:
@@ -338,33 +338,52 @@ def remember_delivered(session: Session, reminders: list[tuple[int, str]], escal
             session.connection().execute(update(Status).where(Status.id == status_id).values({column: window}))
 
 
-def restart_schedules(session: Session, status_ids: Sequence[int]) -> int:
-    """Start the reminder schedule of the status rows ``status_ids`` afresh (no commit): their
-    local due day or their owner changed (``roadmap sync``), so the windows of the old schedule
-    (``before-7``, ``due``, ``overdue-3``, ``escalation-overdue``) say nothing of the new one.
-    Found by a review of roadmap changes: after a deadline moved from 31 May to 15 June, the
-    missions' "7 days left" of 8 June was counted already sent (its window had gone out for 31
-    May), and an extended deadline missed again was never escalated.
+def restart_schedules(session: Session, moved: Sequence[tuple[int, dt.date, dt.date]]) -> int:
+    """Give status rows whose local due day moved the reminders of their new schedule (no
+    commit; ``roadmap sync``). ``moved``: (status id, old due day, new due day), local days of
+    the row's owner. Found by a review of roadmap changes: after a deadline moved from 31 May to
+    15 June, the missions' "7 days left" of 7 June was counted already sent (its window had gone
+    out for 31 May), and an extended deadline missed again was never escalated.
 
-    Each such log row is kept, with its state, renamed ``<window>~<log id>`` (unique, at most 32
-    characters: never claimed again, and still read by :func:`repeatedly_failing`); the rows'
-    hints (``Status.last_reminder``, ``last_escalation``) are cleared. A delivery escalation
-    (``escalation-delivery-<recipient>``) is about a channel, not the schedule: kept. Returns the
-    number of log rows renamed.
+    The log rows of the old schedule's windows (``before-7``, ``due``, ``overdue-3``,
+    ``escalation-overdue``) are kept, with their state, renamed ``<window>@<old due day>``
+    (``before-7@2024-05-31``: at most 29 characters of the column's 32); those that a move to the
+    new day had renamed before get their bare names back: a deadline moved back to a day whose
+    reminders went out (a typo mended) is not reminded twice (found by a review of this change).
+    A delivery escalation (``escalation-delivery-<recipient>``) is about a channel: kept. The
+    rows' hints are cleared (:func:`forget_hints`). Returns the number of log rows renamed.
     """
-    if not status_ids:
-        return 0
     window = ReminderLog.window
-    of_a_schedule = or_(window == DUE_WINDOW, window.like("before-%"), window.like("overdue-%"),
-                        window == ESCALATION_OVERDUE)
-    renamed = session.connection().execute(
-        update(ReminderLog)
-        .where(ReminderLog.status_id.in_(list(status_ids)), of_a_schedule)
-        .values(window=window + SUPERSEDED + func.cast(ReminderLog.id, String))
-    ).rowcount
-    session.connection().execute(
-        update(Status).where(Status.id.in_(list(status_ids))).values(last_reminder=None, last_escalation=None))
+    bare = and_(or_(window == DUE_WINDOW, window.like("before-%"), window.like("overdue-%"),
+                    window == ESCALATION_OVERDUE), ~window.contains(SUPERSEDED))
+    by_days: dict[tuple[dt.date, dt.date], list[int]] = {}
+    for status_id, old, new in moved:
+        by_days.setdefault((old, new), []).append(status_id)
+    renamed = 0
+    connection = session.connection()
+    for (old, new), ids in sorted(by_days.items()):
+        suffix = f"{SUPERSEDED}{new.isoformat()}"
+        renamed += connection.execute(
+            update(ReminderLog).where(ReminderLog.status_id.in_(ids), bare)
+            .values(window=window + f"{SUPERSEDED}{old.isoformat()}")).rowcount
+        restored = or_(window.like(f"{DUE_WINDOW}{suffix}"), window.like(f"before-%{suffix}"),
+                       window.like(f"overdue-%{suffix}"), window.like(f"{ESCALATION_OVERDUE}{suffix}"))
+        renamed += connection.execute(
+            update(ReminderLog).where(ReminderLog.status_id.in_(ids), restored)
+            .values(window=func.substr(window, 1, func.length(window) - len(suffix)))).rowcount
+    forget_hints(session, [status_id for status_id, _, _ in moved])
     return renamed
+
+
+def forget_hints(session: Session, status_ids: Sequence[int]) -> None:
+    """Clear the hints (``Status.last_reminder``, ``last_escalation``) of ``status_ids`` (no
+    commit): the reminder log alone decides their next reminders. For a row whose owner changed
+    (the hint names a window, not its recipient: the new owner's was skipped) or that was
+    inactive (its owner or deadline may have changed meanwhile), both found by reviews of roadmap
+    changes."""
+    if status_ids:
+        session.connection().execute(
+            update(Status).where(Status.id.in_(list(status_ids))).values(last_reminder=None, last_escalation=None))
 
 
 def mark_failed(session: Session, log_ids: Sequence[int], *, run_id: str, reason: str) -> int:

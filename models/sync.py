@@ -315,10 +315,12 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "", r
 
 
 def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> None:
-    """Write each (milestone, member state) row of ``spec``; a row whose local due day or owner
-    changed starts its reminder schedule afresh (:func:`models.reminders.restart_schedules`),
-    said in the report's warnings per milestone."""
-    restarted: dict[str, list[int]] = {}
+    """Write each (milestone, member state) row of ``spec``. A row whose local due day moved gets
+    the reminders of its new schedule (:func:`models.reminders.restart_schedules`; said in the
+    report's warnings per milestone); one whose owner changed, or listed again, loses its hints
+    (:func:`models.reminders.forget_hints`): the reminder log, keyed by recipient, decides."""
+    moved: dict[str, list[tuple[int, dt.date, dt.date]]] = {}  # per milestone key: (status id, old, new due day)
+    unhinted: list[int] = []  # rows of a new owner, or listed again: their hints are cleared
     existing = {
         (row.milestone_id, row.member_state_code): row
         for row in session.exec(
@@ -360,11 +362,14 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
                         )
                     )
             else:
-                due_day = pendulum.instance(row.deadline).in_timezone(row.owner_timezone).date()
+                old_due = pendulum.instance(row.deadline).in_timezone(row.owner_timezone).date()
+                returning = not row.active
                 if _assign(row, values):
                     report.count("updated", "status")
-                if ms_spec.key in new_owner or due_day != due:
-                    restarted.setdefault(ms_spec.key, []).append(row.id)
+                if old_due != due:
+                    moved.setdefault(ms_spec.key, []).append((row.id, old_due, due))
+                elif ms_spec.key in new_owner or returning:
+                    unhinted.append(row.id)
     listed = {member.code for member in spec.member_states}
     unlisted: set[str] = set()
     for (_, code), row in existing.items():
@@ -375,16 +380,22 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
     for code in sorted(unlisted):
         report.warnings.append(f"member state {code} is no longer in the file: its statuses and history are kept, "
                                "inactive, until the file lists it again")
-    if restarted:
-        # Here, not at the top: importing models.reminders reads ROADMAP_CLAIM_LEASE_S, which
-        # every command would then refuse before its own error handling (`roadmap status` too).
-        from models.reminders import restart_schedules
-    for key, status_ids in restarted.items():
-        session.flush()
-        restart_schedules(session, status_ids)
-        report.warnings.append(
-            f"milestone {key!r}: {'owner' if key in new_owner else 'deadline'} changed for {len(status_ids)} member "
-            f"state{'s' if len(status_ids) != 1 else ''}: their reminders start again on the new schedule")
+    if not (moved or unhinted):
+        return
+    # Here, not at the top: importing models.reminders reads ROADMAP_CLAIM_LEASE_S, which every
+    # command would then refuse before its own error handling (`roadmap status` too).
+    from models.reminders import forget_hints, restart_schedules
+
+    session.flush()
+    forget_hints(session, unhinted)
+    for key, rows in moved.items():
+        restart_schedules(session, rows)
+        changed = "deadline and owner" if key in new_owner else "deadline"
+        report.warnings.append(f"milestone {key!r}: {changed} changed for {len(rows)} member state"
+                               f"{'s' if len(rows) != 1 else ''}: their reminders follow the new schedule")
+    for key in sorted(new_owner - moved.keys()):
+        report.warnings.append(f"milestone {key!r}: owner changed: the new owners get its reminders from the "
+                               "current window on")
 
 
 def _upsert_agenda(session, spec, roadmap, report) -> None:
