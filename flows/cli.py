@@ -396,17 +396,16 @@ def demo(
 @contextlib.contextmanager
 def _on_a_temporary_server():
     """Inside, this process's flows run on a temporary Prefect server, whatever ``PREFECT_API_URL``
-    the environment or the active Prefect profile names; said on stderr when one does (found by
-    a review of the docs: the demo, run where the README exports ``PREFECT_API_URL``, replaced
-    the real roadmap's dashboards on that server with its 2024 ones, and its flow run counted as
-    a night for the coordinators' automation). Prefect's ``temporary_settings`` restores the
-    setting's default (none: a temporary server); a URL set only in the settings context (a test
-    harness's) is kept."""
+    Prefect's settings name (the environment, a ``.env`` or ``prefect.toml`` in the working
+    folder, the active profile; read afresh, not from the settings context); said on stderr when
+    they name one. Found by a review of the docs: the demo, run where the README exports
+    ``PREFECT_API_URL``, replaced the real roadmap's dashboards on that server with its 2024
+    ones, and its flow run counted as a night for the coordinators' automation. Prefect's
+    ``temporary_settings`` restores the setting's default (none: a temporary server); a URL set
+    only in the settings context (a test harness's) is kept."""
     from prefect.settings import PREFECT_API_URL, Settings, temporary_settings
 
-    # Settings read afresh: the environment, .env, prefect.toml, the profile (found by a review
-    # of this change: a .env or prefect.toml in the working folder was missed), not the context.
-    configured = Settings().api.url
+    configured = Settings().api.url  # found by a review of this change: .env and prefect.toml were missed
     if not configured:
         yield
         return

@@ -26,8 +26,8 @@ from models.db import session_scope
 from models.transactions import in_transaction
 from models.parties import COORDINATORS_TAG, addressee_names
 from models.reminders import (
-    ESCALATION_OVERDUE, claim_lease, claim_many, mark_delivered, mark_failed, release_claims, remember_delivered, renew_claims,
-    repeatedly_failing,
+    ESCALATION_OVERDUE, claim_lease, claim_many, mark_delivered, mark_failed, release_claims, remember_delivered,
+    renew_claims, repeatedly_failing,
 )
 from models.status import StatusView
 from notifications.delivery import deliver
