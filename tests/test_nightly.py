@@ -617,18 +617,26 @@ def test_the_demo_writes_to_the_outbox_whatever_channels_are_configured(tmp_path
         sink.stop()
 
 
-def test_the_demo_runs_on_a_temporary_server_whatever_prefect_api_url_names_and_from_any_folder(tmp_path):
+@pytest.mark.parametrize("named_in", ["environment", ".env"])
+def test_the_demo_runs_on_a_temporary_server_whatever_prefect_api_url_names_and_from_any_folder(tmp_path, named_in):
     """Found by a review of the docs: the demo, run where the README exports PREFECT_API_URL,
     replaced the real roadmap's dashboards on that server with its 2024 ones; and run outside
-    the checkout it ended in a traceback. A child process: Prefect reads its settings once."""
+    the checkout it ended in a traceback. Then by a review of the change: a URL in the working
+    folder's .env was missed. A child process: Prefect reads its settings once."""
     from tests.sinks import HttpSink
 
     server = HttpSink().start()  # stands for the real Prefect server: it must get no request
     folder = tmp_path / "elsewhere"
     folder.mkdir()
-    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{server.port}/api", "PREFECT_HOME": str(tmp_path / "home"),
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"),
            "ROADMAP_OUTBOX_DIR": str(tmp_path / "outbox"), "ROADMAP_REPORT_DIR": str(tmp_path / "reports"),
            "ROADMAP_CALENDAR_DIR": str(tmp_path / "calendars")}
+    url = f"http://127.0.0.1:{server.port}/api"
+    if named_in == "environment":
+        env["PREFECT_API_URL"] = url
+    else:
+        env.pop("PREFECT_API_URL", None)
+        (folder / ".env").write_text(f"PREFECT_API_URL={url}\n", encoding="utf-8")
     try:
         done = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "demo", "--no-color"],
                               cwd=folder, env=env, capture_output=True, text=True, timeout=300)
