@@ -354,8 +354,13 @@ def restart_schedules(session: Session, moved: Sequence[tuple[int, dt.date, dt.d
     rows' hints are cleared (:func:`forget_hints`). Returns the number of log rows renamed.
     """
     window = ReminderLog.window
-    bare = and_(or_(window == DUE_WINDOW, window.like("before-%"), window.like("overdue-%"),
-                    window == ESCALATION_OVERDUE), ~window.contains(SUPERSEDED))
+
+    def of_the_schedule(suffix: str):
+        """The schedule's windows whose names end in ``suffix`` ("" or "@<due day>")."""
+        names = (DUE_WINDOW, "before-%", "overdue-%", ESCALATION_OVERDUE)
+        return or_(*(window.like(f"{name}{suffix}") for name in names))
+
+    bare = and_(of_the_schedule(""), ~window.contains(SUPERSEDED))
     by_days: dict[tuple[dt.date, dt.date], list[int]] = {}
     for status_id, old, new in moved:
         by_days.setdefault((old, new), []).append(status_id)
@@ -366,10 +371,8 @@ def restart_schedules(session: Session, moved: Sequence[tuple[int, dt.date, dt.d
         renamed += connection.execute(
             update(ReminderLog).where(ReminderLog.status_id.in_(ids), bare)
             .values(window=window + f"{SUPERSEDED}{old.isoformat()}")).rowcount
-        restored = or_(window.like(f"{DUE_WINDOW}{suffix}"), window.like(f"before-%{suffix}"),
-                       window.like(f"overdue-%{suffix}"), window.like(f"{ESCALATION_OVERDUE}{suffix}"))
         renamed += connection.execute(
-            update(ReminderLog).where(ReminderLog.status_id.in_(ids), restored)
+            update(ReminderLog).where(ReminderLog.status_id.in_(ids), of_the_schedule(suffix))
             .values(window=func.substr(window, 1, func.length(window) - len(suffix)))).rowcount
     forget_hints(session, [status_id for status_id, _, _ in moved])
     return renamed
