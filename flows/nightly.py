@@ -89,6 +89,8 @@ class RoadmapRef:
     milestones: tuple[str, ...]
     rows: int
     first_due: dt.date | None = None
+    #: The coordinators' public mailbox ("" when the roadmap file gives none).
+    coordinator_email: str = ""
 
 
 def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
@@ -100,7 +102,8 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
     were 3,066 round trips and 3.6 s of the check on PostgreSQL (``benchmarks/nightly_check.py``).
     """
     with session_scope() as session:
-        query = select(Roadmap.id, Roadmap.slug, Roadmap.title).where(Roadmap.active).order_by(Roadmap.slug)
+        query = (select(Roadmap.id, Roadmap.slug, Roadmap.title, Roadmap.coordinator_email)
+                 .where(Roadmap.active).order_by(Roadmap.slug))
         if slugs:
             query = query.where(Roadmap.slug.in_(slugs))
         roadmaps = session.exec(query).all()
@@ -120,8 +123,8 @@ def list_roadmaps(slugs: list[str] | None = None) -> list[RoadmapRef]:
             select(Milestone.roadmap_id, func.count(Status.id)).join(Status, Status.milestone_id == Milestone.id)
             .where(Milestone.active, Status.active).group_by(Milestone.roadmap_id)
         )).all())
-        return [RoadmapRef(id_, slug, title, tuple(keys.get(id_, ())), counts.get(id_, 0), first_due.get(id_))
-                for id_, slug, title in roadmaps]
+        return [RoadmapRef(id_, slug, title, tuple(keys.get(id_, ())), counts.get(id_, 0), first_due.get(id_), email)
+                for id_, slug, title, email in roadmaps]
 
 
 #: Up to this many milestones in one check, every milestone is its own task run, named after it
@@ -328,14 +331,16 @@ def night_channels(recipients: set[str] | frozenset[str] = frozenset({"coordinat
 @task(name="send-reminders", cache_policy=NO_CACHE)
 def send_reminders(
     planned: ReminderPlan, overdue_escalations: ReminderPlan, as_of: dt.datetime, run_id: str, already_sent: int = 0,
+    mailboxes: dict[str, str] | None = None,
 ) -> ReminderReport:
     """Send tonight's digests (one per recipient), then the coordinators' escalations, as of
     ``as_of`` (aware: the dates the digests show); each item is claimed in the reminder log
     before any message leaves. Both plans are emptied as their digests go out. Logs the counts
     and publishes the run's reminder report (``nightly-check-reminders`` artifact: counts and
     the channels that failed). ``already_sent`` counts the items the check skipped because
-    their window was delivered on an earlier night."""
-    report = _send_all(planned, overdue_escalations, as_of, run_id)
+    their window was delivered on an earlier night. ``mailboxes``: {roadmap slug: its
+    coordinators' public mailbox}, named in the missions' and offices' digests."""
+    report = _send_all(planned, overdue_escalations, as_of, run_id, mailboxes or {})
     report.already_sent += already_sent  # items the check did not plan: their window went out before
     _log_report(report)
     create_markdown_artifact(
@@ -347,7 +352,7 @@ def send_reminders(
     return report
 
 
-def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
+def _send_all(planned, overdue_escalations, as_of, run_id, mailboxes) -> ReminderReport:
     logger = get_run_logger()
     plan = planned.recipients
     report = ReminderReport()
@@ -371,7 +376,8 @@ def _send_all(planned, overdue_escalations, as_of, run_id) -> ReminderReport:
     if plan:
         # Each recipient's items are let go once its digest is out (consume): the night's plan
         # is not held while the escalations are claimed.
-        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=on_result, consume=True)
+        report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=on_result, consume=True,
+                              mailboxes=mailboxes)
     events.flush(run_id)
     to_escalate, reasons = escalations(failed, overdue_escalations)
     if to_escalate:
@@ -535,7 +541,8 @@ def _check_portfolio(as_of, roadmaps, include_statuses, publish, republish) -> d
     status_events.flush(run_id)
     if not live_progress:
         release_free_memory()  # what the groups' threads freed, before the night's digests
-    report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id, already_sent)
+    mailboxes = {ref.slug: ref.coordinator_email for ref in refs.values() if ref.coordinator_email}
+    report = send_reminders(quote(planned), quote(overdue_escalations), moment, run_id, already_sent, mailboxes)
     while publishing:
         publishing.popleft().result()  # a dashboard that failed to publish fails the run
     del planned, overdue_escalations

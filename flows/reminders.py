@@ -83,7 +83,7 @@ class ReminderReport:
         self.failures += other.failures
 
 
-def _item(planned: PlannedReminder, reason: Reason = NO_REASON) -> DigestItem:
+def _item(planned: PlannedReminder, reason: Reason = NO_REASON, coordinator_email: str = "") -> DigestItem:
     v = planned.view
     if not reason[0] and planned.window == ESCALATION_OVERDUE:
         reason = overdue_reason(v)
@@ -102,6 +102,7 @@ def _item(planned: PlannedReminder, reason: Reason = NO_REASON) -> DigestItem:
         window=planned.window,
         reason=reason[0],
         reason_ar=reason[1],
+        coordinator_email=coordinator_email,
     )
 
 
@@ -119,6 +120,7 @@ def send_planned(
     on_result: EventHook | None = None,
     now: Callable[[], dt.datetime] | None = None,
     consume: bool = False,
+    mailboxes: Mapping[str, str] | None = None,
 ) -> ReminderReport:
     """Claim, deliver and record every planned item; one digest per recipient.
 
@@ -138,11 +140,14 @@ def send_planned(
             digest delivered or failed, or none of its items claimed), so that the next
             recipients' claims reuse its items' memory: a first night at 1M status rows plans
             189,000 reminders, then claims 125,000 escalations.
+        mailboxes: {roadmap slug: its coordinators' public mailbox} (``roadmap.coordinator_email``):
+            a mission's or an office's digest asks it to write there when an item is done already.
 
     A failed channel is recorded (and retried on the next run), never raised.
     """
     now = now or (lambda: dt.datetime.now(dt.timezone.utc))
     reasons = reasons or {}
+    mailboxes = mailboxes or {}
     report = ReminderReport()
     recipients = sorted(plan)
     addressees = in_transaction(addressee_names, database_url) if recipients else {}
@@ -174,7 +179,8 @@ def send_planned(
                 if claimed[recipient].log_ids:
                     _deliver_digest(recipient, claimed.pop(recipient), hub=hub, as_of=as_of, run_id=run_id,
                                     database_url=database_url, reasons=reasons, on_result=on_result, now=now,
-                                    report=report, hints=hints, addressee=addressees.get(recipient))
+                                    report=report, hints=hints, addressee=addressees.get(recipient),
+                                    mailboxes=mailboxes)
                 if consume:
                     claimed.pop(recipient, None)
                     del plan[recipient]
@@ -294,10 +300,12 @@ HINTS_HELD = 12_500
 
 
 def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, database_url, reasons, on_result, now,
-                    report, hints, addressee) -> None:
+                    report, hints, addressee, mailboxes) -> None:
+    party = recipient != COORDINATORS_TAG  # a mission or an office: told to report what is done
+    mailboxes = mailboxes if party else {}
     with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
-        digest = Digest(_item(p, reasons.get((p.status_id, p.window), NO_REASON)) for p in claimed.planned())
-        party = recipient != COORDINATORS_TAG  # a mission or an office: told to report what is done
+        digest = Digest(_item(p, reasons.get((p.status_id, p.window), NO_REASON), mailboxes.get(p.view.roadmap, ""))
+                        for p in claimed.planned())
         subject, body = render_digest(recipient, digest, as_of, addressee, ask_to_report=party)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
                        body_html=lambda: render_digest_html(recipient, digest, as_of, addressee, ask_to_report=party))

@@ -14,6 +14,8 @@ import datetime as dt
 import re
 import unicodedata
 import zoneinfo
+from email.errors import MessageError
+from email.headerregistry import Address
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -86,6 +88,26 @@ def check_timezone(name: str) -> str:
     return name
 
 
+def check_mailbox(address: str) -> str:
+    """Return ``address``, one plain e-mail address (``gcmrrarabstates@iom.int``), as the standard
+    library's RFC 5322 parser (:class:`email.headerregistry.Address`) reads it, with a dotted
+    domain (a mailbox others can write to; ``name@iom`` is a typo).
+
+    Raises:
+        ValueError: anything else: a display name (``Name <a@b.org>``), several addresses, a
+            quoted or non-ASCII local part, a line break, no ``@`` or no domain.
+    """
+    try:
+        parsed = Address(addr_spec=address).addr_spec
+    except IndexError:  # the parser's own, on "name@"
+        raise ValueError("is not one e-mail address (no domain)") from None
+    except (ValueError, MessageError) as exc:
+        raise ValueError(f"is not one e-mail address ({exc})") from None
+    if parsed != address or '"' in address or "." not in address.rpartition("@")[2]:
+        raise ValueError("is not one plain e-mail address such as name@example.org")
+    return address
+
+
 def check_country(code: str) -> str:
     """Return ``code`` upper-cased if it is an ISO 3166-1 alpha-2 code (pycountry), else raise ``ValueError``."""
     if not code.isascii() or pycountry.countries.get(alpha_2=code.upper()) is None:
@@ -142,14 +164,22 @@ class PlaceSpec(_Strict):
 
 
 class CoordinatorSpec(PlaceSpec):
-    """The secretariat: a place whose country's public holidays apply to coordinator-owned milestones."""
+    """The secretariat: a place whose country's public holidays apply to coordinator-owned
+    milestones, and optionally the public mailbox where missions and offices tell it what they
+    have done (``email``: shown in their digests; the seed's last slide gives one)."""
 
     country: str = Field(min_length=2, max_length=2)
+    email: str = Field(default="", max_length=254)
 
     @field_validator("country")
     @classmethod
     def _iso_code(cls, code: str) -> str:
         return check_country(code)
+
+    @field_validator("email")
+    @classmethod
+    def _mailbox(cls, address: str) -> str:
+        return check_mailbox(address) if address else address
 
 
 class WeekendSpec(_Strict):

@@ -220,6 +220,7 @@ def upsert_roadmap(session: Session, spec: RoadmapSpec, source_file: str = "", r
         title_ar=spec.title_ar,
         coordinator_timezone=spec.coordinator.timezone,
         coordinator_country=spec.coordinator.country,
+        coordinator_email=spec.coordinator.email,
         event_timezone=spec.venue.timezone,
         source_file=source_file,
     )

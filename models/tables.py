@@ -77,6 +77,9 @@ class Roadmap(SQLModel, table=True):
     coordinator_timezone: str
     #: ISO 3166-1 alpha-2 country whose public holidays the coordinators keep.
     coordinator_country: str = Field(max_length=2)
+    #: The coordinators' public mailbox, shown in the missions' and offices' digests ("" when the
+    #: file gives none).
+    coordinator_email: str = Field(default="", max_length=254, sa_column_kwargs={"server_default": ""})
     #: IANA zone of the conference venue; agenda times are local to it.
     event_timezone: str
     #: Path of the roadmap file as given to ``roadmap sync`` (relative where it was relative).

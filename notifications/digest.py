@@ -61,6 +61,9 @@ class DigestItem:
     reason: str = ""
     #: The same reason in Arabic, for the digest's Arabic part ("" shows ``reason`` there).
     reason_ar: str = ""
+    #: The public mailbox of the item's coordinators ("" when its roadmap gives none), where a
+    #: mission or an office tells them what it has done.
+    coordinator_email: str = ""
 
 
 @lru_cache(maxsize=4096)
@@ -137,6 +140,9 @@ class Digest:
         self.count = 0  #: items added
         self.overdue = 0  #: of which classified ``overdue``
         self.escalation = False  #: whether any item carries an escalation ``reason``
+        #: {coordinators' mailbox: titles of the roadmaps whose items name it, in the order added}
+        self.mailboxes: dict[str, dict[str, None]] = {}
+        self.without_mailbox = False  #: whether any item's roadmap gives no mailbox
         self._kept: list[DigestItem] = []
         for item in items:
             self.add(item)
@@ -146,6 +152,10 @@ class Digest:
         self.count += 1
         self.overdue += item.classification == "overdue"
         self.escalation = self.escalation or bool(item.reason)
+        if item.coordinator_email:
+            self.mailboxes.setdefault(item.coordinator_email, {})[item.roadmap_title] = None
+        else:
+            self.without_mailbox = True
         self._kept.append(item)
         if len(self._kept) >= 4 * DIGEST_MAX_ITEMS:
             # nsmallest is sorted(...)[:n], stable: ties keep the order they were added in.
@@ -173,9 +183,14 @@ def _context(recipient: str, digest: Digest, as_of: dt.datetime, addressee: Addr
         rows.append({"item": item, "deadline_local": text, "due_day": day})
     to_en, to_ar = addressee or (recipient, recipient)
     heading_en, heading_ar = _heading(digest)
+    mailboxes = sorted((mailbox, list(titles)) for mailbox, titles in digest.mailboxes.items())
+    # One mailbox for every item is named on the line that asks; otherwise each is listed with
+    # the roadmaps it serves (a mission in two regions' reviews).
+    only = mailboxes[0][0] if len(mailboxes) == 1 and not digest.without_mailbox else ""
     return {"recipient": recipient, "to_en": to_en, "to_ar": to_ar, "rows": rows, "count": digest.count,
             "more": digest.count - len(rows), "as_of": as_of_text(as_of), "ask_to_report": ask_to_report,
-            "heading_en": heading_en, "heading_ar": heading_ar}
+            "heading_en": heading_en, "heading_ar": heading_ar, "only_mailbox": only,
+            "mailboxes": [] if only else mailboxes}
 
 
 def _heading(digest: Digest) -> tuple[str, str]:
@@ -212,7 +227,8 @@ def render_digest(recipient: str, items: Digest | list[DigestItem], as_of: dt.da
     ``addressee`` (the tag when None); the last line names the tag. ``ask_to_report`` adds, in
     both languages, what to do when an item is done already: tell the coordinators (a digest
     to a mission or a country office; found by a review of the digests: they said what was
-    late and nothing of what to do).
+    late and nothing of what to do), at the items' ``coordinator_email`` where their roadmaps
+    give one (found by a review of the seed, whose last slide gives the mailbox).
 
     Returns:
         ``(subject, body)``: both bilingual (English, then Arabic).

@@ -199,6 +199,7 @@ def test_list_roadmaps_gives_active_milestones_and_rows_of_every_roadmap(seeded,
 
     data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
     data.update(slug="aa-review", title="An earlier review")
+    del data["coordinator"]["email"]
     path = tmp_path / "aa-review.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     sync_roadmap_file(path)
@@ -209,11 +210,13 @@ def test_list_roadmaps_gives_active_milestones_and_rows_of_every_roadmap(seeded,
     seed_keys = ("orientation-briefing", "save-the-date", "invitations", "nominations", "travel", "conference")
     refs = list_roadmaps()
     briefing = dt.date(2024, 3, 17)  # the seed's orientation briefing, its first deadline
-    assert [(r.slug, r.title, r.milestones, r.rows, r.first_due) for r in refs] == [
-        ("aa-review", "An earlier review", seed_keys[:5], 80, briefing),
-        (SLUG, "Second Regional Review of the Global Compact for Migration in the Arab Region", seed_keys, 96, briefing),
+    assert [(r.slug, r.title, r.milestones, r.rows, r.first_due, r.coordinator_email) for r in refs] == [
+        ("aa-review", "An earlier review", seed_keys[:5], 80, briefing, ""),
+        (SLUG, "Second Regional Review of the Global Compact for Migration in the Arab Region", seed_keys, 96, briefing,
+         "gcmrrarabstates@iom.int"),
     ]
-    assert list_roadmaps([SLUG]) == [RoadmapRef(refs[1].id, SLUG, refs[1].title, seed_keys, 96, briefing)]
+    assert list_roadmaps([SLUG]) == [RoadmapRef(refs[1].id, SLUG, refs[1].title, seed_keys, 96, briefing,
+                                                "gcmrrarabstates@iom.int")]
     assert list_roadmaps(["no-such-roadmap"]) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 import urllib.parse
@@ -410,6 +411,46 @@ def test_a_digest_counts_its_days_and_items_in_both_languages():
     assert "<title>Escalation to the coordinators: coordinators</title>" in html
     assert body.splitlines()[0] == "Escalation to the coordinators (2 items), as of 2024-06-05 07:00 UTC"
     assert "تصعيد إلى المنسقين (بندان)، بتاريخ 2024-06-05 07:00 UTC" in body.splitlines()
+
+
+def test_a_digest_asks_a_mission_to_write_to_the_mailbox_of_each_roadmaps_coordinators():
+    """Found by a review of the seed, whose last slide gives the review's mailbox: a digest asked
+    missions and offices to "tell the coordinators" with no address. One mailbox for every item
+    ends the line that asks; several (a mission in two regions' reviews) are listed with their
+    roadmaps, the roadmap that gives none left to the plain sentence."""
+    gcm = dataclasses.replace(_items()[0], coordinator_email="gcmrrarabstates@iom.int")
+    _, body = render_digest("mission-jo", [gcm], AS_OF, ask_to_report=True)
+    lines = body.splitlines()
+    assert lines.count("Done already? Please tell the coordinators, who record it on the roadmap: "
+                       "gcmrrarabstates@iom.int") == 1
+    assert lines.count("هل أُنجز ذلك؟ يُرجى إبلاغ المنسقين ليسجّلوه في خريطة الطريق: gcmrrarabstates@iom.int") == 1
+    html = render_digest_html("mission-jo", [gcm], AS_OF, ask_to_report=True)
+    assert ('<p>Done already? Please tell the coordinators, who record it on the roadmap: '
+            '<a href="mailto:gcmrrarabstates@iom.int">gcmrrarabstates@iom.int</a></p>') in html
+    assert "gcmrrarabstates@iom.int" not in render_digest("coordinators", [gcm], AS_OF)[1]  # they record it
+
+    asia = dataclasses.replace(gcm, roadmap_title="Asia-Pacific Review", coordinator_email="gcm.asia@iom.int",
+                               milestone_title="Nominations")
+    untold = dataclasses.replace(gcm, roadmap_title="Unnamed Review", coordinator_email="", milestone_title="Travel")
+    _, body = render_digest("mission-jo", [gcm, asia, untold, asia], AS_OF, ask_to_report=True)
+    lines = body.splitlines()
+    ask = lines.index("Done already? Please tell the coordinators, who record it on the roadmap:")
+    assert lines[ask + 1:ask + 3] == ["  gcm.asia@iom.int (Asia-Pacific Review)",
+                                      "  gcmrrarabstates@iom.int (Second Regional Review)"]
+    ask_ar = lines.index("هل أُنجز ذلك؟ يُرجى إبلاغ المنسقين ليسجّلوه في خريطة الطريق:")
+    assert lines[ask_ar + 1:ask_ar + 3] == lines[ask + 1:ask + 3]
+    html = render_digest_html("mission-jo", [gcm, asia, untold], AS_OF, ask_to_report=True)
+    assert ('<li><a href="mailto:gcm.asia@iom.int">gcm.asia@iom.int</a> (Asia-Pacific Review)</li>\n'
+            '<li><a href="mailto:gcmrrarabstates@iom.int">gcmrrarabstates@iom.int</a> (Second Regional Review)</li>'
+            ) in html
+    # Both roadmaps' coordinators at one mailbox: it ends the line again, as long as every item has it.
+    shared = dataclasses.replace(asia, coordinator_email="gcmrrarabstates@iom.int")
+    assert ("Done already? Please tell the coordinators, who record it on the roadmap: gcmrrarabstates@iom.int"
+            in render_digest("mission-jo", [gcm, shared], AS_OF, ask_to_report=True)[1].splitlines())
+    _, body = render_digest("mission-jo", [gcm, shared, untold], AS_OF, ask_to_report=True)
+    lines = body.splitlines()
+    ask = lines.index("Done already? Please tell the coordinators, who record it on the roadmap:")
+    assert lines[ask + 1:ask + 3] == ["  gcmrrarabstates@iom.int (Second Regional Review; Asia-Pacific Review)", ""]
 
 
 def test_a_digest_greets_its_addressee_by_name_and_names_its_tag_last():

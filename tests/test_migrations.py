@@ -179,7 +179,8 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
             "last_classification", "last_checked_at", "last_reminder", "last_escalation", "active"}
     (roadmap,) = after["roadmap"]
     assert roadmap["active"] in (True, 1)  # 0008: an existing roadmap stays active
-    assert set(roadmap) == set(before["roadmap"][0]) | {"declared_slug", "active"}
+    assert roadmap["coordinator_email"] == ""  # 0009: no mailbox until the file gives one
+    assert set(roadmap) == set(before["roadmap"][0]) | {"declared_slug", "active", "coordinator_email"}
 
     # The models read the migrated rows with their meaning intact (aware UTC instants, JSON lists).
     jordan_id, libya_id = (row["id"] for row in before["status"])
@@ -221,11 +222,12 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
 
 def test_models_and_migrations_agree(database_url):
     upgrade(database_url, INITIAL_REVISION)
-    # The check is live: at 0001 it sees the columns 0002, 0003, 0004, 0007 and 0008 add, 0005's
+    # The check is live: at 0001 it sees the columns 0002, 0003, 0004, 0007, 0008 and 0009 add, 0005's
     # table and the index 0006 drops.
     differences = _differences(database_url)
     added = sorted((op[2], op[3].name) for op in differences if op[0] == "add_column")
-    assert added == [("roadmap", "active"), ("roadmap", "declared_slug"), ("status", "active"),
+    assert added == [("roadmap", "active"), ("roadmap", "coordinator_email"), ("roadmap", "declared_slug"),
+                     ("status", "active"),
                      ("status", "last_checked_at"), ("status", "last_classification"), ("status", "last_escalation"),
                      ("status", "last_reminder")]
     assert [op[1].name for op in differences if op[0] == "add_table"] == ["published_artifact"]
@@ -310,7 +312,7 @@ def test_concurrent_upgrades_of_a_fresh_database_all_succeed(database_url):
     assert _differences(database_url) == []
 
 
-@pytest.mark.parametrize("revision", ["0002", "0003", "0004", "0005", "0006", "0007", "0008"])
+@pytest.mark.parametrize("revision", ["0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"])
 def test_an_unversioned_database_at_each_revision_is_stamped_and_upgraded(database_url, revision):
     """Found by a mutation review: swapping two of the schema markers that tell an unversioned
     database's revision (made by ``create_all`` of that release) failed no test; an upgrade
@@ -322,5 +324,5 @@ def test_an_unversioned_database_at_each_revision_is_stamped_and_upgraded(databa
     engine.dispose()
     assert current_revision(database_url) is None
     upgrade(database_url)
-    assert current_revision(database_url) == head_revision() == "0008"
+    assert current_revision(database_url) == head_revision() == "0009"
     assert _differences(database_url) == []

@@ -879,9 +879,10 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
                              "To: Permanent Mission of the United Arab Emirates to the United Nations Office at Geneva"]
     assert "إلى: البعثة الدائمة للإمارات" in emirates
     assert emirates[-1] == "Recipient tag | وسم المستلم: mission-ae"
-    # A mission is told what to do when it has done it (found by a review of the digests).
-    ask_en, ask_ar = ("Done already? Please tell the coordinators, who record it on the roadmap.",
-                      "هل أُنجز ذلك؟ يُرجى إبلاغ المنسقين ليسجّلوه في خريطة الطريق.")
+    # A mission is told what to do when it has done it (found by a review of the digests), and
+    # where: the review's mailbox, from the seed's last slide (found by a review of the seed).
+    ask_en, ask_ar = ("Done already? Please tell the coordinators, who record it on the roadmap: gcmrrarabstates@iom.int",
+                      "هل أُنجز ذلك؟ يُرجى إبلاغ المنسقين ليسجّلوه في خريطة الطريق: gcmrrarabstates@iom.int")
     assert emirates.count(ask_en) == 1 and emirates.count(ask_ar) == 1
     assert emirates.index(ask_en) < emirates.index("---") < emirates.index(ask_ar)
     (djibouti,) = lines("mission-dj")
@@ -899,6 +900,33 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
     assert escalation.count("  تصعيد: مدة التأخير 14 يوم عمل (20 يومًا)") == 16
     assert reminders[0] == "Subject: Roadmap reminders: 16 items | تذكيرات خريطة الطريق: 16 بندًا"
     assert ask_en not in escalation + reminders and ask_ar not in escalation + reminders  # they record it
+    assert not any("gcmrrarabstates@iom.int" in line for line in escalation + reminders)
+
+
+def test_a_missions_digest_names_the_mailbox_of_each_roadmap_it_lists(seeded, outbox, tmp_path):
+    """A mission in two roadmaps gets one digest that lists each roadmap's coordinators' mailbox
+    (``coordinator.email``, matched by roadmap); a mission in one roadmap gets its mailbox on the
+    line that asks. 24 May 2024: the invitations' "7 days left" in both."""
+    import yaml
+
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    data.update(slug="gcm-arab-2025", title="Third Regional Review")
+    data["coordinator"]["email"] = "gcm.arab@iom.int"
+    data["member_states"] = [m for m in data["member_states"] if m["code"] == "JO"]
+    path = tmp_path / "gcm-arab-2025.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert runner.invoke(app, ["sync", str(path)]).exit_code == 0
+
+    assert _check("2024-05-24T09:00:00+03:00")["reminders"]["sent"] == 17
+    (jordan,) = [p.read_text(encoding="utf-8").splitlines() for p in (outbox / "mission-jo").glob("*.txt")]
+    ask = jordan.index("Done already? Please tell the coordinators, who record it on the roadmap:")
+    assert jordan[ask + 1:ask + 3] == [
+        "  gcm.arab@iom.int (Third Regional Review)",
+        "  gcmrrarabstates@iom.int (Second Regional Review of the Global Compact for Migration in the Arab Region)",
+    ]
+    (emirates,) = [p.read_text(encoding="utf-8").splitlines() for p in (outbox / "mission-ae").glob("*.txt")]
+    assert ("Done already? Please tell the coordinators, who record it on the roadmap: gcmrrarabstates@iom.int"
+            in emirates)
 
 
 def test_a_retired_roadmap_is_no_longer_checked_reminded_listed_or_marked(database_url, outbox, tmp_path):

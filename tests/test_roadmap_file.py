@@ -20,6 +20,7 @@ SEED_CODES = ["AE", "BH", "DJ", "DZ", "IQ", "JO", "KW", "LB", "LY", "MR", "QA", 
 def test_seed_roadmap_holds_the_seed_facts():
     spec = load_roadmap_file(SEED_ROADMAP)
     assert spec.slug == "gcm-arab-2024"
+    assert spec.coordinator.email == "gcmrrarabstates@iom.int"  # the last slide's mailbox
     assert sorted(m.code for m in spec.member_states) == SEED_CODES
     assert all(m.mission.timezone == "Europe/Zurich" for m in spec.member_states)
     assert [m.key for m in spec.milestones] == [
@@ -131,6 +132,27 @@ BAD_FILES = {
     "an agenda session ending as it starts": (
         lambda d: d["agenda"][0].update(end="09:00"),
         "agenda[0]", "", "session ends at 09:00:00 before it starts at 09:00:00",
+    ),
+    # The coordinators' mailbox is one plain address: the digests print it and link it (mailto:).
+    "a mailbox with a display name": (
+        lambda d: d["coordinator"].update(email="GCM review <gcmrrarabstates@iom.int>"),
+        "coordinator.email", "'GCM review <gcmrrarabstates@iom.int>'", "is not one e-mail address",
+    ),
+    "two mailboxes": (
+        lambda d: d["coordinator"].update(email="gcmrrarabstates@iom.int, mena@iom.int"),
+        "coordinator.email", "'gcmrrarabstates@iom.int, mena@iom.int'", "is not one e-mail address",
+    ),
+    "a mailbox whose domain has no dot": (
+        lambda d: d["coordinator"].update(email="gcmrrarabstates@iom"),
+        "coordinator.email", "'gcmrrarabstates@iom'", "is not one plain e-mail address such as name@example.org",
+    ),
+    "a mailbox with no domain": (
+        lambda d: d["coordinator"].update(email="gcmrrarabstates@"),
+        "coordinator.email", "'gcmrrarabstates@'", "is not one e-mail address (no domain)",
+    ),
+    "a quoted mailbox": (
+        lambda d: d["coordinator"].update(email='"gcm review"@iom.int'),
+        "coordinator.email", "'\"gcm review\"@iom.int'", "is not one plain e-mail address",
     ),
     # Weekday names were checked on their first three letters only.
     "a weekday that only starts like one": (

@@ -37,6 +37,30 @@ def test_loading_twice_changes_nothing(seeded):
     assert len(before[0]) == 96
 
 
+def test_the_coordinators_mailbox_follows_the_file(seeded, tmp_path):
+    """``coordinator.email`` (the seed's last slide) is the roadmap's: a file that changes it or
+    leaves it out updates the roadmap and nothing else."""
+    from models.tables import Roadmap
+
+    def mailbox() -> str:
+        with Session(get_engine(seeded)) as session:
+            return session.exec(select(Roadmap.coordinator_email)).one()
+
+    assert mailbox() == "gcmrrarabstates@iom.int"
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    data["coordinator"]["email"] = "gcm.arab@iom.int"
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    before = _rows(seeded)
+    report = sync_roadmap_file(changed)
+    assert (report.updated, report.created, mailbox()) == ({"roadmap": 1}, {}, "gcm.arab@iom.int")
+    del data["coordinator"]["email"]
+    changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert sync_roadmap_file(changed).updated == {"roadmap": 1}
+    assert mailbox() == ""
+    assert _rows(seeded) == before
+
+
 def test_moving_a_date_updates_deadlines_and_keeps_statuses(seeded, tmp_path):
     with session_scope() as session:
         record_status(session, milestone="invitations", member_state="JO", state="done", note="NV 2024/051")
