@@ -31,6 +31,10 @@ DEMO_DATABASE = "roadmap-demo.db"
 app = typer.Typer(help="roadmap-tracker: the preparation roadmap of an intergovernmental conference.", no_args_is_help=True)
 
 
+#: Help of every command's ``--color/--no-color`` (found by a review of the docs: two of the three had none).
+COLOR_HELP = "Colour in the table (--no-color for plain text)."
+
+
 def _console(color: bool) -> Console:
     """Console for tables: the terminal's width, or 160 columns when the output is a file or pipe."""
     probe = Console()
@@ -200,7 +204,7 @@ def retire(
 def check(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 instant with offset; default now."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    color: bool = typer.Option(True, "--color/--no-color", help="Colour in the table."),
+    color: bool = typer.Option(True, "--color/--no-color", help=COLOR_HELP),
 ) -> None:
     """Run the nightly status check now (classify, publish artifacts, send reminders)."""
     _check_prefect_api_url()
@@ -277,7 +281,7 @@ def import_statuses_command(
 @app.command()
 def status(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 instant with offset; default now."),
-    color: bool = typer.Option(True, "--color/--no-color"),
+    color: bool = typer.Option(True, "--color/--no-color", help=COLOR_HELP),
 ) -> None:
     """Print the matrix (member state x milestone) without sending anything."""
     _check_prefect_api_url()
@@ -343,7 +347,7 @@ def _require_channels() -> None:
 @app.command()
 def demo(
     database: Path = typer.Option(Path(DEMO_DATABASE), "--database", help="SQLite file made afresh for the demo."),
-    color: bool = typer.Option(True, "--color/--no-color"),
+    color: bool = typer.Option(True, "--color/--no-color", help=COLOR_HELP),
 ) -> None:
     """A fresh database, the seed roadmap, a few statuses, the check as of 27 May 2024, a table.
 

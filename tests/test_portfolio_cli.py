@@ -98,3 +98,13 @@ def test_a_child_run_that_did_not_complete_fails_the_portfolio_check(seeded, pre
     assert state.is_failed()
     with pytest.raises(RuntimeError, match=r"^1 of 1 child runs did not complete: "):
         state.result()
+
+
+@pytest.mark.parametrize("command", ["check", "status", "demo"])
+def test_every_colour_option_says_what_it_does(command):
+    """Found by a review of the docs: ``status --help`` and ``demo --help`` listed
+    ``--color/--no-color`` with no words."""
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0
+    (line,) = [line for line in result.stdout.splitlines() if "--no-color" in line]
+    assert "Colour in the table (--no-color for plain text)." in line
