@@ -159,6 +159,8 @@ def sync_roadmap_file(path: str | Path, database_url: str | None = None) -> Sync
 
 #: How a retired roadmap comes back, as the messages that name one say it.
 BRING_BACK = "`roadmap sync` its file to bring it back"
+#: ``changed_by`` of the statuses and history the roadmap file sets (a milestone's ``status``).
+FILE_AUTHOR = "roadmap file"
 
 
 def retired_error(slug: str) -> str:
@@ -319,9 +321,17 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
     """Write each (milestone, member state) row of ``spec``. A row whose local due day moved gets
     the reminders of its new schedule (:func:`models.reminders.restart_schedules`; said in the
     report's warnings per milestone); one whose owner changed, or listed again, loses its hints
-    (:func:`models.reminders.forget_hints`): the reminder log, keyed by recipient, decides."""
+    (:func:`models.reminders.forget_hints`): the reminder log, keyed by recipient, decides.
+
+    A milestone's ``status`` and ``note`` in the file are recorded on the rows whose state the
+    file set and no one has recorded since (history written by :data:`FILE_AUTHOR`); a row
+    recorded by a person keeps its state, and the report says how many differ from the file
+    (found by a review of roadmap changes: a file's new ``status: done`` was ignored without a
+    word)."""
     moved: dict[str, list[tuple[int, dt.date, dt.date]]] = {}  # per milestone key: (status id, old, new due day)
     unhinted: list[int] = []  # rows of a new owner, or listed again: their hints are cleared
+    restated: Counter = Counter()  # per milestone key: rows given the file's new status
+    kept: Counter = Counter()  # per milestone key: rows a person recorded otherwise than the file says
     existing = {
         (row.milestone_id, row.member_state_code): row
         for row in session.exec(
@@ -345,7 +355,7 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
                     milestone_id=milestone.id,
                     member_state_code=member.code,
                     state=ms_spec.status.value,
-                    changed_by="roadmap file",
+                    changed_by=FILE_AUTHOR,
                     note=ms_spec.note,
                     **values,
                 )
@@ -358,14 +368,21 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
                             status_id=row.id,
                             old_state=State.pending.value,
                             new_state=row.state,
-                            changed_by="roadmap file",
+                            changed_by=FILE_AUTHOR,
                             note=ms_spec.note,
                         )
                     )
             else:
                 old_due = pendulum.instance(row.deadline).in_timezone(row.owner_timezone).date()
                 returning = not row.active
-                if _assign(row, values):
+                changed = _assign(row, values)
+                if row.changed_by != FILE_AUTHOR:
+                    kept[ms_spec.key] += ms_spec.status is not State.pending and row.state != ms_spec.status.value
+                elif (row.state, row.note) != (ms_spec.status.value, ms_spec.note):
+                    _restate(session, row, ms_spec)
+                    restated[ms_spec.key] += 1
+                    changed = True
+                if changed:
                     report.count("updated", "status")
                 if old_due != due:
                     moved.setdefault(ms_spec.key, []).append((row.id, old_due, due))
@@ -381,6 +398,15 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
     for code in sorted(unlisted):
         report.warnings.append(f"member state {code} is no longer in the file: its statuses and history are kept, "
                                "inactive, until the file lists it again")
+    for ms_spec in spec.milestones:
+        if restated[ms_spec.key]:
+            report.warnings.append(
+                f"milestone {ms_spec.key!r}: the file's status ({ms_spec.status.value}) and note recorded for "
+                f"{_member_states(restated[ms_spec.key])} that no one had recorded otherwise")
+        if kept[ms_spec.key]:
+            report.warnings.append(
+                f"milestone {ms_spec.key!r}: the file says {ms_spec.status.value}; the state recorded for "
+                f"{_member_states(kept[ms_spec.key])} is kept (`roadmap mark` changes it)")
     if not (moved or unhinted):
         return
     # Here, not at the top: importing models.reminders reads ROADMAP_CLAIM_LEASE_S, which every
@@ -397,6 +423,21 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
     for key in sorted(new_owner - moved.keys()):
         report.warnings.append(f"milestone {key!r}: owner changed: the new owners get its reminders from the "
                                "current window on")
+
+
+def _restate(session, row: Status, ms_spec) -> None:
+    """Record the file's status and note of ``ms_spec`` on ``row``, with its history."""
+    old_state = row.state
+    row.state, row.note = ms_spec.status.value, ms_spec.note
+    if old_state != row.state:
+        row.changed_at = utc_now()
+        session.flush()
+        session.add(StatusChange(status_id=row.id, old_state=old_state, new_state=row.state,
+                                 changed_at=row.changed_at, changed_by=FILE_AUTHOR, note=ms_spec.note))
+
+
+def _member_states(count: int) -> str:
+    return f"{count} member state{'s' if count != 1 else ''}"
 
 
 def _upsert_agenda(session, spec, roadmap, report) -> None:

@@ -61,6 +61,58 @@ def test_the_coordinators_mailbox_follows_the_file(seeded, tmp_path):
     assert _rows(seeded) == before
 
 
+def test_a_status_the_file_gives_later_is_recorded_where_no_one_recorded_another(seeded, tmp_path):
+    """Found by a review of roadmap changes: a file that said ``status: done`` for a milestone
+    already loaded changed nothing, without a word. The file's status and note now go to the
+    rows whose state the file set; a row a coordinator recorded keeps it, and the sync says so."""
+    with session_scope() as session:
+        record_status(session, milestone="invitations", member_state="JO", state="in_progress", changed_by="cli:alice")
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    invitations = next(m for m in data["milestones"] if m["key"] == "invitations")
+    invitations.update(status="done", note="Signed invitations sent on 30 May (coordinators' e-mail)")
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+    report = sync_roadmap_file(changed)
+
+    assert (report.updated, report.created) == ({"roadmap": 1, "status": 15}, {})  # roadmap: the file's name
+    assert report.warnings == [
+        "milestone 'invitations': the file's status (done) and note recorded for 15 member states that no one had "
+        "recorded otherwise",
+        "milestone 'invitations': the file says done; the state recorded for 1 member state is kept "
+        "(`roadmap mark` changes it)",
+    ]
+
+    def invitation_rows() -> dict:
+        with Session(get_engine(seeded)) as session:
+            rows = session.exec(select(Status).join(Milestone).where(Milestone.key == "invitations")).all()
+            return {r.member_state_code: (r.state, r.note, r.changed_by) for r in rows}
+
+    def history() -> list:
+        with Session(get_engine(seeded)) as session:
+            return sorted((c.old_state, c.new_state, c.changed_by) for c in session.exec(
+                select(StatusChange).join(Status).join(Milestone).where(Milestone.key == "invitations")))
+
+    rows = invitation_rows()
+    assert rows.pop("JO") == ("in_progress", "", "cli:alice")
+    assert set(rows.values()) == {("done", "Signed invitations sent on 30 May (coordinators' e-mail)", "roadmap file")}
+    assert len(rows) == 15
+    assert history() == [("pending", "done", "roadmap file")] * 15 + [("pending", "in_progress", "cli:alice")]
+
+    # Taken out of the file again, the status goes back where the file had set it, with its history.
+    invitations.pop("status"), invitations.pop("note")
+    changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    report = sync_roadmap_file(changed)
+    assert report.updated == {"status": 15}
+    assert report.warnings == ["milestone 'invitations': the file's status (pending) and note recorded for 15 member "
+                               "states that no one had recorded otherwise"]
+    rows = invitation_rows()
+    assert rows.pop("JO") == ("in_progress", "", "cli:alice")
+    assert set(rows.values()) == {("pending", "", "roadmap file")}
+    assert history().count(("done", "pending", "roadmap file")) == 15
+    assert not sync_roadmap_file(changed).changed
+
+
 def test_moving_a_date_updates_deadlines_and_keeps_statuses(seeded, tmp_path):
     with session_scope() as session:
         record_status(session, milestone="invitations", member_state="JO", state="done", note="NV 2024/051")
