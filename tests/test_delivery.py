@@ -500,5 +500,12 @@ def test_a_digest_shows_the_deadline_in_its_owners_zone_and_working_days_apart()
 
     three_left = dataclasses.replace(_items()[0], classification="due_soon", days_left=3, working_days_left=1)
     _, body = render_digest("mission-jo", [three_left], AS_OF)
-    assert "deadline 2024-05-31 23:59 (Europe/Zurich) - Second Regional Review" in body
+    assert "deadline 2024-05-31 23:59 (Europe/Zurich, UTC+02:00) - Second Regional Review" in body
+    # The offset is the deadline's own: in winter Geneva is an hour ahead of UTC, Amman three.
+    winter = dataclasses.replace(three_left, deadline=dt.datetime(2024, 1, 31, 22, 59, 59, tzinfo=dt.timezone.utc))
+    amman = dataclasses.replace(three_left, timezone="Asia/Amman")
+    _, body = render_digest("mission-jo", [winter, amman], AS_OF)
+    assert "  deadline 2024-01-31 23:59 (Europe/Zurich, UTC+01:00) - Second Regional Review" in body.splitlines()
+    assert "  deadline 2024-06-01 00:59 (Asia/Amman, UTC+03:00) - Second Regional Review" in body.splitlines()
+    assert "  الموعد النهائي 2024-01-31 23:59 (Europe/Zurich، UTC+01:00) الموافق 19 رجب 1445 هـ" in body.splitlines()
     assert "  due soon, 3 days left (1 working)" in body
