@@ -57,6 +57,7 @@ INITIAL_REVISION = "0001"
 #: one that only drops an index (0006) cannot be told apart and must be a no-op where the index
 #: is absent (``IF EXISTS``): such a database is stamped at the marker's revision and upgraded.
 SCHEMA_MARKERS = (
+    ("0010", "member_state", "mission_name_ar"),
     ("0009", "roadmap", "coordinator_email"),
     ("0008", "roadmap", "active"),
     ("0007", "status", "active"),

@@ -78,17 +78,18 @@ def party_for(
 def addressee_names(session: Session) -> dict[str, tuple[str, str]]:
     """{Apprise tag: (English name, Arabic name)} of every party a digest can go to, for its
     greeting: ``mission-<cc>`` the member state's ``mission.name`` from its roadmap file and, in
-    Arabic, "البعثة الدائمة" with the member state's Arabic name; ``office-<cc>`` the
-    ``office.name`` and "مكتب المنظمة الدولية للهجرة في" with that name; ``coordinators``
-    :data:`COORDINATORS_NAMES`. A member state without an Arabic name keeps the English name
-    in both. One query over the member states (a few hundred at most: ISO 3166-1 codes).
+    Arabic, its ``mission.name_ar``, else "البعثة الدائمة" with the member state's Arabic name;
+    ``office-<cc>`` the ``office.name`` and its ``office.name_ar``, else "مكتب المنظمة الدولية
+    للهجرة في" with that name; ``coordinators`` :data:`COORDINATORS_NAMES`. A member state
+    without any Arabic name keeps the English name in both. One query over the member states (a
+    few hundred at most: ISO 3166-1 codes).
     """
     names = {COORDINATORS_TAG: COORDINATORS_NAMES}
     for state in session.exec(select(MemberState)):
-        names[recipient_tag(Owner.mission, state.code)] = (
-            state.mission_name, f"البعثة الدائمة {_with_lam(state.name_ar)}" if state.name_ar else state.mission_name)
-        names[recipient_tag(Owner.office, state.code)] = (
-            state.office_name, f"مكتب المنظمة الدولية للهجرة في {state.name_ar}" if state.name_ar else state.office_name)
+        mission_ar = f"البعثة الدائمة {_with_lam(state.name_ar)}" if state.name_ar else state.mission_name
+        office_ar = f"مكتب المنظمة الدولية للهجرة في {state.name_ar}" if state.name_ar else state.office_name
+        names[recipient_tag(Owner.mission, state.code)] = (state.mission_name, state.mission_name_ar or mission_ar)
+        names[recipient_tag(Owner.office, state.code)] = (state.office_name, state.office_name_ar or office_ar)
     return names
 
 

@@ -163,6 +163,16 @@ class PlaceSpec(_Strict):
     _one_line = field_validator("name")(check_one_line)
 
 
+class PartySpec(PlaceSpec):
+    """A member state's permanent mission or country office: a place, and optionally its name in
+    Arabic (``name_ar``: the Arabic greeting of its digests; else one is made from the member
+    state's Arabic name, which cannot say where a mission is accredited)."""
+
+    name_ar: str = Field(default="", max_length=200)
+
+    _one_line_ar = field_validator("name_ar")(check_one_line)
+
+
 class CoordinatorSpec(PlaceSpec):
     """The secretariat: a place whose country's public holidays apply to coordinator-owned
     milestones, and optionally the public mailbox where missions and offices tell it what they
@@ -208,8 +218,8 @@ class MemberStateSpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     name_ar: str = Field(default="", max_length=200)
     timezone: str
-    mission: PlaceSpec
-    office: PlaceSpec
+    mission: PartySpec
+    office: PartySpec
     weekend: WeekendSpec | None = None
 
     _tz = field_validator("timezone")(check_timezone)

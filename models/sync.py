@@ -79,16 +79,19 @@ def _other_roadmaps(session: Session, code: str, roadmap_id: int) -> list[str]:
 
 def member_state_values(ms: MemberStateSpec) -> dict:
     """The ``MemberState`` columns (but its code) as the file describes member state ``ms``:
-    ``{"name", "name_ar", "timezone", "mission_name", "mission_timezone", "office_name",
-    "office_timezone", "weekend_override" (weekday numbers, Monday = 0, or None),
+    ``{"name", "name_ar", "timezone", "mission_name", "mission_name_ar", "mission_timezone",
+    "office_name", "office_name_ar", "office_timezone", "weekend_override" (weekday numbers,
+    Monday = 0, or None),
     "weekend_source"}``. One row holds them for every roadmap that lists the member state."""
     return dict(
         name=ms.name,
         name_ar=ms.name_ar,
         timezone=ms.timezone,
         mission_name=ms.mission.name,
+        mission_name_ar=ms.mission.name_ar,
         mission_timezone=ms.mission.timezone,
         office_name=ms.office.name,
+        office_name_ar=ms.office.name_ar,
         office_timezone=ms.office.timezone,
         weekend_override=ms.weekend.numbers() if ms.weekend else None,
         weekend_source=ms.weekend.source if ms.weekend else "",
@@ -129,7 +132,8 @@ def check_member_states_agree(specs: list[tuple[str | Path, RoadmapSpec]]) -> No
 #: The roadmap-file field of each ``MemberState`` column (:func:`member_state_values`).
 FIELD_OF_COLUMN = {
     "name": "name", "name_ar": "name_ar", "timezone": "timezone", "mission_name": "mission.name",
-    "mission_timezone": "mission.timezone", "office_name": "office.name", "office_timezone": "office.timezone",
+    "mission_name_ar": "mission.name_ar", "mission_timezone": "mission.timezone", "office_name": "office.name",
+    "office_name_ar": "office.name_ar", "office_timezone": "office.timezone",
     "weekend_override": "weekend.days", "weekend_source": "weekend.source",
 }
 

@@ -107,10 +107,14 @@ class MemberState(SQLModel, table=True):
     timezone: str
     #: Name of the permanent mission (to the UN Office at Geneva).
     mission_name: str
+    #: Its Arabic name, from the roadmap file ("" when the file gives none: one is made).
+    mission_name_ar: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
     #: IANA zone of the permanent mission ("Europe/Zurich" for Geneva).
     mission_timezone: str
     #: Name of the IOM country office.
     office_name: str
+    #: Its Arabic name, from the roadmap file ("" when the file gives none: one is made).
+    office_name_ar: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
     #: IANA zone of the IOM country office.
     office_timezone: str
     #: Weekday numbers (Mon=0) of the weekend where the roadmap file overrides the

@@ -177,6 +177,8 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
         assert row["active"] in (True, 1)  # 0007: existing rows stay active (SQLite reads 1)
         assert set(row) == set(before["status"][0]) | {
             "last_classification", "last_checked_at", "last_reminder", "last_escalation", "active"}
+    for row in after["member_state"]:  # 0010: Arabic names made until the file gives them
+        assert (row["mission_name_ar"], row["office_name_ar"]) == ("", "")
     (roadmap,) = after["roadmap"]
     assert roadmap["active"] in (True, 1)  # 0008: an existing roadmap stays active
     assert roadmap["coordinator_email"] == ""  # 0009: no mailbox until the file gives one
@@ -222,11 +224,12 @@ def test_upgrade_from_0001_keeps_every_row_then_sync_works(database_url):
 
 def test_models_and_migrations_agree(database_url):
     upgrade(database_url, INITIAL_REVISION)
-    # The check is live: at 0001 it sees the columns 0002, 0003, 0004, 0007, 0008 and 0009 add, 0005's
+    # The check is live: at 0001 it sees the columns 0002, 0003, 0004, 0007, 0008, 0009 and 0010 add, 0005's
     # table and the index 0006 drops.
     differences = _differences(database_url)
     added = sorted((op[2], op[3].name) for op in differences if op[0] == "add_column")
-    assert added == [("roadmap", "active"), ("roadmap", "coordinator_email"), ("roadmap", "declared_slug"),
+    assert added == [("member_state", "mission_name_ar"), ("member_state", "office_name_ar"), ("roadmap", "active"),
+                     ("roadmap", "coordinator_email"), ("roadmap", "declared_slug"),
                      ("status", "active"),
                      ("status", "last_checked_at"), ("status", "last_classification"), ("status", "last_escalation"),
                      ("status", "last_reminder")]
@@ -312,7 +315,7 @@ def test_concurrent_upgrades_of_a_fresh_database_all_succeed(database_url):
     assert _differences(database_url) == []
 
 
-@pytest.mark.parametrize("revision", ["0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"])
+@pytest.mark.parametrize("revision", ["0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"])
 def test_an_unversioned_database_at_each_revision_is_stamped_and_upgraded(database_url, revision):
     """Found by a mutation review: swapping two of the schema markers that tell an unversioned
     database's revision (made by ``create_all`` of that release) failed no test; an upgrade
@@ -324,5 +327,5 @@ def test_an_unversioned_database_at_each_revision_is_stamped_and_upgraded(databa
     engine.dispose()
     assert current_revision(database_url) is None
     upgrade(database_url)
-    assert current_revision(database_url) == head_revision() == "0009"
+    assert current_revision(database_url) == head_revision() == "0010"
     assert _differences(database_url) == []

@@ -864,8 +864,8 @@ def test_a_status_recorded_in_progress_is_shown_beside_its_classification(databa
 
 def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations_in_both_languages(seeded, outbox):
     """The 20 June 2024 check (09:00 Cairo): each mission's digest names its permanent mission as
-    the roadmap file does and, in Arabic, "البعثة الدائمة" with the member state's Arabic name
-    (ل + ال written لل); the coordinators' escalation of the invitations, 20 days (14 Geneva
+    the roadmap file does, in both languages (the Arabic, "in Geneva", as the slides say it:
+    found by a review of the seed); the coordinators' escalation of the invitations, 20 days (14 Geneva
     working days: 3-7, 10-14 and 17-20 June) after 31 May, gives its reason in both."""
     result = _check("2024-06-20T09:00:00+03:00")
     # 32 reminder items, and the 16 overdue invitations escalated besides
@@ -877,7 +877,7 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
     (emirates,) = lines("mission-ae")
     assert emirates[3:5] == ["Roadmap reminders (1 item), as of 2024-06-20 06:00 UTC",
                              "To: Permanent Mission of the United Arab Emirates to the United Nations Office at Geneva"]
-    assert "إلى: البعثة الدائمة للإمارات" in emirates
+    assert "إلى: البعثة الدائمة للإمارات في جنيف" in emirates
     assert emirates[-1] == "Recipient tag | وسم المستلم: mission-ae"
     # A mission is told what to do when it has done it (found by a review of the digests), and
     # where: the review's mailbox, from the seed's last slide (found by a review of the seed).
@@ -886,9 +886,9 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
     assert emirates.count(ask_en) == 1 and emirates.count(ask_ar) == 1
     assert emirates.index(ask_en) < emirates.index("---") < emirates.index(ask_ar)
     (djibouti,) = lines("mission-dj")
-    assert "إلى: البعثة الدائمة لجيبوتي" in djibouti
+    assert "إلى: البعثة الدائمة لجيبوتي في جنيف" in djibouti
     (libya,) = lines("mission-ly")
-    assert "إلى: البعثة الدائمة لليبيا" in libya
+    assert "إلى: البعثة الدائمة لليبيا في جنيف" in libya
 
     escalation, reminders = sorted(lines("coordinators"), key=lambda d: d[0])
     assert escalation[0] == "Subject: Escalation to the coordinators: 16 items | تصعيد إلى المنسقين: 16 بندًا"

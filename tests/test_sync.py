@@ -113,6 +113,35 @@ def test_a_status_the_file_gives_later_is_recorded_where_no_one_recorded_another
     assert not sync_roadmap_file(changed).changed
 
 
+def test_a_partys_arabic_name_comes_from_the_file_or_is_made_from_its_member_states(seeded, tmp_path):
+    """The Arabic greeting of a digest: ``mission.name_ar`` or ``office.name_ar`` as the file
+    gives it; without one, made from the member state's Arabic name (ل + ال written لل), and
+    without that, the English name."""
+    from models.parties import addressee_names
+    from models.tables import MemberState
+
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    by_code = {m["code"]: m for m in data["member_states"]}
+    by_code["DZ"]["mission"].pop("name_ar")
+    by_code["DJ"]["mission"].pop("name_ar")
+    by_code["JO"]["office"]["name_ar"] = "مكتب المنظمة الدولية للهجرة في عمّان"
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    report = sync_roadmap_file(changed)
+    assert report.updated["member_state"] == 3
+    with Session(get_engine(seeded)) as session:
+        names = addressee_names(session)
+        assert names["mission-ae"] == ("Permanent Mission of the United Arab Emirates to the United Nations Office at "
+                                       "Geneva", "البعثة الدائمة للإمارات في جنيف")
+        assert names["mission-dz"][1] == "البعثة الدائمة للجزائر"
+        assert names["mission-dj"][1] == "البعثة الدائمة لجيبوتي"
+        assert names["office-jo"] == ("IOM Jordan country office", "مكتب المنظمة الدولية للهجرة في عمّان")
+        assert names["office-dz"][1] == "مكتب المنظمة الدولية للهجرة في الجزائر"
+        session.get(MemberState, "DZ").name_ar = ""
+        assert addressee_names(session)["mission-dz"] == ("Permanent Mission of Algeria to the United Nations Office "
+                                                          "at Geneva",) * 2
+
+
 def test_moving_a_date_updates_deadlines_and_keeps_statuses(seeded, tmp_path):
     with session_scope() as session:
         record_status(session, milestone="invitations", member_state="JO", state="done", note="NV 2024/051")
