@@ -507,13 +507,15 @@ def automations_apply(
 
 def database_error(exc: BaseException) -> str | None:
     """The one-line message for an error that means the configured database cannot be used (its
-    URL unparsable, its driver missing, the server or file unreachable), or None for any other
+    URL unparsable, its driver missing, the server or file unreachable, its schema newer than
+    this release: :class:`models.migrate.UnknownRevisionError`), or None for any other
     error. Names ``ROADMAP_DATABASE_URL`` with its password hidden, and the driver's first line.
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
     from models.db import database_url
+    from models.migrate import UnknownRevisionError
 
     url = database_url()
     try:
@@ -524,6 +526,8 @@ def database_error(exc: BaseException) -> str | None:
     if isinstance(exc, NoSuchModuleError) or (isinstance(exc, ModuleNotFoundError) and _raised_in(exc, "create_engine")):
         return (f"ROADMAP_DATABASE_URL={shown}: no database driver for it ({type(exc).__name__}: {exc}); "
                 "supported: sqlite:///FILE and postgresql+psycopg://...")
+    if isinstance(exc, UnknownRevisionError):
+        return f"ROADMAP_DATABASE_URL={shown}: {exc}"
     # DatabaseError itself, none of its subclasses: SQLite's "file is not a database" (found by a
     # fault review: a 250-line traceback); an IntegrityError is no fault of the URL.
     if isinstance(exc, OperationalError) or type(exc) is DatabaseError:

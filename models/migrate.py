@@ -114,6 +114,31 @@ def _migration_engine(url: str) -> Engine:
     return engine
 
 
+class UnknownRevisionError(RuntimeError):
+    """The database is at a schema revision these migrations do not know: a newer release of
+    roadmap-tracker upgraded it (found by a review of the upgrade path: a 330-line traceback of
+    Alembic's "Can't locate revision"). The message says what to do.
+
+    Attributes:
+        revision: the database's revision id; ``head``: the newest this code knows.
+    """
+
+    def __init__(self, revision: str, head: str):
+        self.revision, self.head = revision, head
+        super().__init__(
+            f"the database is at schema revision {revision}, which this release of roadmap-tracker does not know "
+            f"(it knows up to {head}): a newer release upgraded it; run that release, or a copy of the database "
+            "from before the upgrade")
+
+
+def _refuse_unknown_revision(connection: Connection, config: Config) -> None:
+    """Raise :class:`UnknownRevisionError` when the database's revision is none of ours."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    script = ScriptDirectory.from_config(config)
+    if current is not None and current not in {r.revision for r in script.walk_revisions()}:
+        raise UnknownRevisionError(current, script.get_current_head())
+
+
 def _stamp_unversioned(connection: Connection, config: Config) -> None:
     """Stamp a database made by ``create_all`` (tables present, no revision) with its revision.
 
@@ -154,8 +179,9 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
 
     Raises:
         RuntimeError: the database has part of the tables and no revision (not identifiable).
-        alembic.util.CommandError: ``revision`` is unknown, or the database is at a revision
-            these migrations do not know (made by a newer version of roadmap-tracker).
+        UnknownRevisionError: the database is at a revision these migrations do not know
+            (upgraded by a newer release of roadmap-tracker).
+        alembic.util.CommandError: ``revision`` is unknown.
         sqlalchemy.exc.OperationalError: the database is unreachable, or on SQLite another
             process held the write lock longer than ``SQLITE_BUSY_TIMEOUT_S`` seconds.
     """
@@ -167,6 +193,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_ADVISORY_LOCK_KEY})
             config = alembic_config(url, connection)
             _stamp_unversioned(connection, config)
+            _refuse_unknown_revision(connection, config)
             command.upgrade(config, revision)
     finally:
         engine.dispose()

@@ -789,6 +789,28 @@ def test_an_unusable_database_is_one_error_line_without_the_password(tmp_path, u
         assert "s3cret" not in done.stderr + done.stdout
 
 
+def test_a_database_upgraded_by_a_newer_release_is_one_error_line_and_left_as_it_is(seeded, tmp_path):
+    """Found by a review of the upgrade path: a database at a schema revision this release does
+    not know (a coordinator rolling back) printed Alembic's "Can't locate revision" in a
+    330-line traceback."""
+    from sqlalchemy import text
+
+    from models.db import get_engine
+    from models.migrate import current_revision, head_revision
+
+    with get_engine(seeded).begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    for args in (["status"], ["sync", str(SEED_ROADMAP.resolve())]):
+        done = _roadmap(args, seeded, tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert error_lines(done.stderr)[0].endswith(
+            f": the database is at schema revision 0999, which this release of roadmap-tracker does not know (it "
+            f"knows up to {head_revision()}): a newer release upgraded it; run that release, or a copy of the "
+            "database from before the upgrade")
+        assert len(error_lines(done.stderr)) == 1
+    assert current_revision(seeded) == "0999"
+
+
 def test_a_sync_outside_a_terminal_writes_its_report_and_nothing_on_stderr(tmp_path):
     """Found by a review of the docs: the progress bar, drawn only on a terminal, left two blank
     lines on stderr elsewhere (a cron job's mail, a log)."""
