@@ -229,14 +229,15 @@ def summary_parts(
         lines.append(f"| {t.milestone} | " + " | ".join(str(t.counts.get(c.value, 0)) for c in ATTENTION_ORDER) + " |")
     lines += ["", "## Changed since the previous check", ""]
     changed = False
-    for kind, heading in (("done", "Newly done"), ("overdue", "Newly overdue")):
+    # Waived too (found by a replay of the 2024 campaign: rows waived were in no list).
+    for kind, heading in (("done", "Newly done"), ("waived", "Newly waived"), ("overdue", "Newly overdue")):
         items = [(t.milestone, v) for t in tallies if kind in t.newly for v in t.newly[kind].items()]
         total = sum(t.newly[kind].total for t in tallies if kind in t.newly)
         if total:
             changed = True
             lines.append(f"- {heading} ({total}): " + ", ".join(f"{m} {v.member_state}" for m, v in items))
     if not changed:
-        lines.append("Nothing newly done or newly overdue.")
+        lines.append("Nothing newly done, waived or overdue.")
     lines.append("")
     return head, "\n".join(lines)
 
