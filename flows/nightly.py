@@ -52,6 +52,7 @@ from flows.reminders import ReminderReport, escalations, send_planned
 from flows.tally import MilestoneTally, PlannedReminder, ReminderPlan
 from models.db import session_scope
 from models.deadlines import parse_instant
+from models.parties import coordinators_at_work
 from models.published import forget_published
 from models.status import Classification, Classifier, milestones_to_read, read_ahead
 from models.tables import Milestone, Roadmap, Status
@@ -286,8 +287,9 @@ def check_milestones(
         reads = read_ahead(session.get_bind(), (milestones_to_read(wanted, every) for _, _, _, wanted, every in plan))
         for (slug, keys, roadmap_row, wanted, every), read in zip(plan, reads, strict=True):
             tallies = {key: MilestoneTally(slug, key, statuses=[] if keep_statuses else None, shared=shared) for key in keys}
+            escalating = coordinators_at_work(roadmap_row.coordinator_country, roadmap_row.coordinator_timezone, as_of)
             for context, rows in classifier.iter_classified(session, roadmap_row, wanted, every, rows=read):
-                tallies[context.key].add_rows(context, rows)
+                tallies[context.key].add_rows(context, rows, escalating)
             results[slug] = [tallies[key] for key in keys]
 
     def remember(session) -> None:
@@ -379,7 +381,7 @@ def _send_all(planned, overdue_escalations, as_of, run_id, mailboxes) -> Reminde
         report = send_planned(plan, hub=hub, as_of=as_of, run_id=run_id, on_result=on_result, consume=True,
                               mailboxes=mailboxes)
     events.flush(run_id)
-    to_escalate, reasons = escalations(failed, overdue_escalations)
+    to_escalate, reasons = escalations(failed, overdue_escalations, as_of)
     if to_escalate:
         escalated = send_planned(to_escalate.recipients, hub=hub, as_of=as_of, run_id=run_id, reasons=reasons,
                                  consume=True)

@@ -24,7 +24,7 @@ from flows.collector import collector_paused, release_free_memory
 from flows.tally import PlannedReminder, ReminderPlan, claim_keys
 from models.db import session_scope
 from models.transactions import in_transaction
-from models.parties import COORDINATORS_TAG, addressee_names
+from models.parties import COORDINATORS_TAG, addressee_names, coordinators_at_work
 from models.reminders import (
     ESCALATION_OVERDUE, claim_lease, claim_many, mark_delivered, mark_failed, release_claims, remember_delivered,
     renew_claims, repeatedly_failing,
@@ -342,7 +342,7 @@ def overdue_reason(view: StatusView) -> Reason:
 
 
 def escalations(
-    failed: Mapping[int, tuple], overdue: ReminderPlan, database_url: str | None = None
+    failed: Mapping[int, tuple], overdue: ReminderPlan, as_of: dt.datetime, database_url: str | None = None
 ) -> tuple[ReminderPlan, dict[tuple[int, str], str]]:
     """Items to escalate to the coordinators tonight, and the reason of each delivery escalation
     ({(status id, window): text}; an overdue item's reason is :func:`overdue_reason`, worked out
@@ -350,7 +350,10 @@ def escalations(
 
     Two rules (issue 4): a reminder that failed on :data:`FAILED_RUNS_BEFORE_ESCALATION` runs
     since its last delivery (window ``escalation-delivery-<recipient>``), and an item more than 5
-    working days overdue (window ``escalation-overdue``, planned by the tally). Each is sent once.
+    working days overdue (window ``escalation-overdue``, planned by the tally). Each is sent once,
+    on a working day of the item's coordinators at ``as_of`` (aware;
+    :func:`models.parties.coordinators_at_work`): on another day a failing item waits for the
+    run that fails it again on one.
 
     A row reaches the first rule only on a night its reminder fails (a delivery resets its
     count), so only tonight's failed items are looked up: the reminders delivered tonight need
@@ -368,6 +371,9 @@ def escalations(
     with session_scope(database_url) as session:
         failing = repeatedly_failing(session, failed, min_failures=FAILED_RUNS_BEFORE_ESCALATION)
     for (status_id, recipient), (runs, error) in sorted(failing.items()):
+        context = failed[status_id][0]
+        if not coordinators_at_work(context.coordinator_country, context.coordinator_timezone, as_of):
+            continue
         window = f"{ESCALATION_PREFIX}delivery-{recipient}"
         reasons[(status_id, window)] = (f"reminders to {recipient} failed on {english_count(runs, 'run')}: {error}",
                                         f"فشلت التذكيرات إلى {recipient} {arabic_count(runs, 'run')}: {error}")

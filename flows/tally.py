@@ -280,8 +280,11 @@ class MilestoneTally:
     #: milestones, which share outcomes (:class:`models.status.RowOutcome`).
     shared: dict = field(default_factory=dict, repr=False)
 
-    def add_rows(self, context: MilestoneContext, rows: list[ClassifiedRow]) -> None:
+    def add_rows(self, context: MilestoneContext, rows: list[ClassifiedRow], escalating: bool = True) -> None:
         """Account for the classified rows of this milestone (:meth:`models.status.Classifier.iter_classified`).
+        ``escalating``: whether tonight's overdue escalations are planned (False when it is not a
+        working day of the coordinators: :func:`models.parties.coordinators_at_work`; they are
+        planned on their next working day, the rows still overdue).
 
         Per row a few dict updates; what rows sharing a :class:`models.status.RowOutcome` share
         (reminder window, escalation, holiday flag, cell) is worked out once per outcome, and a
@@ -332,7 +335,7 @@ class MilestoneTally:
                     self.reminders.add(context, row, acting[2].recipient, window)
                 else:
                     self.already_sent += 1
-            if escalate and escalated != ESCALATION_OVERDUE:
+            if escalate and escalating and escalated != ESCALATION_OVERDUE:
                 self.escalations.add(context, row, "coordinators", ESCALATION_OVERDUE)
             if flag:
                 self.holiday_flags.offer(0, (context, row, flag))

@@ -8,7 +8,9 @@ office-owned ones. Recipients are Apprise tags: ``coordinators``, ``mission-<cc>
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, select
 
@@ -73,6 +75,23 @@ def party_for(
     return Party(
         tag, office_timezone, calendar_for(member_state_code, None, weekend_override, weekend_source)
     )
+
+
+def coordinators_at_work(coordinator_country: str, coordinator_timezone: str, instant: dt.datetime) -> bool:
+    """Whether the aware ``instant`` falls on a working day of the coordinators: their local day
+    in ``coordinator_timezone`` (IANA), their country's weekend and public holidays
+    (:func:`models.calendars.calendar_for`; Egypt's for the seed). Escalations wait for such a
+    day, as reminders wait for their recipient's (found by a replay of the 2024 campaign: the
+    invitations' escalation went out on Friday 7 June, the coordinators' weekend in Cairo).
+
+    Raises:
+        ValueError: ``instant`` is naive.
+        NotImplementedError: the ``holidays`` package has no calendar for the country.
+    """
+    if instant.tzinfo is None:
+        raise ValueError(f"instant {instant!r} is naive: give a UTC offset")
+    local = instant.astimezone(ZoneInfo(coordinator_timezone))
+    return calendar_for(coordinator_country).is_working_day(local.date())
 
 
 def addressee_names(session: Session) -> dict[str, tuple[str, str]]:

@@ -114,7 +114,7 @@ def test_three_failed_nights_escalate_to_the_coordinators_once(seeded, outbox, t
         monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(apprise_config(tmp_path / "apprise.yaml", routes)))
         monkeypatch.setattr("notifications.delivery.BACKOFF_S", 0.0)
 
-        nights = ["2024-06-05T09:00:00+02:00", "2024-06-06T09:00:00+02:00", "2024-06-07T09:00:00+02:00"]
+        nights = ["2024-06-04T09:00:00+02:00", "2024-06-05T09:00:00+02:00", "2024-06-06T09:00:00+02:00"]
         results = [nightly_status_check(as_of=night, include_statuses=False)["reminders"] for night in nights]
         # The third failed night escalates the 16 items to the coordinators.
         assert results == [{"sent": 0, "already_sent": 0, "failed": 16, "escalated": 0, "in_flight": 0}] * 2 + [
@@ -138,6 +138,31 @@ def test_three_failed_nights_escalate_to_the_coordinators_once(seeded, outbox, t
         assert monday == {"sent": 16, "already_sent": 0, "failed": 0, "escalated": 16, "in_flight": 0}
         assert len(coordinators.requests) == 2
         assert coordinators.requests[1]["message"].count("escalated: overdue by 6 working days (10 days)") == 16
+    finally:
+        broken.stop()
+        coordinators.stop()
+
+
+def test_an_escalation_of_failed_reminders_waits_for_the_coordinators_working_day(seeded, outbox, tmp_path,
+                                                                                   monkeypatch):
+    """Found by a replay of the 2024 campaign: escalations went out on the coordinators' weekend.
+    The third failed night is Friday 7 June, the weekend in Cairo: the escalation waits for a
+    run that fails on one of their working days. No mission is reminded on Geneva's weekend, so
+    that is Monday 10 June (the fourth failed run), which also escalates the invitations, 6
+    working days overdue."""
+    from flows.nightly import nightly_status_check
+
+    broken, coordinators = HttpSink(status=500).start(), HttpSink().start()
+    try:
+        routes = {f"mission-{c}": broken.port for c in CODES} | {"coordinators": coordinators.port}
+        monkeypatch.setenv("ROADMAP_APPRISE_CONFIG", str(apprise_config(tmp_path / "apprise.yaml", routes)))
+        monkeypatch.setattr("notifications.delivery.BACKOFF_S", 0.0)
+        nights = [f"2024-06-{day:02d}T09:00:00+02:00" for day in (5, 6, 7, 8, 9, 10)]
+        reminders = [nightly_status_check(as_of=night, include_statuses=False)["reminders"] for night in nights]
+        assert [(r["failed"], r["escalated"]) for r in reminders] == [(16, 0)] * 3 + [(0, 0)] * 2 + [(16, 32)]
+        (escalation,) = coordinators.requests
+        assert escalation["message"].count(" failed on 4 runs: JSON: failure") == 16
+        assert escalation["message"].count("escalated: overdue by 6 working days (10 days)") == 16
     finally:
         broken.stop()
         coordinators.stop()

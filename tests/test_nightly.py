@@ -380,10 +380,30 @@ def test_an_extended_deadline_missed_again_is_reminded_and_escalated_again(seede
     first = _check("2024-06-12T09:00:00+03:00")["reminders"]
     assert (first["sent"], first["escalated"]) == (16, 16)
     assert runner.invoke(app, ["sync", _changed_seed(tmp_path, "invitations", deadline="end of June 2024")]).exit_code == 0
-    again = _check("2024-07-12T09:00:00+03:00")["reminders"]  # 12 days (10 working) after 30 June
-    assert (again["sent"], again["escalated"], again["already_sent"]) == (16, 16, 0)
+    # Wednesday 10 July, 8 Geneva working days after 30 June and a working day in Cairo, where
+    # escalations wait for one. The coordinators' 16 conference rows (due 4 July) get their last
+    # window's catch-up besides.
+    again = _check("2024-07-10T09:00:00+03:00")["reminders"]
+    assert (again["sent"], again["escalated"], again["already_sent"]) == (16 + 16, 16, 0)
     assert _files(outbox, "mission-") == {f"mission-{c}": 2 for c in CODES}
-    assert _files(outbox, "coordinators") == {"coordinators": 2}  # one escalation digest a lapse
+    assert _files(outbox, "coordinators") == {"coordinators": 2 + 1}  # one escalation digest a lapse, one reminder
+
+
+def test_an_escalation_waits_for_the_coordinators_working_day(seeded, outbox, tmp_path):
+    """Found by a replay of the 2024 campaign: escalations went out on the coordinators' weekend.
+    Invitations due Thursday 30 May are more than 5 Geneva working days late on Friday 7 June,
+    and Friday and Saturday are the weekend in Cairo: the coordinators get them on Sunday 9 June,
+    once."""
+    assert runner.invoke(app, ["sync", _changed_seed(tmp_path, "invitations", deadline="2024-05-30")]).exit_code == 0
+    friday = _check("2024-06-07T09:00:00+03:00")["reminders"]
+    assert (friday["sent"], friday["escalated"]) == (16, 0)  # the missions' "overdue" of 7 June
+    assert _check("2024-06-08T09:00:00+03:00")["reminders"]["escalated"] == 0
+    sunday = _check("2024-06-09T09:00:00+03:00")["reminders"]
+    assert (sunday["sent"], sunday["escalated"]) == (0, 16)
+    assert _check("2024-06-10T09:00:00+03:00")["reminders"]["escalated"] == 0
+    (escalation,) = [p.read_text(encoding="utf-8").splitlines() for p in (outbox / "coordinators").glob("*.txt")]
+    assert escalation[3] == "Escalation to the coordinators (16 items), as of 2024-06-09 06:00 UTC"
+    assert escalation.count("  escalated: overdue by 6 working days (10 days)") == 16
 
 
 def test_a_milestone_given_to_another_owner_reminds_the_new_owner_of_the_current_window(seeded, outbox, tmp_path):
