@@ -280,9 +280,9 @@ class _Hints:
         the coordinators of a row they own is not the row's reminder window."""
         for p in delivered:
             if p.window == ESCALATION_OVERDUE:
-                self.escalations.append((p.status_id, p.window))
+                self.escalations.append((p.status_id, p.window, p.planned_hints[1]))
             elif p.recipient == p.owner_recipient and not p.window.startswith(ESCALATION_PREFIX):
-                self.reminders.append((p.status_id, p.window))
+                self.reminders.append((p.status_id, p.window, p.planned_hints[0]))
             if len(self.reminders) + len(self.escalations) >= HINTS_HELD:
                 self.write()
 

@@ -63,6 +63,12 @@ class PlannedReminder:
         return source.status_id if isinstance(source, StatusView) else source[1][0]
 
     @property
+    def planned_hints(self) -> tuple[str | None, str | None]:
+        """The row's hints (last reminder window, last escalation window) as the check read them."""
+        source = self.source
+        return (source.last_reminder, source.last_escalation) if isinstance(source, StatusView) else source[1][5:7]
+
+    @property
     def owner_recipient(self) -> str:
         """Apprise tag of the party that acts on the item's row (the row's own reminders go
         there), read from the source without building a view."""

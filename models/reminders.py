@@ -69,6 +69,10 @@ DUE_WINDOW = "due"
 ESCALATION_OVERDUE = "escalation-overdue"
 #: Joins a superseded window's name to the due day it was for (:func:`restart_schedules`).
 SUPERSEDED = "@"
+#: The hint a ``roadmap sync`` leaves on a row whose reminders it restarts (:func:`forget_hints`):
+#: no window is named so, so the reminder log decides; unlike None (no hint yet), a check that
+#: planned the row before the sync does not overwrite it (:func:`remember_delivered`).
+CLEARED_HINT = "@"
 
 
 def window_name(offset_days: int) -> str:
@@ -325,17 +329,25 @@ def release_claims(session: Session, log_ids: Sequence[int], *, run_id: str) -> 
 LAPSED = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def remember_delivered(session: Session, reminders: list[tuple[int, str]], escalations: list[tuple[int, str]]) -> None:
+def remember_delivered(session: Session, reminders: list[tuple[int, str, str | None]],
+                       escalations: list[tuple[int, str, str | None]]) -> None:
     """Write the status rows' hints (no commit; call once their claims are marked sent, never
     before: a hint makes the check skip the item):
-    ``reminders`` and ``escalations`` are (status id, window) delivered to the owner and, for
-    escalations, to the coordinators. See ``Status.last_reminder``."""
+    ``reminders`` and ``escalations`` are (status id, window, the row's hint when the item was
+    planned) delivered to the owner and, for escalations, to the coordinators. See
+    ``Status.last_reminder``. A row whose hint changed since it was planned keeps it: a
+    ``roadmap sync`` cleared it meanwhile (:data:`CLEARED_HINT`; found by a review of things
+    happening at once: an owner changed during a check got the old owner's hint, and the new
+    owners were never reminded)."""
     for column, items in (("last_reminder", reminders), ("last_escalation", escalations)):
         if items:
             # One UPDATE ... FROM the items (:func:`_keyed`), the last window given per row.
-            latest = list(dict(items).items())
-            keyed, (status_id, window) = _keyed(session, ("status_id", "window"), (Integer, String), latest)
-            session.connection().execute(update(Status).where(Status.id == status_id).values({column: window}))
+            latest = [(status_id, *rest) for status_id, rest in {i: (w, h) for i, w, h in items}.items()]
+            keyed, (status_id, window, planned) = _keyed(
+                session, ("status_id", "window", "planned"), (Integer, String, String), latest)
+            hint = getattr(Status, column)
+            session.connection().execute(
+                update(Status).where(Status.id == status_id, hint.is_not_distinct_from(planned)).values({column: window}))
 
 
 def restart_schedules(session: Session, moved: Sequence[tuple[int, dt.date, dt.date]]) -> int:
@@ -380,13 +392,13 @@ def restart_schedules(session: Session, moved: Sequence[tuple[int, dt.date, dt.d
 
 def forget_hints(session: Session, status_ids: Sequence[int]) -> None:
     """Clear the hints (``Status.last_reminder``, ``last_escalation``) of ``status_ids`` (no
-    commit): the reminder log alone decides their next reminders. For a row whose owner changed
+    commit): set to :data:`CLEARED_HINT`, the reminder log alone decides their next reminders. For a row whose owner changed
     (the hint names a window, not its recipient: the new owner's was skipped) or that was
     inactive (its owner or deadline may have changed meanwhile), both found by reviews of roadmap
     changes."""
     if status_ids:
-        session.connection().execute(
-            update(Status).where(Status.id.in_(list(status_ids))).values(last_reminder=None, last_escalation=None))
+        session.connection().execute(update(Status).where(Status.id.in_(list(status_ids)))
+                                     .values(last_reminder=CLEARED_HINT, last_escalation=CLEARED_HINT))
 
 
 def mark_failed(session: Session, log_ids: Sequence[int], *, run_id: str, reason: str) -> int:

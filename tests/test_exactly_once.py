@@ -225,7 +225,8 @@ def test_hints_are_written_in_one_statement_per_column_the_last_window_of_a_row_
         event.listen(engine, "before_cursor_execute", seen)
         try:
             reminders.remember_delivered(
-                session, [(ids[0], "before-7"), (ids[1], "due"), (ids[0], "before-3")], [(ids[2], "escalation-overdue")])
+                session, [(ids[0], "before-7", None), (ids[1], "due", None), (ids[0], "before-3", None)],
+                [(ids[2], "escalation-overdue", None)])
         finally:
             event.remove(engine, "before_cursor_execute", seen)
     with session_scope() as session:
@@ -233,6 +234,29 @@ def test_hints_are_written_in_one_statement_per_column_the_last_window_of_a_row_
     assert [hints[i] for i in ids[:4]] == [("before-3", None), ("due", None), (None, "escalation-overdue"), (None, None)]
     assert sum(1 for h in hints.values() if h != (None, None)) == 3
     assert len([s for s in statements if s.lstrip().upper().startswith("UPDATE STATUS")]) == 2
+
+
+def test_a_hint_changed_since_the_item_was_planned_is_kept(seeded):
+    """Found by a review of things happening at once: a sync that cleared a row's hints during a
+    check (an owner changed) had them written over by the check's hints of the old owner. The
+    hint is written only where it is still what the check read: None and "before-14" here;
+    the sync's "@" stays."""
+    from sqlmodel import select
+
+    import models.reminders as reminders
+    from models.db import session_scope
+    from models.tables import Status
+
+    with session_scope() as session:
+        ids = sorted(session.exec(select(Status.id)).all())[:3]
+        reminders.remember_delivered(session, [(ids[1], "before-14", None)], [])
+        reminders.forget_hints(session, [ids[2]])  # the sync, after the check planned ids[2] with no hint
+        reminders.remember_delivered(
+            session, [(ids[0], "before-7", None), (ids[1], "before-7", "before-14"), (ids[2], "before-7", None)],
+            [(ids[2], "escalation-overdue", None)])
+    with session_scope() as session:
+        hints = {row[0]: row[1:] for row in session.exec(select(Status.id, Status.last_reminder, Status.last_escalation))}
+    assert [hints[i] for i in ids] == [("before-7", None), ("before-7", None), ("@", "@")]
 
 
 def test_digests_of_any_length_are_marked_by_one_statement_text(seeded):

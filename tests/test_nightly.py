@@ -923,6 +923,32 @@ def test_digests_greet_missions_and_coordinators_by_name_and_explain_escalations
     assert not any("gcmrrarabstates@iom.int" in line for line in escalation + reminders)
 
 
+def test_an_owner_changed_while_a_check_sends_reminds_the_new_owners_at_the_next_check(seeded, outbox, tmp_path,
+                                                                                       monkeypatch):
+    """Found by a review of things happening at once: the invitations given to the country
+    offices by a sync while the 24 May check sent the missions' "7 days left" were never
+    reminded to the offices: the check wrote its hints after the sync had cleared them, and the
+    next check took the missions' window for the offices'. The sync lands here just before the
+    check writes its hints."""
+    import flows.reminders
+    from models.sync import sync_roadmap_file
+
+    changed = _changed_seed(tmp_path, "invitations", owner="office")
+    write = flows.reminders._Hints.write
+
+    def sync_first(hints) -> None:
+        if hints.reminders:
+            sync_roadmap_file(changed)
+        write(hints)
+
+    monkeypatch.setattr(flows.reminders._Hints, "write", sync_first)
+    assert _check("2024-05-24T09:00:00+03:00")["reminders"]["sent"] == 16
+    monkeypatch.setattr(flows.reminders._Hints, "write", write)
+    assert _check("2024-05-27T09:00:00+03:00")["reminders"]["sent"] == 16
+    assert _files(outbox, "office-") == {f"office-{c}": 1 for c in CODES}
+    assert _files(outbox, "mission-") == {f"mission-{c}": 1 for c in CODES}
+
+
 def test_a_missions_digest_names_the_mailbox_of_each_roadmap_it_lists(seeded, outbox, tmp_path):
     """A mission in two roadmaps gets one digest that lists each roadmap's coordinators' mailbox
     (``coordinator.email``, matched by roadmap); a mission in one roadmap gets its mailbox on the
