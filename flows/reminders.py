@@ -311,9 +311,16 @@ def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, da
                        body_html=lambda: render_digest_html(recipient, digest, as_of, addressee, ask_to_report=party))
     ids = claimed.log_ids
     if delivery.ok:
-        in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
+        marked = in_transaction(lambda session: mark_delivered(session, ids, run_id=run_id, now=now()), database_url)
         hints.add(claimed.planned())
-        report.sent += len(ids)
+        # A delivery that outlasted the lease: another run took over the claims it could not
+        # mark, and sends them again (found by a review of things happening at once: they were
+        # counted sent by both runs).
+        report.sent += marked
+        report.in_flight += len(ids) - marked
+        if marked < len(ids):
+            log.warning("the digest to %s was delivered after its claim lease: another run took over %s of it "
+                        "and sends it again", recipient, english_count(len(ids) - marked, "item"))
         report.messages += 1
         if delivery.copy_reason:  # an "always" channel: the recipient has it, the copy is missing
             report.failures.append(f"{recipient} (copy channels): {delivery.copy_reason}")

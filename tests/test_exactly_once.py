@@ -4,6 +4,7 @@ failing channels and escalations, on SQLite and PostgreSQL, against a real HTTP 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -443,6 +444,52 @@ def test_a_run_slower_than_the_lease_renews_its_claims_and_leaves_those_taken_ov
         rows = session.exec(select(ReminderLog.recipient, ReminderLog.state, ReminderLog.claimed_by)).all()
     assert Counter((state, by == "run-b") for _, state, by in rows) == {("sent", False): 15, ("sent", True): 1}
     assert ("mission-dj", "sent", "run-b") in rows
+
+
+def test_a_digest_whose_delivery_outlasts_the_lease_is_counted_by_the_run_that_took_it_over(seeded, outbox,
+                                                                                              monkeypatch):
+    """Found by a review of things happening at once: a digest delivered for longer than the
+    lease was taken over by a second run, which sent it again, and both runs counted it sent
+    (17 items for 16 rows). Run A now counts it held by another run, and says so."""
+    import datetime as dt
+
+    from sqlmodel import select
+
+    import flows.reminders as reminders
+    from flows.nightly import nightly_status_check
+    from models.db import session_scope
+    from models.reminders import claim_many
+    from models.tables import ReminderLog
+
+    monkeypatch.setenv("ROADMAP_CLAIM_LEASE_S", "2")
+    real_deliver, taken = reminders.deliver, []
+
+    def slow_first(hub, *, tag, **message):
+        if tag == "mission-ae":
+            time.sleep(2.2)  # past the lease, while delivering: run B takes this very claim over
+            with session_scope() as session:
+                keys = [(r.status_id, r.recipient, r.window) for r in session.exec(
+                    select(ReminderLog).where(ReminderLog.recipient == "mission-ae"))]
+                outcome = claim_many(session, keys, run_id="run-b", now=dt.datetime.now(dt.timezone.utc))
+                taken.extend(c.log_id for c in outcome.values() if c.outcome == "claimed")
+        return real_deliver(hub, tag=tag, **message)
+
+    monkeypatch.setattr(reminders, "deliver", slow_first)
+    warnings = logging.Handler(logging.WARNING)  # on the module's logger: Prefect's setup may stop propagation
+    warnings.emit = lambda record: said.append(record.getMessage())
+    said: list[str] = []
+    reminders.log.addHandler(warnings)
+    try:
+        result = nightly_status_check(as_of=AS_OF, publish=False)
+    finally:
+        reminders.log.removeHandler(warnings)
+    assert len(taken) == 1
+    assert result["reminders"] == {"sent": 15, "already_sent": 0, "failed": 0, "escalated": 0, "in_flight": 1}
+    assert said == ["the digest to mission-ae was delivered after its claim lease: another run took over 1 item of it "
+                    "and sends it again"]
+    with session_scope() as session:
+        assert session.exec(select(ReminderLog.state, ReminderLog.claimed_by).where(
+            ReminderLog.recipient == "mission-ae")).one() == ("claimed", "run-b")
 
 
 def test_an_interrupted_run_lets_go_of_the_claims_it_had_not_begun(seeded, outbox, monkeypatch):
