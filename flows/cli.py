@@ -156,17 +156,33 @@ def sync(
         check_member_states_agree(specs)
     except RoadmapFileError as exc:
         _fail(str(exc))
-    reports = []
-    with _progress_bar("loading") as bar, session_scope() as session:
-        task = bar.add_task("loading", total=len(specs))
-        for path, spec in specs:
-            try:
-                # A retired roadmap comes back when its file is named, not when its folder is.
-                revive = not files or path in files
-                reports.append(upsert_roadmap(session, spec, source_file=str(path), revive=revive))
-            except RoadmapFileError as exc:  # checked against the database (a slug taken): all rolled back
-                _fail(str(exc))
-            bar.advance(task)
+    def load() -> list:
+        reports = []
+        with _progress_bar("loading") as bar, session_scope() as session:
+            task = bar.add_task("loading", total=len(specs))
+            for path, spec in specs:
+                try:
+                    # A retired roadmap comes back when its file is named, not when its folder is.
+                    revive = not files or path in files
+                    reports.append(upsert_roadmap(session, spec, source_file=str(path), revive=revive))
+                except RoadmapFileError as exc:  # checked against the database (a slug taken): all rolled back
+                    _fail(str(exc))
+                bar.advance(task)
+        return reports
+
+    from sqlalchemy.exc import IntegrityError
+
+    # Syncs run at once write the same new rows: the one that commits second is refused by a
+    # unique key, all rolled back, and loads again over what the first wrote (found by a review
+    # of things happening at once: a 300-line traceback).
+    try:
+        reports = load()
+    except IntegrityError:
+        try:
+            reports = load()
+        except IntegrityError as exc:
+            _fail(f"another sync wrote the same rows at the same time, twice; nothing was written: run it again "
+                  f"({str(exc.orig or exc).strip().splitlines()[0]})")
     for report in reports:
         created = ", ".join(f"{n} {t}" for t, n in report.created.items()) or "nothing"
         updated = ", ".join(f"{n} {t}" for t, n in report.updated.items()) or "nothing"

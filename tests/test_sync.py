@@ -445,3 +445,41 @@ def test_retire_takes_a_slug_as_written_and_refuses_a_missing_database_file(seed
         f"error: no database file at ROADMAP_DATABASE_URL=sqlite:///{missing}: load one first with `roadmap sync "
         "roadmaps/` (or set ROADMAP_DATABASE_URL to the database that has them)"]
     assert not missing.exists()
+
+
+def test_a_sync_refused_by_a_concurrent_syncs_rows_loads_again_then_fails_in_one_line(database_url, monkeypatch):
+    """Found by a review of things happening at once: three first syncs at once on PostgreSQL,
+    two ended in a 300-line ``UniqueViolation`` traceback. The unique key refusing a row another
+    sync committed first (stood for here by the first call raising it) rolls everything back;
+    the sync loads again, and says so in one line if refused twice."""
+    from sqlalchemy.exc import IntegrityError
+
+    import models.sync
+
+    real, calls = models.sync.upsert_roadmap, []
+
+    def refused_first(session, spec, **kwargs):
+        calls.append(spec.slug)
+        if len(calls) == 1:
+            real(session, spec, **kwargs)
+            raise IntegrityError("INSERT INTO roadmap ...", {}, Exception('duplicate key value violates unique '
+                                                                          'constraint "ix_roadmap_slug"'))
+        return real(session, spec, **kwargs)
+
+    monkeypatch.setattr(models.sync, "upsert_roadmap", refused_first)
+    result = CliRunner().invoke(app, ["sync", str(SEED_ROADMAP)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("gcm-arab-2024: created 1 roadmap, 16 member_state, 6 milestone, 96 status, "
+                             "11 agenda_session; updated nothing\n")
+    assert calls == ["gcm-arab-2024"] * 2
+    with Session(get_engine(database_url)) as session:
+        assert session.exec(select(func.count()).select_from(Status)).one() == 96
+
+    def always_refused(session, spec, **kwargs):
+        raise IntegrityError("INSERT INTO roadmap ...", {}, Exception('duplicate key value violates unique constraint'))
+
+    monkeypatch.setattr(models.sync, "upsert_roadmap", always_refused)
+    result = CliRunner().invoke(app, ["sync", str(SEED_ROADMAP)])
+    assert result.exit_code == 2
+    assert error_lines(result.stderr) == ["error: another sync wrote the same rows at the same time, twice; nothing "
+                                          "was written: run it again (duplicate key value violates unique constraint)"]
