@@ -392,10 +392,10 @@ def restart_schedules(session: Session, moved: Sequence[tuple[int, dt.date, dt.d
 
 def forget_hints(session: Session, status_ids: Sequence[int]) -> None:
     """Clear the hints (``Status.last_reminder``, ``last_escalation``) of ``status_ids`` (no
-    commit): set to :data:`CLEARED_HINT`, the reminder log alone decides their next reminders. For a row whose owner changed
-    (the hint names a window, not its recipient: the new owner's was skipped) or that was
-    inactive (its owner or deadline may have changed meanwhile), both found by reviews of roadmap
-    changes."""
+    commit): set to :data:`CLEARED_HINT`, the reminder log alone decides their next reminders.
+    For a row whose owner changed (the hint names a window, not its recipient: the new owner's
+    was skipped) or that was inactive (its owner or deadline may have changed meanwhile), both
+    found by reviews of roadmap changes."""
     if status_ids:
         session.connection().execute(update(Status).where(Status.id.in_(list(status_ids)))
                                      .values(last_reminder=CLEARED_HINT, last_escalation=CLEARED_HINT))

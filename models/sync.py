@@ -422,8 +422,8 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
     for key, rows in moved.items():
         restart_schedules(session, rows)
         changed = "deadline and owner" if key in new_owner else "deadline"
-        report.warnings.append(f"milestone {key!r}: {changed} changed for {len(rows)} member state"
-                               f"{'s' if len(rows) != 1 else ''}: their reminders follow the new schedule")
+        report.warnings.append(f"milestone {key!r}: {changed} changed for {_member_states(len(rows))}: their "
+                               "reminders follow the new schedule")
     for key in sorted(new_owner - moved.keys()):
         report.warnings.append(f"milestone {key!r}: owner changed: the new owners get its reminders from the "
                                "current window on")
