@@ -83,7 +83,8 @@ class ReminderReport:
         self.failures += other.failures
 
 
-def _item(planned: PlannedReminder, reason: Reason = NO_REASON, coordinator_email: str = "") -> DigestItem:
+def _item(planned: PlannedReminder, reason: Reason, mailboxes: Mapping[str, str]) -> DigestItem:
+    """The digest line of ``planned``; ``mailboxes``: {roadmap slug: its coordinators' mailbox}."""
     v = planned.view
     if not reason[0] and planned.window == ESCALATION_OVERDUE:
         reason = overdue_reason(v)
@@ -102,7 +103,7 @@ def _item(planned: PlannedReminder, reason: Reason = NO_REASON, coordinator_emai
         window=planned.window,
         reason=reason[0],
         reason_ar=reason[1],
-        coordinator_email=coordinator_email,
+        coordinator_email=mailboxes.get(v.roadmap, ""),
     )
 
 
@@ -304,8 +305,7 @@ def _deliver_digest(recipient: str, claimed: _Claimed, *, hub, as_of, run_id, da
     party = recipient != COORDINATORS_TAG  # a mission or an office: told to report what is done
     mailboxes = mailboxes if party else {}
     with collector_paused():  # a view and an item per line, no reference cycles (flows.collector)
-        digest = Digest(_item(p, reasons.get((p.status_id, p.window), NO_REASON), mailboxes.get(p.view.roadmap, ""))
-                        for p in claimed.planned())
+        digest = Digest(_item(p, reasons.get((p.status_id, p.window), NO_REASON), mailboxes) for p in claimed.planned())
         subject, body = render_digest(recipient, digest, as_of, addressee, ask_to_report=party)
     delivery = deliver(hub, tag=recipient, title=subject, body=body,
                        body_html=lambda: render_digest_html(recipient, digest, as_of, addressee, ask_to_report=party))
