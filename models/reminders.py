@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -69,10 +70,11 @@ DUE_WINDOW = "due"
 ESCALATION_OVERDUE = "escalation-overdue"
 #: Joins a superseded window's name to the due day it was for (:func:`restart_schedules`).
 SUPERSEDED = "@"
-#: The hint a ``roadmap sync`` leaves on a row whose reminders it restarts (:func:`forget_hints`):
-#: no window is named so, so the reminder log decides; unlike None (no hint yet), a check that
-#: planned the row before the sync does not overwrite it (:func:`remember_delivered`).
-CLEARED_HINT = "@"
+#: How the hint a ``roadmap sync`` leaves on a row whose reminders it restarts begins
+#: (:func:`forget_hints`): no window is named so, so the reminder log decides; unlike None (no
+#: hint yet), it differs at each sync, so a check that planned the row before a sync does not
+#: overwrite it (:func:`remember_delivered`).
+CLEARED_HINT = "cleared:"
 
 
 def window_name(offset_days: int) -> str:
@@ -392,13 +394,16 @@ def restart_schedules(session: Session, moved: Sequence[tuple[int, dt.date, dt.d
 
 def forget_hints(session: Session, status_ids: Sequence[int]) -> None:
     """Clear the hints (``Status.last_reminder``, ``last_escalation``) of ``status_ids`` (no
-    commit): set to :data:`CLEARED_HINT`, the reminder log alone decides their next reminders.
+    commit): set to :data:`CLEARED_HINT` and a token of this call (found by a review of this
+    change: one fixed value let a check planned between two syncs write its hint over the second
+    one), the reminder log alone decides their next reminders.
     For a row whose owner changed (the hint names a window, not its recipient: the new owner's
     was skipped) or that was inactive (its owner or deadline may have changed meanwhile), both
     found by reviews of roadmap changes."""
     if status_ids:
+        cleared = CLEARED_HINT + uuid.uuid4().hex[:16]  # 24 characters of the column's 32
         session.connection().execute(update(Status).where(Status.id.in_(list(status_ids)))
-                                     .values(last_reminder=CLEARED_HINT, last_escalation=CLEARED_HINT))
+                                     .values(last_reminder=cleared, last_escalation=cleared))
 
 
 def mark_failed(session: Session, log_ids: Sequence[int], *, run_id: str, reason: str) -> int:

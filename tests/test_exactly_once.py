@@ -241,23 +241,34 @@ def test_a_hint_changed_since_the_item_was_planned_is_kept(seeded):
     """Found by a review of things happening at once: a sync that cleared a row's hints during a
     check (an owner changed) had them written over by the check's hints of the old owner. The
     hint is written only where it is still what the check read: None and "before-14" here;
-    the sync's "@" stays."""
+    what the sync wrote stays, also when the check read what an earlier sync wrote (found by a
+    review of this change: one fixed value for every sync matched)."""
     from sqlmodel import select
 
     import models.reminders as reminders
     from models.db import session_scope
     from models.tables import Status
 
+    def hints() -> dict:
+        with session_scope() as session:
+            return {row[0]: row[1:] for row in session.exec(select(Status.id, Status.last_reminder, Status.last_escalation))}
+
     with session_scope() as session:
-        ids = sorted(session.exec(select(Status.id)).all())[:3]
+        ids = sorted(session.exec(select(Status.id)).all())[:4]
         reminders.remember_delivered(session, [(ids[1], "before-14", None)], [])
-        reminders.forget_hints(session, [ids[2]])  # the sync, after the check planned ids[2] with no hint
-        reminders.remember_delivered(
-            session, [(ids[0], "before-7", None), (ids[1], "before-7", "before-14"), (ids[2], "before-7", None)],
-            [(ids[2], "escalation-overdue", None)])
+        reminders.forget_hints(session, [ids[3]])  # a first sync
+    first_sync = hints()[ids[3]][0]
     with session_scope() as session:
-        hints = {row[0]: row[1:] for row in session.exec(select(Status.id, Status.last_reminder, Status.last_escalation))}
-    assert [hints[i] for i in ids] == [("before-7", None), ("before-7", None), ("@", "@")]
+        reminders.forget_hints(session, [ids[2], ids[3]])  # the sync, after the check planned the rows
+        reminders.remember_delivered(
+            session, [(ids[0], "before-7", None), (ids[1], "before-7", "before-14"), (ids[2], "before-7", None),
+                      (ids[3], "before-7", first_sync)],
+            [(ids[2], "escalation-overdue", None)])
+    now = hints()
+    assert [now[i] for i in ids[:2]] == [("before-7", None), ("before-7", None)]
+    cleared = now[ids[2]][0]
+    assert now[ids[2]] == now[ids[3]] == (cleared, cleared)
+    assert cleared.startswith(reminders.CLEARED_HINT) and cleared != first_sync and len(cleared) <= 32
 
 
 def test_digests_of_any_length_are_marked_by_one_statement_text(seeded):
