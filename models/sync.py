@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pendulum
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from models.db import session_scope
@@ -380,12 +382,12 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
                 old_due = pendulum.instance(row.deadline).in_timezone(row.owner_timezone).date()
                 returning = not row.active
                 changed = _assign(row, values)
-                if row.changed_by != FILE_AUTHOR:
-                    kept[ms_spec.key] += ms_spec.status is not State.pending and row.state != ms_spec.status.value
-                elif (row.state, row.note) != (ms_spec.status.value, ms_spec.note):
-                    _restate(session, row, ms_spec)
+                if (row.changed_by == FILE_AUTHOR and (row.state, row.note) != (ms_spec.status.value, ms_spec.note)
+                        and _restate(session, row, ms_spec)):
                     restated[ms_spec.key] += 1
                     changed = True
+                elif ms_spec.status is not State.pending and row.state != ms_spec.status.value:
+                    kept[ms_spec.key] += 1
                 if changed:
                     report.count("updated", "status")
                 if old_due != due:
@@ -429,15 +431,26 @@ def _upsert_statuses(session, spec, roadmap, milestones, new_owner, report) -> N
                                "current window on")
 
 
-def _restate(session, row: Status, ms_spec) -> None:
-    """Record the file's status and note of ``ms_spec`` on ``row``, with its history."""
-    old_state = row.state
-    row.state, row.note = ms_spec.status.value, ms_spec.note
-    if old_state != row.state:
-        row.changed_at = utc_now()
-        session.flush()
-        session.add(StatusChange(status_id=row.id, old_state=old_state, new_state=row.state,
-                                 changed_at=row.changed_at, changed_by=FILE_AUTHOR, note=ms_spec.note))
+def _restate(session, row: Status, ms_spec) -> bool:
+    """Record the file's status and note of ``ms_spec`` on ``row``, with its history, unless a
+    person recorded the row since it was read (one conditional ``UPDATE``; found by a review of
+    this change: a ``roadmap mark`` committed during the sync was overwritten). Returns whether
+    it was recorded."""
+    old_state, old_note = row.state, row.note
+    new_state, new_note = ms_spec.status.value, ms_spec.note
+    changed_at = utc_now() if new_state != old_state else row.changed_at
+    recorded = session.connection().execute(
+        update(Status).where(Status.id == row.id, Status.changed_by == FILE_AUTHOR, Status.state == old_state,
+                             Status.note == old_note)
+        .values(state=new_state, note=new_note, changed_at=changed_at)).rowcount
+    if not recorded:
+        return False
+    for name, value in (("state", new_state), ("note", new_note), ("changed_at", changed_at)):
+        set_committed_value(row, name, value)  # what the row holds now, without a second UPDATE
+    if new_state != old_state:
+        session.add(StatusChange(status_id=row.id, old_state=old_state, new_state=new_state,
+                                 changed_at=changed_at, changed_by=FILE_AUTHOR, note=new_note))
+    return True
 
 
 def _member_states(count: int) -> str:

@@ -113,6 +113,45 @@ def test_a_status_the_file_gives_later_is_recorded_where_no_one_recorded_another
     assert not sync_roadmap_file(changed).changed
 
 
+def test_a_state_recorded_while_the_sync_runs_is_kept(seeded, tmp_path, monkeypatch):
+    """Found by a review of this change: a ``roadmap mark`` committed between the sync's read of
+    a row and its write of the file's status was overwritten (PostgreSQL). Stood for here by the
+    person's UPDATE on the sync's own connection just before the file's status is written to
+    Jordan's invitation: its state and note stay, and the sync counts it as kept."""
+    from sqlalchemy import update
+
+    import models.sync
+
+    real = models.sync._restate
+
+    def recorded_first(session, row, ms_spec):
+        if row.member_state_code == "JO":
+            session.connection().execute(update(Status).where(Status.id == row.id).values(
+                state="done", note="NV 2024/117", changed_by="cli:alice"))
+        return real(session, row, ms_spec)
+
+    monkeypatch.setattr(models.sync, "_restate", recorded_first)
+    data = yaml.safe_load(SEED_ROADMAP.read_text(encoding="utf-8"))
+    next(m for m in data["milestones"] if m["key"] == "invitations").update(status="in_progress", note="drafting")
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    report = sync_roadmap_file(changed)
+    assert report.warnings == [
+        "milestone 'invitations': the file's status (in_progress) and note recorded for 15 member states that no one "
+        "had recorded otherwise",
+        "milestone 'invitations': the file says in_progress; the state recorded for 1 member state is kept "
+        "(`roadmap mark` changes it)",
+    ]
+    with Session(get_engine(seeded)) as session:
+        rows = {r.member_state_code: (r.state, r.note, r.changed_by) for r in session.exec(
+            select(Status).join(Milestone).where(Milestone.key == "invitations"))}
+        history = session.exec(select(func.count()).select_from(StatusChange).where(
+            StatusChange.new_state == "in_progress")).one()
+    assert rows.pop("JO") == ("done", "NV 2024/117", "cli:alice")
+    assert set(rows.values()) == {("in_progress", "drafting", "roadmap file")}
+    assert history == 15
+
+
 def test_a_partys_arabic_name_comes_from_the_file_or_is_made_from_its_member_states(seeded, tmp_path):
     """The Arabic greeting of a digest: ``mission.name_ar`` or ``office.name_ar`` as the file
     gives it; without one, made from the member state's Arabic name (ل + ال written لل), and
