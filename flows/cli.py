@@ -181,8 +181,8 @@ def sync(
         try:
             reports = load()
         except IntegrityError as exc:
-            _fail(f"another sync wrote the same rows at the same time, twice; nothing was written: run it again "
-                  f"({str(exc.orig or exc).strip().splitlines()[0]})")
+            _fail(f"a unique key refused the sync twice; nothing was written (another sync writing the same rows "
+                  f"at the same time? run it again): {str(exc.orig or exc).strip().splitlines()[0]}")
     for report in reports:
         created = ", ".join(f"{n} {t}" for t, n in report.created.items()) or "nothing"
         updated = ", ".join(f"{n} {t}" for t, n in report.updated.items()) or "nothing"

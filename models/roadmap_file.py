@@ -33,6 +33,8 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 #: Deepest YAML nesting accepted (a roadmap needs four levels); bounds PyYAML's recursive composer.
 MAX_YAML_DEPTH = 20
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A host name of two or more dotted labels of ASCII letters, digits and inner hyphens (RFC 1123).
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))+")
 _SLUG_CLEAN = re.compile(r"[^a-z0-9]+")
 #: Every weekday name a weekend may use, case aside: the three-letter abbreviation or the full
 #: English name (``Fri``, ``friday``), each to its number, Monday = 0.
@@ -90,12 +92,14 @@ def check_timezone(name: str) -> str:
 
 def check_mailbox(address: str) -> str:
     """Return ``address``, one plain e-mail address (``gcmrrarabstates@iom.int``), as the standard
-    library's RFC 5322 parser (:class:`email.headerregistry.Address`) reads it, with a dotted
-    domain (a mailbox others can write to; ``name@iom`` is a typo).
+    library's RFC 5322 parser (:class:`email.headerregistry.Address`) reads it, with a host name
+    of dotted ASCII labels for its domain (a mailbox others can write to; ``name@iom`` is a
+    typo) and none of ``? # % & /`` (a ``mailto:`` link would read them as its own: RFC 6068).
 
     Raises:
         ValueError: anything else: a display name (``Name <a@b.org>``), several addresses, a
-            quoted or non-ASCII local part, a line break, no ``@`` or no domain.
+            quoted or non-ASCII local part, a line break, no ``@`` or no domain, a domain that
+            is no host name (``a@[192.0.2.1]``, ``a@-iom.int``).
     """
     try:
         parsed = Address(addr_spec=address).addr_spec
@@ -103,7 +107,8 @@ def check_mailbox(address: str) -> str:
         raise ValueError("is not one e-mail address (no domain)") from None
     except (ValueError, MessageError) as exc:
         raise ValueError(f"is not one e-mail address ({exc})") from None
-    if parsed != address or '"' in address or "." not in address.rpartition("@")[2]:
+    local, _, domain = address.rpartition("@")
+    if parsed != address or any(c in local for c in '"?#%&/') or not _HOST_NAME.fullmatch(domain):
         raise ValueError("is not one plain e-mail address such as name@example.org")
     return address
 

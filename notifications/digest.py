@@ -142,9 +142,9 @@ class Digest:
         self.count = 0  #: items added
         self.overdue = 0  #: of which classified ``overdue``
         self.escalation = False  #: whether any item carries an escalation ``reason``
-        #: {coordinators' mailbox: titles of the roadmaps whose items name it, in the order added}
+        #: {coordinators' mailbox, or "" for none: titles of the roadmaps whose items name it, in
+        #: the order added}
         self.mailboxes: dict[str, dict[str, None]] = {}
-        self.without_mailbox = False  #: whether any item's roadmap gives no mailbox
         self._kept: list[DigestItem] = []
         for item in items:
             self.add(item)
@@ -154,10 +154,7 @@ class Digest:
         self.count += 1
         self.overdue += item.classification == "overdue"
         self.escalation = self.escalation or bool(item.reason)
-        if item.coordinator_email:
-            self.mailboxes.setdefault(item.coordinator_email, {})[item.roadmap_title] = None
-        else:
-            self.without_mailbox = True
+        self.mailboxes.setdefault(item.coordinator_email, {})[item.roadmap_title] = None
         self._kept.append(item)
         if len(self._kept) >= 4 * DIGEST_MAX_ITEMS:
             # nsmallest is sorted(...)[:n], stable: ties keep the order they were added in.
@@ -185,10 +182,15 @@ def _context(recipient: str, digest: Digest, as_of: dt.datetime, addressee: Addr
         rows.append({"item": item, "deadline_local": text, "due_day": day, "utc_offset": offset})
     to_en, to_ar = addressee or (recipient, recipient)
     heading_en, heading_ar = _heading(digest)
-    mailboxes = sorted((mailbox, list(titles)) for mailbox, titles in digest.mailboxes.items())
     # One mailbox for every item is named on the line that asks; otherwise each is listed with
-    # the roadmaps it serves (a mission in two regions' reviews).
-    only = mailboxes[0][0] if len(mailboxes) == 1 and not digest.without_mailbox else ""
+    # the roadmaps it serves (a mission in two regions' reviews), those that give none last
+    # ("" : the template's "your usual contact"; found by a review of this change: their items
+    # had no word).
+    mailboxes = sorted(((mailbox, list(titles)) for mailbox, titles in digest.mailboxes.items()),
+                       key=lambda pair: (not pair[0], pair[0]))
+    only = mailboxes[0][0] if len(mailboxes) == 1 else ""
+    if mailboxes == [("", mailboxes[0][1])]:
+        mailboxes = []  # no roadmap gives one: the plain sentence
     return {"recipient": recipient, "to_en": to_en, "to_ar": to_ar, "rows": rows, "count": digest.count,
             "more": digest.count - len(rows), "as_of": as_of_text(as_of), "ask_to_report": ask_to_report,
             "heading_en": heading_en, "heading_ar": heading_ar, "only_mailbox": only,

@@ -150,6 +150,19 @@ BAD_FILES = {
         lambda d: d["coordinator"].update(email="gcmrrarabstates@"),
         "coordinator.email", "'gcmrrarabstates@'", "is not one e-mail address (no domain)",
     ),
+    # Found by a review of this change: valid addresses that a mailto: link reads otherwise.
+    "a mailbox with a query": (
+        lambda d: d["coordinator"].update(email="reports?subject=x@iom.int"),
+        "coordinator.email", "'reports?subject=x@iom.int'", "is not one plain e-mail address",
+    ),
+    "a mailbox at an address, not a host name": (
+        lambda d: d["coordinator"].update(email="gcm@[192.0.2.1]"),
+        "coordinator.email", "'gcm@[192.0.2.1]'", "is not one plain e-mail address",
+    ),
+    "a mailbox whose domain starts with a hyphen": (
+        lambda d: d["coordinator"].update(email="gcm@-iom.int"),
+        "coordinator.email", "'gcm@-iom.int'", "is not one plain e-mail address",
+    ),
     "a quoted mailbox": (
         lambda d: d["coordinator"].update(email='"gcm review"@iom.int'),
         "coordinator.email", "'\"gcm review\"@iom.int'", "is not one plain e-mail address",

@@ -520,5 +520,6 @@ def test_a_sync_refused_by_a_concurrent_syncs_rows_loads_again_then_fails_in_one
     monkeypatch.setattr(models.sync, "upsert_roadmap", always_refused)
     result = CliRunner().invoke(app, ["sync", str(SEED_ROADMAP)])
     assert result.exit_code == 2
-    assert error_lines(result.stderr) == ["error: another sync wrote the same rows at the same time, twice; nothing "
-                                          "was written: run it again (duplicate key value violates unique constraint)"]
+    assert error_lines(result.stderr) == ["error: a unique key refused the sync twice; nothing was written (another "
+                                          "sync writing the same rows at the same time? run it again): duplicate key "
+                                          "value violates unique constraint"]
