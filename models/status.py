@@ -756,7 +756,11 @@ def record_status(
             Status.active, Roadmap.active)
     if roadmap is not None:
         query = query.where(Roadmap.slug == roadmap)
-    found = session.exec(query).all()
+    # The row locked until the change commits (PostgreSQL; SQLite has one writer at a time): two
+    # people recording it at once are written one after the other, each history row starting
+    # from the state the other left (found by a review of things happening at once: both started
+    # from "pending").
+    found = session.exec(query.with_for_update(of=Status)).all()
     if not found:
         _explain_missing(session, milestone=milestone, member_state=member_state, roadmap=roadmap)
     if len(found) > 1:

@@ -268,3 +268,46 @@ def test_csv_at_column_is_when_it_happened_in_the_owners_zone(seeded, tmp_path):
     result = runner.invoke(app, ["import-statuses", str(dated)])
     assert result.exit_code == 0, result.output
     assert _status(seeded, "invitations", "JO").changed_at == dt.datetime(2024, 5, 28, 8, 0, tzinfo=dt.timezone.utc)
+
+
+def test_two_people_recording_one_row_at_once_are_written_one_after_the_other(postgres_url):
+    """Found by a review of things happening at once: two ``roadmap mark`` of one row at once on
+    PostgreSQL both read "pending", and the history said pending -> done, then pending ->
+    in_progress. The second now waits for the first to commit and starts from its "done"."""
+    import threading
+    import time
+
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.status import record_status
+    from models.sync import sync_roadmap_file
+    from models.tables import Milestone, Status, StatusChange
+    from tests.conftest import SEED_ROADMAP
+
+    sync_roadmap_file(SEED_ROADMAP, postgres_url)
+    first_recorded, errors = threading.Event(), []
+
+    def alice() -> None:
+        try:
+            with session_scope(postgres_url) as session:
+                record_status(session, milestone="invitations", member_state="JO", state="done", changed_by="cli:alice")
+                first_recorded.set()
+                time.sleep(1.0)  # still uncommitted while Bob records
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            first_recorded.set()
+
+    thread = threading.Thread(target=alice)
+    thread.start()
+    first_recorded.wait(30)
+    with session_scope(postgres_url) as session:
+        record_status(session, milestone="invitations", member_state="JO", state="in_progress", changed_by="cli:bob")
+    thread.join(30)
+    assert errors == []
+    with session_scope(postgres_url) as session:
+        history = session.exec(select(StatusChange.old_state, StatusChange.new_state, StatusChange.changed_by)
+                               .join(Status).join(Milestone).where(Milestone.key == "invitations",
+                                                                   Status.member_state_code == "JO")
+                               .order_by(StatusChange.id)).all()
+    assert history == [("pending", "done", "cli:alice"), ("done", "in_progress", "cli:bob")]
